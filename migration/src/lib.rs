@@ -1,0 +1,22 @@
+//! Database schema of chatgenius-files: one module per change, applied in order
+//! by [`Migrator`] on SQLite and PostgreSQL alike.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_create_chat_tables;
+mod m20261128_000002_create_file_uploads;
+mod m20261128_000003_create_pending_uploads;
+
+/// Applies every migration of the service, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_create_chat_tables::Migration),
+            Box::new(m20261128_000002_create_file_uploads::Migration),
+            Box::new(m20261128_000003_create_pending_uploads::Migration),
+        ]
+    }
+}

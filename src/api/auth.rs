@@ -1,0 +1,83 @@
+//! Dev login and the current user.
+
+use poem::web::Data;
+use poem_openapi::{Object, OpenApi, payload::Json};
+
+use super::{ApiTags, utc};
+use crate::{
+    auth::{BearerAuth, CurrentUser},
+    domain::Username,
+    entity::user,
+    error::ApiError,
+    service::{ServiceError, users},
+    startup::AppState,
+};
+
+/// Authentication operations.
+pub struct AuthApi;
+
+/// A chat user.
+#[derive(Object, Debug, Clone)]
+pub struct User {
+    /// User id (the `sub` of their tokens).
+    pub id: i32,
+    /// Login name.
+    pub username: String,
+    /// When the account was created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<user::Model> for User {
+    fn from(m: user::Model) -> Self {
+        Self { id: m.id, username: m.username, created_at: utc(m.created_at) }
+    }
+}
+
+/// Dev login request.
+#[derive(Object)]
+pub struct DevLoginRequest {
+    /// Login name (1-64 of letters, digits, `_`, `-`, `.`); the user is created on first login.
+    pub username: String,
+}
+
+/// A bearer token and its user.
+#[derive(Object)]
+pub struct LoginResponse {
+    /// JWT to send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The logged-in user.
+    pub user: User,
+}
+
+/// The caller as the token names them.
+#[derive(Object)]
+pub struct Me {
+    /// User id.
+    pub id: i32,
+    /// Login name.
+    pub username: String,
+}
+
+#[OpenApi(tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Log in by name (development mode only).
+    ///
+    /// Creates the user on first use and returns a bearer token. Off (404
+    /// `dev_login_disabled`) when the operator sets JWT_SECRET without DEV_LOGIN=true.
+    #[oai(path = "/auth/dev-login", method = "post", operation_id = "dev_login")]
+    async fn dev_login(&self, state: Data<&AppState>, body: Json<DevLoginRequest>) -> Result<Json<LoginResponse>, ApiError> {
+        if !state.config.dev_login_enabled() {
+            return Err(ServiceError::Disabled { code: "dev_login_disabled", message: "dev login is disabled".into() }.into());
+        }
+        let username = Username::parse(&body.username)?;
+        let user = users::find_or_create(&state.db, &username).await?;
+        let token = state.tokens.issue(&CurrentUser { id: user.id, username: user.username.clone() });
+        Ok(Json(LoginResponse { token, user: user.into() }))
+    }
+
+    /// The authenticated caller.
+    #[oai(path = "/auth/me", method = "get", operation_id = "current_user")]
+    async fn me(&self, auth: BearerAuth) -> Result<Json<Me>, ApiError> {
+        Ok(Json(Me { id: auth.0.id, username: auth.0.username }))
+    }
+}

@@ -1,0 +1,88 @@
+//! The HTTP API: poem-openapi handlers by resource. Handlers only translate
+//! HTTP to a use-case call and back.
+
+mod auth;
+mod channels;
+mod health;
+mod messages;
+
+use poem::http::StatusCode;
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::{domain::ParseError, error::ApiError, service::ServiceError};
+
+/// Groups of operations in the spec.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Logging in and the current user.
+    Auth,
+    /// Channels and their members.
+    Channels,
+    /// Messages in channels.
+    Messages,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// Every API of the service, in spec order.
+pub type Apis = (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi);
+
+/// The OpenAPI service (spec, Swagger UI and routes).
+pub fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi),
+        "ChatGenius Files",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .summary("File service of the ChatGenius chat app")
+    .description(
+        "Presigned-URL direct-upload broker: clients upload straight to S3, the broker verifies, \
+         records and announces files. Every error is `{\"error\":{\"code\",\"message\"}}`.",
+    )
+}
+
+/// The spec as committed in `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    service().spec()
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        use ServiceError as E;
+        match err {
+            E::NotFound(what) => ApiError::not_found(what),
+            E::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::Invalid { code, message } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            E::Disabled { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
+            E::Database(err) => {
+                if matches!(err, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) {
+                    tracing::warn!(error = %err, "database unavailable");
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable")
+                } else {
+                    tracing::error!(error = ?err, "database error");
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                }
+            }
+            E::Storage(crate::storage::StorageError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "object store unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the object store is unavailable")
+            }
+            E::Storage(err @ crate::storage::StorageError::Service { .. }) => {
+                tracing::error!(error = %err, "object store error");
+                ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", "the object store answered with an error")
+            }
+        }
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(err: ParseError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, err.code, err.message)
+    }
+}
+
+/// Database timestamps are UTC without a zone; the API speaks RFC 3339.
+fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+    at.and_utc()
+}

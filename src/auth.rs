@@ -1,0 +1,121 @@
+//! Bearer tokens: HS256 JWTs whose `sub` is the user id, minted by dev login or
+//! the `token` command and checked on every API call.
+
+use std::{path::Path, time::Duration};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use poem::Request;
+use poem_openapi::{SecurityScheme, auth::Bearer};
+use serde::{Deserialize, Serialize};
+
+use crate::{config::Secret, error::ApiError, startup::AppState};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser {
+    pub id: i32,
+    pub username: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    name: String,
+    iat: u64,
+    exp: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token is malformed")]
+    Malformed,
+}
+
+/// Signs and verifies bearer tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &Secret, ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            validation,
+            ttl,
+        }
+    }
+
+    /// A token for `user`, valid for the configured lifetime.
+    pub fn issue(&self, user: &CurrentUser) -> String {
+        self.issue_with_ttl(user, self.ttl.as_secs() as i64)
+    }
+
+    /// A token whose expiry is `ttl_secs` from now (negative: already expired; for tests).
+    pub fn issue_with_ttl(&self, user: &CurrentUser, ttl_secs: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.id.to_string(),
+            name: user.username.clone(),
+            iat: now as u64,
+            exp: (now + ttl_secs).max(0) as u64,
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
+    }
+
+    /// The user a token names, when it is well-formed, correctly signed and not expired.
+    pub fn verify(&self, token: &str) -> Result<CurrentUser, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
+        let id = data.claims.sub.parse().map_err(|_| TokenError::Malformed)?;
+        Ok(CurrentUser { id, username: data.claims.name })
+    }
+}
+
+/// The JWT secret: the configured one, or a random one kept in `data_dir` so
+/// that tokens (and the `token` command) survive restarts of the embedded default.
+pub fn resolve_secret(configured: Option<&Secret>, data_dir: &Path) -> std::io::Result<Secret> {
+    if let Some(secret) = configured {
+        return Ok(secret.clone());
+    }
+    let path = data_dir.join("jwt_secret");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.trim().len() >= 32
+    {
+        return Ok(Secret::new(existing.trim()));
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    std::fs::write(&path, &secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(Secret::new(secret))
+}
+
+/// `Authorization: Bearer <JWT>` (HS256, `sub` = user id). Get one from `POST /auth/dev-login`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+pub struct BearerAuth(pub CurrentUser);
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
+    let state = req.data::<AppState>().expect("AppState is attached to every route");
+    state.tokens.verify(&bearer.token).map_err(|e| ApiError::unauthorized(e.to_string()).into())
+}

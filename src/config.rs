@@ -1,0 +1,350 @@
+//! Every setting of the service, read once at boot from the environment (and
+//! `.env`), with the product spec's variable names; a bad value stops boot.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use clap::Args;
+
+/// The service configuration. Each field is an environment variable of the same
+/// name (upper case); `--help` lists them with their defaults.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// S3 access key id. Unset together with AWS_S3_ENDPOINT: the embedded S3
+    /// endpoint starts with generated credentials.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+
+    /// S3 secret access key (never logged).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", value_name = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<Secret>,
+
+    /// Bucket holding every uploaded object.
+    #[arg(long, env = "AWS_S3_BUCKET_NAME", value_name = "AWS_S3_BUCKET_NAME", default_value = "chatgenius-files")]
+    pub aws_s3_bucket_name: BucketName,
+
+    /// S3 region used for signing.
+    #[arg(long, env = "AWS_S3_REGION", value_name = "AWS_S3_REGION", default_value = "us-east-1")]
+    pub aws_s3_region: String,
+
+    /// Largest accepted file, in MiB (1 to 5,000,000).
+    #[arg(long, env = "MAX_FILE_SIZE_MB", value_name = "MAX_FILE_SIZE_MB", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=5_000_000))]
+    pub max_file_size_mb: u64,
+
+    /// Comma-separated MIME types clients may upload; `image/*` and `*/*` wildcards allowed.
+    #[arg(long, env = "ALLOWED_FILE_TYPES", value_name = "ALLOWED_FILE_TYPES", default_value = DEFAULT_ALLOWED_TYPES)]
+    pub allowed_file_types: AllowedTypes,
+
+    /// Database URL (`sqlite://…` or `postgres://…`). Default: a SQLite file under DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for the default SQLite database, the embedded S3 store and the dev JWT secret.
+    #[arg(long, env = "DATA_DIR", value_name = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "BIND_ADDR", value_name = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub bind_addr: SocketAddr,
+
+    /// The broker's origin as browsers see it (for CORS). Default: `http://` + BIND_ADDR.
+    #[arg(long, env = "PUBLIC_URL", value_name = "PUBLIC_URL")]
+    pub public_url: Option<Origin>,
+
+    /// S3 endpoint URL (SeaweedFS, Garage, Ceph…). Unset: AWS S3, or the embedded
+    /// endpoint when no credentials are set either.
+    #[arg(long, env = "AWS_S3_ENDPOINT", value_name = "AWS_S3_ENDPOINT")]
+    pub aws_s3_endpoint: Option<Origin>,
+
+    /// Endpoint put into presigned URLs when browsers reach S3 by another address
+    /// than the broker does. Default: AWS_S3_ENDPOINT.
+    #[arg(long, env = "AWS_S3_PUBLIC_ENDPOINT", value_name = "AWS_S3_PUBLIC_ENDPOINT")]
+    pub aws_s3_public_endpoint: Option<Origin>,
+
+    /// Path-style bucket addressing. Default: true with a custom endpoint, false for AWS.
+    #[arg(long, env = "AWS_S3_FORCE_PATH_STYLE", value_name = "AWS_S3_FORCE_PATH_STYLE")]
+    pub aws_s3_force_path_style: Option<bool>,
+
+    /// Address of the embedded S3 endpoint (embedded mode only).
+    #[arg(long, env = "EMBEDDED_S3_ADDR", value_name = "EMBEDDED_S3_ADDR", default_value = "127.0.0.1:9000")]
+    pub embedded_s3_addr: SocketAddr,
+
+    /// HS256 secret for bearer tokens (at least 32 bytes). Unset: a random secret
+    /// kept in DATA_DIR, and dev login on.
+    #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Allow `POST /auth/dev-login`. Default: on when JWT_SECRET is unset.
+    #[arg(long, env = "DEV_LOGIN", value_name = "DEV_LOGIN")]
+    pub dev_login: Option<bool>,
+
+    /// Lifetime of tokens minted by dev login and `token`, in seconds.
+    #[arg(long, env = "TOKEN_TTL_SECS", value_name = "TOKEN_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub token_ttl_secs: u64,
+
+    /// Comma-separated origins allowed to call the API and the embedded S3 from a
+    /// browser; the broker's own origin is always allowed.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_name = "CORS_ALLOWED_ORIGINS",
+          default_value = "http://localhost:3000", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<Origin>,
+
+    /// Lifetime of presigned upload URLs, in seconds (server cap: 3600).
+    #[arg(long, env = "UPLOAD_URL_TTL_SECS", value_name = "UPLOAD_URL_TTL_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub upload_url_ttl_secs: u64,
+
+    /// Lifetime of presigned download URLs, in seconds (at most 300).
+    #[arg(long, env = "DOWNLOAD_URL_TTL_SECS", value_name = "DOWNLOAD_URL_TTL_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub download_url_ttl_secs: u64,
+}
+
+const DEFAULT_ALLOWED_TYPES: &str = "image/*,video/*,audio/*,text/plain,text/csv,text/markdown,\
+application/pdf,application/zip,application/json,\
+application/msword,application/vnd.openxmlformats-officedocument.wordprocessingml.document,\
+application/vnd.ms-excel,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet,\
+application/vnd.ms-powerpoint,application/vnd.openxmlformats-officedocument.presentationml.presentation";
+
+/// A configuration error, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+/// Where objects are stored.
+#[derive(Debug, Clone)]
+pub enum StorageMode {
+    /// The in-process S3 endpoint, with credentials generated at boot.
+    Embedded,
+    /// An external S3-compatible store (AWS when `endpoint` is `None`).
+    External { endpoint: Option<Origin>, access_key_id: String, secret_access_key: Secret },
+}
+
+impl Config {
+    /// Cross-field checks clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |var, problem: &str| Err(ConfigError { var, problem: problem.to_owned() });
+        match (&self.aws_access_key_id, &self.aws_secret_access_key) {
+            (Some(_), None) => return err("AWS_SECRET_ACCESS_KEY", "required when AWS_ACCESS_KEY_ID is set"),
+            (None, Some(_)) => return err("AWS_ACCESS_KEY_ID", "required when AWS_SECRET_ACCESS_KEY is set"),
+            (None, None) if self.aws_s3_endpoint.is_some() => {
+                return err("AWS_ACCESS_KEY_ID", "required when AWS_S3_ENDPOINT is set");
+            }
+            _ => {}
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return err("JWT_SECRET", "must be at least 32 bytes long");
+        }
+        if self.aws_s3_region.is_empty() {
+            return err("AWS_S3_REGION", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// Which object store to use.
+    pub fn storage_mode(&self) -> StorageMode {
+        match (&self.aws_access_key_id, &self.aws_secret_access_key) {
+            (Some(key), Some(secret)) => StorageMode::External {
+                endpoint: self.aws_s3_endpoint.clone(),
+                access_key_id: key.clone(),
+                secret_access_key: secret.clone(),
+            },
+            _ => StorageMode::Embedded,
+        }
+    }
+
+    /// The database URL, defaulting to a SQLite file in DATA_DIR.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("chatgenius.db").display())
+        })
+    }
+
+    /// Largest accepted file in bytes.
+    pub fn max_file_size_bytes(&self) -> u64 {
+        self.max_file_size_mb * 1024 * 1024
+    }
+
+    /// Whether `POST /auth/dev-login` is served.
+    pub fn dev_login_enabled(&self) -> bool {
+        self.dev_login.unwrap_or(self.jwt_secret.is_none())
+    }
+
+    /// The broker's own origin.
+    pub fn public_origin(&self, bound: SocketAddr) -> Origin {
+        self.public_url.clone().unwrap_or_else(|| Origin(format!("http://{bound}")))
+    }
+}
+
+/// A string that must never be printed: `Debug` shows `[redacted]`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() { Err("must not be empty".into()) } else { Ok(Self(s.to_owned())) }
+    }
+}
+
+/// An S3 bucket name (3–63 characters of `a-z 0-9 . -`, starting and ending alphanumeric).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketName(String);
+
+impl BucketName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BucketName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        let ok_ends = s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        if (3..=63).contains(&s.len()) && ok_chars && ok_ends && !s.contains("..") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!("'{s}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')"))
+        }
+    }
+}
+
+/// An HTTP(S) origin such as `http://localhost:3000` (scheme, host, optional port; no path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    /// An origin built by the service itself (not parsed from input).
+    pub(crate) fn from_raw(origin: String) -> Self {
+        Self(origin)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().trim_end_matches('/');
+        let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => Ok(Self(s.to_owned())),
+            _ => Err(format!("'{s}' is not an origin like http://host:port")),
+        }
+    }
+}
+
+/// The MIME patterns clients may upload, e.g. `image/*,application/pdf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedTypes(Vec<String>);
+
+const TOP_LEVEL_TYPES: &[&str] =
+    &["application", "audio", "font", "image", "message", "model", "multipart", "text", "video", "*"];
+
+impl AllowedTypes {
+    /// Whether a (lower-case, parameter-free) MIME type matches one of the patterns.
+    pub fn allows(&self, mime: &str) -> bool {
+        let Some((top, _)) = mime.split_once('/') else { return false };
+        self.0.iter().any(|pattern| match pattern.strip_suffix("/*") {
+            Some("*") => true,
+            Some(prefix) => prefix == top,
+            None => pattern == mime,
+        })
+    }
+
+    /// The patterns, as configured.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl FromStr for AllowedTypes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let is_token = |p: &str| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        };
+        let mut patterns = Vec::new();
+        for raw in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let pattern = raw.to_ascii_lowercase();
+            let valid = match pattern.split_once('/') {
+                Some(("*", "*")) => true,
+                Some((top, sub)) => TOP_LEVEL_TYPES.contains(&top) && top != "*" && (sub == "*" || is_token(sub)),
+                None => false,
+            };
+            if !valid {
+                return Err(format!("unknown MIME pattern '{raw}' (expected type/subtype or type/*)"));
+            }
+            patterns.push(pattern);
+        }
+        if patterns.is_empty() {
+            return Err("must list at least one MIME type".into());
+        }
+        Ok(Self(patterns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_types_match_exact_and_wildcards() {
+        let types: AllowedTypes = "image/*, application/PDF".parse().unwrap();
+        assert!(types.allows("image/png"));
+        assert!(types.allows("application/pdf"));
+        assert!(!types.allows("application/zip"));
+        assert!(!types.allows("imagex/png"));
+        assert!("*/*".parse::<AllowedTypes>().unwrap().allows("text/html"));
+    }
+
+    #[test]
+    fn allowed_types_reject_unknown_patterns() {
+        for bad in ["imag/png", "image", "image/", "*/png", "", "image/p n g"] {
+            assert!(bad.parse::<AllowedTypes>().is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn origins_and_buckets_are_checked() {
+        assert_eq!("http://localhost:3000/".parse::<Origin>().unwrap().as_str(), "http://localhost:3000");
+        assert!("localhost:3000".parse::<Origin>().is_err());
+        assert!("http://a/b".parse::<Origin>().is_err());
+        assert!("chatgenius-files".parse::<BucketName>().is_ok());
+        assert!("Bad_Bucket".parse::<BucketName>().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "[redacted]");
+    }
+}

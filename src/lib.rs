@@ -1,0 +1,23 @@
+//! chatgenius-files: the file service of the ChatGenius chat app, a
+//! presigned-URL direct-upload broker.
+
+/// HTTP handlers (poem-openapi), one module per resource.
+pub mod api;
+/// Bearer JWTs and the authenticated caller.
+pub mod auth;
+/// Settings from the environment, validated at boot.
+pub mod config;
+/// Newtypes that parse client input at the edge.
+pub mod domain;
+/// The in-process S3 endpoint of the embedded default.
+pub mod embedded_s3;
+/// SeaORM entities.
+pub mod entity;
+/// The one JSON error body and its statuses.
+pub mod error;
+/// Use cases, free of HTTP types.
+pub mod service;
+/// Wiring: state, routes, serving.
+pub mod startup;
+/// The S3 facade.
+pub mod storage;

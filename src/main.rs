@@ -1,0 +1,131 @@
+//! The `chatgenius-files` binary: parses the command line and environment,
+//! then hands over to the library.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use migration::{Migrator, MigratorTrait};
+use tracing_subscriber::EnvFilter;
+
+use chatgenius_files::{
+    auth::{self, CurrentUser, TokenKeys},
+    config::Config,
+    domain::Username,
+    service::users,
+    startup::{self, Application},
+};
+
+/// The ChatGenius file service. Every option is also an environment variable.
+#[derive(Parser)]
+#[command(name = "chatgenius-files", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply or inspect database migrations.
+    Migrate {
+        #[arg(value_enum, default_value = "up")]
+        action: MigrateAction,
+    },
+    /// Print the OpenAPI spec.
+    Openapi,
+    /// Print a bearer token for a user (created when missing).
+    Token {
+        /// Login name.
+        username: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateAction {
+    /// Apply pending migrations.
+    Up,
+    /// Roll back the last migration.
+    Down,
+    /// List applied and pending migrations.
+    Status,
+    /// Drop every table and apply all migrations.
+    Fresh,
+}
+
+fn main() -> std::process::ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            // One line naming the variable and the problem.
+            let rendered = err.render().to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("invalid configuration"));
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(err) = cli.config.validate() {
+        eprintln!("error: {err}");
+        return std::process::ExitCode::from(2);
+    }
+    init_tracing();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(cli.config).await?;
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate { action } => {
+            let db = startup::connect_database(&cli.config).await?;
+            match action {
+                MigrateAction::Up => Migrator::up(&db, None).await?,
+                MigrateAction::Down => Migrator::down(&db, Some(1)).await?,
+                MigrateAction::Status => Migrator::status(&db).await?,
+                MigrateAction::Fresh => Migrator::fresh(&db).await?,
+            }
+        }
+        Command::Openapi => println!("{}", chatgenius_files::api::spec_json()),
+        Command::Token { username } => {
+            let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let db = startup::connect_database(&cli.config).await?;
+            Migrator::up(&db, None).await?;
+            let user = users::find_or_create(&db, &username).await?;
+            let secret = auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
+            let keys = TokenKeys::new(&secret, std::time::Duration::from_secs(cli.config.token_ttl_secs));
+            println!("{}", keys.issue(&CurrentUser { id: user.id, username: user.username }));
+        }
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    // s3s logs whole requests (presigned signatures included) at debug level: keep it quiet.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive("s3s=warn".parse().expect("static directive"))
+        .add_directive("s3s_fs=warn".parse().expect("static directive"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

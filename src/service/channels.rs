@@ -1,0 +1,104 @@
+//! Channels and their members. A channel the caller is not a member of is
+//! reported exactly like a missing one.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, ModelTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+
+use super::{OnConflict, ServiceError, now, users};
+use crate::{
+    domain::{ChannelName, Username},
+    entity::{channel, channel_member, user},
+};
+
+/// The channel, when `user_id` is one of its members.
+pub async fn require_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -> Result<channel::Model, ServiceError> {
+    channel::Entity::find_by_id(channel_id)
+        .inner_join(channel_member::Entity)
+        .filter(channel_member::Column::UserId.eq(user_id))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::NotFound("channel"))
+}
+
+/// Creates a channel with its creator as first member.
+pub async fn create(db: &DatabaseConnection, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
+    let txn = db.begin().await?;
+    let created = channel::ActiveModel {
+        name: Set(name.as_str().to_owned()),
+        created_by: Set(creator),
+        created_at: Set(now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    channel_member::ActiveModel { channel_id: Set(created.id), user_id: Set(creator), joined_at: Set(now()) }
+        .insert(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// The channels `user_id` belongs to, oldest first.
+pub async fn list_for_member(db: &DatabaseConnection, user_id: i32) -> Result<Vec<channel::Model>, ServiceError> {
+    Ok(channel::Entity::find()
+        .inner_join(channel_member::Entity)
+        .filter(channel_member::Column::UserId.eq(user_id))
+        .order_by_asc(channel::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// A member of a channel, with the user's name.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user: user::Model,
+    pub joined_at: chrono::NaiveDateTime,
+}
+
+/// The members of a channel the caller belongs to.
+pub async fn members(db: &DatabaseConnection, channel_id: i32, caller: i32) -> Result<Vec<Member>, ServiceError> {
+    require_member(db, channel_id, caller).await?;
+    let rows = channel_member::Entity::find()
+        .filter(channel_member::Column::ChannelId.eq(channel_id))
+        .find_also_related(user::Entity)
+        .order_by_asc(channel_member::Column::JoinedAt)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(member, user)| user.map(|user| Member { user, joined_at: member.joined_at }))
+        .collect())
+}
+
+/// Adds the user named `username` to a channel the caller belongs to.
+pub async fn add_member(
+    db: &DatabaseConnection,
+    channel_id: i32,
+    caller: i32,
+    username: &Username,
+) -> Result<Member, ServiceError> {
+    require_member(db, channel_id, caller).await?;
+    let user = users::find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))?;
+    let member = channel_member::ActiveModel { channel_id: Set(channel_id), user_id: Set(user.id), joined_at: Set(now()) }
+        .insert(db)
+        .await
+        .on_unique_violation("already_member", "the user is already a member of this channel")?;
+    Ok(Member { user, joined_at: member.joined_at })
+}
+
+/// Removes `user_id` from a channel. Members may remove themselves (leave); only
+/// the channel's creator may remove others.
+pub async fn remove_member(db: &DatabaseConnection, channel_id: i32, caller: i32, user_id: i32) -> Result<(), ServiceError> {
+    let channel = require_member(db, channel_id, caller).await?;
+    if caller != user_id && channel.created_by != caller {
+        return Err(ServiceError::Forbidden("only the channel's creator may remove other members".into()));
+    }
+    let member = channel_member::Entity::find_by_id((channel_id, user_id))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::NotFound("member"))?;
+    member.delete(db).await?;
+    Ok(())
+}

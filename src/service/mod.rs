@@ -1,0 +1,65 @@
+//! Use cases: the rules of the file service, free of HTTP types. Each takes the
+//! database (and storage) handles it needs and returns [`ServiceError`].
+
+pub mod channels;
+pub mod messages;
+pub mod users;
+
+use sea_orm::{DbErr, SqlErr};
+
+use crate::storage::StorageError;
+
+/// A failed use case. Its variants carry stable codes the API turns into statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Missing, or not visible to the caller (both look the same from outside).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Visible, but the caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The input breaks a rule.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The request conflicts with current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A feature switched off by configuration.
+    #[error("{message}")]
+    Disabled { code: &'static str, message: String },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    /// The object store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl ServiceError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { code, message: message.into() }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into() }
+    }
+}
+
+/// Turns a unique-constraint violation into a conflict, in one place.
+pub trait OnConflict<T> {
+    fn on_unique_violation(self, code: &'static str, message: &str) -> Result<T, ServiceError>;
+}
+
+impl<T> OnConflict<T> for Result<T, DbErr> {
+    fn on_unique_violation(self, code: &'static str, message: &str) -> Result<T, ServiceError> {
+        self.map_err(|err| match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => ServiceError::conflict(code, message),
+            _ => ServiceError::Database(err),
+        })
+    }
+}
+
+/// The current time as stored in `TIMESTAMP` columns (UTC, no zone).
+pub fn now() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}

@@ -1,0 +1,166 @@
+//! Builds the application from its configuration: database, object store
+//! (embedded or external), routes; then serves until shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use migration::{Migrator, MigratorTrait};
+use poem::{
+    EndpointExt, Route, Server,
+    http::Method,
+    listener::TcpAcceptor,
+    middleware::{Cors, Tracing},
+};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+use crate::{
+    api,
+    auth::{self, TokenKeys},
+    config::{Config, Origin, StorageMode},
+    embedded_s3::EmbeddedS3,
+    error::render_poem_error,
+    storage::{Storage, StorageSettings},
+};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub storage: Storage,
+    pub tokens: Arc<TokenKeys>,
+    pub config: Arc<Config>,
+}
+
+/// A built, not yet serving, application.
+pub struct Application {
+    addr: SocketAddr,
+    acceptor: TcpAcceptor,
+    state: AppState,
+    cors_origins: Vec<Origin>,
+    embedded_s3: Option<EmbeddedS3>,
+}
+
+impl Application {
+    /// Validates the configuration, binds the listeners, migrates the database
+    /// and prepares the bucket.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(config.bind_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("BIND_ADDR: cannot listen on {}: {e}", config.bind_addr))?;
+        let addr = listener.local_addr()?;
+        let mut cors_origins = config.cors_allowed_origins.clone();
+        cors_origins.push(config.public_origin(addr));
+
+        let (settings, embedded_s3) = storage_settings(&config, &cors_origins).await?;
+        let storage = Storage::new(&settings);
+        match (&embedded_s3, storage.ensure_bucket().await) {
+            (_, Ok(())) => {}
+            (Some(_), Err(err)) => anyhow::bail!("embedded S3: cannot create bucket: {err}"),
+            (None, Err(err)) => tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is"),
+        }
+
+        let db = connect_database(&config).await?;
+        Migrator::up(&db, None).await?;
+
+        let secret = auth::resolve_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
+        let tokens = Arc::new(TokenKeys::new(&secret, Duration::from_secs(config.token_ttl_secs)));
+        tracing::info!(
+            %addr,
+            dev_login = config.dev_login_enabled(),
+            database = if config.database_url().starts_with("postgres") { "postgresql" } else { "sqlite" },
+            "chatgenius-files ready"
+        );
+        let state = AppState { db, storage, tokens, config: Arc::new(config) };
+        Ok(Self { addr, acceptor: TcpAcceptor::from_tokio(listener)?, state, cors_origins, embedded_s3 })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for tests and tools).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The embedded S3 endpoint, in embedded mode.
+    pub fn embedded_s3(&self) -> Option<&EmbeddedS3> {
+        self.embedded_s3.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let api = api::service();
+        let app = Route::new()
+            .nest("/docs", api.swagger_ui())
+            .at("/openapi.json", api.spec_endpoint())
+            .nest("/", api)
+            .with(api_cors(&self.cors_origins))
+            .with(Tracing)
+            .data(self.state)
+            .catch_all_error(render_poem_error);
+        let _keep_s3_alive = self.embedded_s3;
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
+            .await
+    }
+}
+
+async fn storage_settings(
+    config: &Config,
+    cors_origins: &[Origin],
+) -> anyhow::Result<(StorageSettings, Option<EmbeddedS3>)> {
+    let common = |endpoint: Option<Origin>, key: String, secret, path_style| StorageSettings {
+        public_endpoint: config.aws_s3_public_endpoint.clone().or_else(|| endpoint.clone()),
+        endpoint,
+        region: config.aws_s3_region.clone(),
+        bucket: config.aws_s3_bucket_name.clone(),
+        access_key_id: key,
+        secret_access_key: secret,
+        force_path_style: config.aws_s3_force_path_style.unwrap_or(path_style),
+    };
+    Ok(match config.storage_mode() {
+        StorageMode::Embedded => {
+            let s3 = EmbeddedS3::start(&config.data_dir.join("s3"), config.embedded_s3_addr, cors_origins)
+                .await
+                .map_err(|e| anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}"))?;
+            tracing::info!(endpoint = %s3.endpoint(), bucket = config.aws_s3_bucket_name.as_str(), "storage: embedded S3 endpoint (SigV4 checked)");
+            let settings = common(Some(s3.endpoint()), s3.access_key_id.clone(), s3.secret_access_key.clone(), true);
+            (settings, Some(s3))
+        }
+        StorageMode::External { endpoint, access_key_id, secret_access_key } => {
+            let path_style = endpoint.is_some();
+            tracing::info!(
+                endpoint = endpoint.as_ref().map_or("AWS", Origin::as_str),
+                bucket = config.aws_s3_bucket_name.as_str(),
+                "storage: external S3"
+            );
+            (common(endpoint, access_key_id, secret_access_key, path_style), None)
+        }
+    })
+}
+
+/// Connects to DATABASE_URL (creating the SQLite file's folder when needed).
+pub async fn connect_database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") && config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(if config.database_url().starts_with("sqlite:") { 8 } else { 16 })
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Database::connect(options).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))
+}
+
+fn api_cors(origins: &[Origin]) -> Cors {
+    Cors::new()
+        .allow_origins(origins.iter().map(Origin::as_str))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::PATCH])
+        .allow_headers(["authorization", "content-type"])
+        .max_age(600)
+}
