@@ -123,7 +123,27 @@ pub enum StorageMode {
     External { endpoint: Option<Origin>, access_key_id: String, secret_access_key: Secret },
 }
 
+/// Parses a [`Config`] alone, for tools and tests.
+#[derive(clap::Parser)]
+struct ConfigOnly {
+    #[command(flatten)]
+    config: Config,
+}
+
 impl Config {
+    /// Parses a configuration from arguments (and the environment for the rest),
+    /// then applies [`Config::validate`].
+    pub fn parse_from<I, T>(args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let config = ConfigOnly::try_parse_from(args).map_err(|e| e.to_string())?.config;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
     /// Cross-field checks clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |var, problem: &str| Err(ConfigError { var, problem: problem.to_owned() });

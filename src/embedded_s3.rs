@@ -2,18 +2,18 @@
 //! objects under `DATA_DIR/s3`, SigV4 checked with credentials generated at
 //! boot, and CORS (which s3s lacks) answered by poem in front of it.
 
-use std::{io, net::SocketAddr, path::Path};
+use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use futures_util::TryStreamExt;
 use poem::{
     Endpoint, EndpointExt, Request, Response, Server,
     http::{Method, StatusCode},
-    listener::{Acceptor, TcpAcceptor},
+    listener::TcpAcceptor,
     middleware::Cors,
 };
 use rand::{Rng, distr::Alphanumeric};
 use s3s::{auth::SimpleAuth, service::S3Service, service::S3ServiceBuilder};
-use tokio::task::JoinHandle;
+use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::config::{Origin, Secret};
 
@@ -25,6 +25,7 @@ pub struct EmbeddedS3 {
     pub access_key_id: String,
     /// Generated secret key.
     pub secret_access_key: Secret,
+    stop: Arc<Notify>,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -44,9 +45,14 @@ impl EmbeddedS3 {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let acceptor = TcpAcceptor::from_tokio(listener)?;
-        debug_assert!(!acceptor.local_addr().is_empty());
-        let task = tokio::spawn(Server::new_with_acceptor(acceptor).run(endpoint));
-        Ok(Self { addr, access_key_id, secret_access_key, task })
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            endpoint,
+            async move { stopped.notified().await },
+            Some(Duration::from_secs(1)),
+        ));
+        Ok(Self { addr, access_key_id, secret_access_key, stop, task })
     }
 
     /// The endpoint URL clients use.
@@ -54,9 +60,9 @@ impl EmbeddedS3 {
         Origin::from_raw(format!("http://{}", self.addr))
     }
 
-    /// Stops serving (used by tests to simulate an S3 outage).
-    pub fn stop(&self) {
-        self.task.abort();
+    /// A handle that stops the endpoint (tests use it to simulate an outage).
+    pub fn stopper(&self) -> Arc<Notify> {
+        self.stop.clone()
     }
 }
 

@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{ApiTags, auth::User, utc};
+use super::{ApiTags, Success, ok, auth::User, utc};
 use crate::{
     auth::BearerAuth,
     domain::{ChannelName, Username},
@@ -115,22 +115,22 @@ impl ChannelsApi {
 
     /// List the caller's channels.
     #[oai(path = "/channels", method = "get", operation_id = "list_channels")]
-    async fn list(&self, state: Data<&AppState>, auth: BearerAuth) -> Result<Json<ChannelList>, ApiError> {
+    async fn list(&self, state: Data<&AppState>, auth: BearerAuth) -> Result<Success<ChannelList>, ApiError> {
         let found = channels::list_for_member(&state.db, auth.0.id).await?;
-        Ok(Json(ChannelList { channels: found.into_iter().map(Into::into).collect() }))
+        Ok(ok(ChannelList { channels: found.into_iter().map(Into::into).collect() }))
     }
 
     /// Get one channel.
     #[oai(path = "/channels/:channel_id", method = "get", operation_id = "get_channel")]
-    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Json<Channel>, ApiError> {
-        Ok(Json(channels::require_member(&state.db, channel_id.0, auth.0.id).await?.into()))
+    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Success<Channel>, ApiError> {
+        Ok(ok(channels::require_member(&state.db, channel_id.0, auth.0.id).await?.into()))
     }
 
     /// List a channel's members.
     #[oai(path = "/channels/:channel_id/members", method = "get", operation_id = "list_channel_members")]
-    async fn members(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Json<MemberList>, ApiError> {
+    async fn members(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Success<MemberList>, ApiError> {
         let found = channels::members(&state.db, channel_id.0, auth.0.id).await?;
-        Ok(Json(MemberList { members: found.into_iter().map(Into::into).collect() }))
+        Ok(ok(MemberList { members: found.into_iter().map(Into::into).collect() }))
     }
 
     /// Add a user to a channel.

@@ -1,9 +1,9 @@
 //! `/health` and `/ready`.
 
 use poem::{http::StatusCode, web::Data};
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi};
 
-use super::ApiTags;
+use super::{ApiTags, Success, ok};
 use crate::{error::ApiError, startup::AppState};
 
 /// Probe operations.
@@ -20,15 +20,15 @@ pub struct Status {
 impl HealthApi {
     /// Liveness: the process is up.
     #[oai(path = "/health", method = "get", operation_id = "health")]
-    async fn health(&self) -> Json<Status> {
-        Json(Status { status: "ok".into() })
+    async fn health(&self) -> Success<Status> {
+        ok(Status { status: "ok".into() })
     }
 
     /// Readiness: the database and the object store answer.
     ///
     /// 503 names what failed (`database`, `storage` or both).
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
-    async fn ready(&self, state: Data<&AppState>) -> Result<Json<Status>, ApiError> {
+    async fn ready(&self, state: Data<&AppState>) -> Result<Success<Status>, ApiError> {
         let (db, storage) = tokio::join!(state.db.ping(), state.storage.check());
         let mut failed = Vec::new();
         if let Err(err) = db {
@@ -40,7 +40,7 @@ impl HealthApi {
             failed.push("storage");
         }
         if failed.is_empty() {
-            return Ok(Json(Status { status: "ok".into() }));
+            return Ok(ok(Status { status: "ok".into() }));
         }
         let code = match failed.as_slice() {
             ["database"] => "database_unavailable",

@@ -7,7 +7,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, utc};
+use super::{ApiTags, Success, ok, utc};
 use crate::{
     auth::BearerAuth,
     domain::MessageContent,
@@ -104,10 +104,10 @@ impl MessagesApi {
         /// Page size, 1-100 (larger values are capped).
         #[oai(validator(minimum(value = "1")))]
         limit: Query<Option<u64>>,
-    ) -> Result<Json<MessagePage>, ApiError> {
+    ) -> Result<Success<MessagePage>, ApiError> {
         let limit = limit.0.unwrap_or(50).min(MAX_PAGE);
         let page = messages::page(&state.db, channel_id.0, auth.0.id, before.0, limit).await?;
         let next_before = (page.len() as u64 == limit).then(|| page.last().map(|m| m.id)).flatten();
-        Ok(Json(MessagePage { messages: page.into_iter().map(Into::into).collect(), next_before }))
+        Ok(ok(MessagePage { messages: page.into_iter().map(Into::into).collect(), next_before }))
     }
 }

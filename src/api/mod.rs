@@ -7,7 +7,7 @@ mod health;
 mod messages;
 
 use poem::http::StatusCode;
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
 use crate::{domain::ParseError, error::ApiError, service::ServiceError};
 
@@ -22,6 +22,19 @@ pub enum ApiTags {
     Messages,
     /// Liveness and readiness probes.
     Health,
+}
+
+/// A successful answer carrying a JSON body.
+#[derive(ApiResponse)]
+pub enum Success<T: ToJSON + Send + Sync> {
+    /// Success; the body is described by its schema.
+    #[oai(status = 200)]
+    Ok(Json<T>),
+}
+
+/// Shorthand for handlers: `ok(value)` answers 200 with `value` as JSON.
+pub fn ok<T: ToJSON + Send + Sync>(value: T) -> Success<T> {
+    Success::Ok(Json(value))
 }
 
 /// Every API of the service, in spec order.

@@ -1,1 +1,15 @@
+//! The integration suite: one binary, a module per feature. Every test starts
+//! the real server on 127.0.0.1:0 with its own database (SQLite, or a fresh
+//! PostgreSQL database when TEST_POSTGRES_URL is set) and its own embedded S3.
 
+mod helpers;
+
+mod auth;
+mod boot;
+mod channels;
+mod embedded_s3;
+mod errors;
+mod health;
+mod messages;
+mod migrations;
+mod openapi;

@@ -1,0 +1,163 @@
+//! `spawn_app()` and the small HTTP client helpers every test uses.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use chatgenius_files::{config::Config, startup::{AppState, Application}};
+use reqwest::{Response, StatusCode};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// A running broker with its own database and bucket.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub s3_endpoint: String,
+    pub s3_stopper: Arc<Notify>,
+    pub database_url: String,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Arc<Notify>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.notify_one();
+        self.s3_stopper.notify_one();
+    }
+}
+
+/// A fresh database URL: a SQLite file in `dir`, or a new PostgreSQL database
+/// when TEST_POSTGRES_URL (server URL without database) is set.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match std::env::var("TEST_POSTGRES_URL") {
+        Ok(server) => {
+            let server = server.trim_end_matches('/');
+            let name = format!("cgf_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(format!("{server}/postgres")).await.expect("connect to PostgreSQL");
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            admin.close().await.ok();
+            format!("{server}/{name}")
+        }
+        Err(_) => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+    }
+}
+
+/// Starts the broker with the given arguments (`name`, `value`) on top of, or
+/// instead of, the test defaults.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let overridden = |name: &str| overrides.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    let database_url = match overridden("database-url") {
+        Some(url) => url,
+        None => fresh_database_url(data_dir.path()).await,
+    };
+    let defaults = [
+        ("data-dir", data_dir.path().display().to_string()),
+        ("database-url", database_url.clone()),
+        ("bind-addr", "127.0.0.1:0".to_owned()),
+        ("embedded-s3-addr", "127.0.0.1:0".to_owned()),
+        ("aws-s3-bucket-name", format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
+    ];
+    let mut args = vec!["chatgenius-files".to_owned()];
+    for (name, value) in defaults {
+        args.push(format!("--{name}={}", overridden(name).unwrap_or(value)));
+    }
+    for (name, value) in overrides {
+        if !defaults_has(name) {
+            args.push(format!("--{name}={value}"));
+        }
+    }
+    let config = Config::parse_from(args).expect("valid test config");
+    let app = Application::build(config).await.expect("application builds");
+    let addr = app.addr();
+    let state = app.state().clone();
+    let s3 = app.embedded_s3().expect("tests run on the embedded S3");
+    let s3_endpoint = s3.endpoint().to_string();
+    let s3_stopper = s3.stopper();
+    let shutdown = Arc::new(Notify::new());
+    let stop = shutdown.clone();
+    tokio::spawn(app.run_until(async move { stop.notified().await }));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        state,
+        s3_endpoint,
+        s3_stopper,
+        database_url,
+        data_dir,
+        shutdown,
+    }
+}
+
+fn defaults_has(name: &str) -> bool {
+    ["data-dir", "database-url", "bind-addr", "embedded-s3-addr", "aws-s3-bucket-name"].contains(&name)
+}
+
+/// Starts the broker with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// A logged-in user of a test app.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Logs in (creating the user) through dev login.
+    pub async fn login(&self, username: &str) -> TestUser {
+        let resp = self.client.post(self.url("/auth/dev-login")).json(&json!({ "username": username })).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "dev login of {username}");
+        let body: Value = resp.json().await.unwrap();
+        TestUser {
+            id: body["user"]["id"].as_i64().unwrap(),
+            username: username.to_owned(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn get(&self, user: &TestUser, path: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(&user.token).send().await.unwrap()
+    }
+
+    pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> Response {
+        self.client.post(self.url(path)).bearer_auth(&user.token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, user: &TestUser, path: &str) -> Response {
+        self.client.delete(self.url(path)).bearer_auth(&user.token).send().await.unwrap()
+    }
+
+    /// Creates a channel owned by `user` and returns its id.
+    pub async fn create_channel(&self, user: &TestUser, name: &str) -> i64 {
+        let resp = self.post(user, "/channels", json!({ "name": name })).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// Adds `member` to a channel of `owner`.
+    pub async fn add_member(&self, owner: &TestUser, channel: i64, member: &TestUser) {
+        let resp = self.post(owner, &format!("/channels/{channel}/members"), json!({ "username": member.username })).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+}
+
+/// Asserts the status and the error body's code; returns the body.
+pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "error content type: {content_type}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "error body: {body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "only the error member: {body}");
+    body
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's test command (README "Quick start"); CI runs it through .ci/run.
+# Installs or starts what the suite needs when missing, then runs every test on
+# SQLite and again on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+PG_URL="${TEST_POSTGRES_SERVER:-postgres://postgres@127.0.0.1:5432}"
+
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    local hba
+    hba=$(ls /etc/postgresql/*/main/pg_hba.conf)
+    sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  pg_isready -h 127.0.0.1 -p 5432
+  # Databases left by earlier runs (each test creates its own).
+  psql "$PG_URL/postgres" -Atc "select datname from pg_database where datname like 'cgf_test_%'" |
+    while read -r db; do psql -q "$PG_URL/postgres" -c "drop database if exists $db" >/dev/null; done
+}
+
+ensure_postgres
+
+log "building"
+cargo build --locked --workspace --all-targets
+
+log "unit tests and the integration suite on SQLite"
+cargo test --locked --workspace
+
+log "the integration suite on PostgreSQL"
+TEST_POSTGRES_URL="$PG_URL" cargo test --locked --test api
