@@ -85,6 +85,10 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %err, "object store error");
                 ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", "the object store answered with an error")
             }
+            E::Storage(err @ crate::storage::StorageError::Signing(_)) => {
+                tracing::error!(error = %err, "cannot sign a storage request");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
         }
     }
 }

@@ -2,25 +2,12 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::presigning::PresigningConfig;
 use reqwest::StatusCode;
 
 use crate::helpers::{TestApp, spawn_app};
 
 async fn presigned_put(app: &TestApp, key: &str, body: &[u8], ttl: Duration) -> String {
-    app.state
-        .storage
-        .presigner()
-        .put_object()
-        .bucket(app.state.storage.bucket())
-        .key(key)
-        .content_type("text/plain")
-        .content_length(body.len() as i64)
-        .presigned(PresigningConfig::expires_in(ttl).unwrap())
-        .await
-        .unwrap()
-        .uri()
-        .to_owned()
+    app.state.storage.presigner().put_object(key, "text/plain", body.len() as u64, None, ttl).unwrap().url
 }
 
 async fn put(app: &TestApp, url: &str, body: &'static [u8]) -> StatusCode {
@@ -49,10 +36,10 @@ async fn embedded_s3_accepts_a_correct_presigned_put_and_refuses_the_rest() {
     assert_eq!(put(&app, &good, b"other size!").await, StatusCode::FORBIDDEN, "different length than signed");
     assert_eq!(put(&app, &good, body).await, StatusCode::OK, "correct presigned PUT");
 
-    let stored = app.state.storage.presigner().get_object().bucket(&bucket).key("good.txt").send().await.unwrap();
+    let stored = app.state.storage.client().get_object().bucket(&bucket).key("good.txt").send().await.unwrap();
     assert_eq!(stored.body.collect().await.unwrap().into_bytes().as_ref(), body);
     for key in ["unsigned.txt", "tampered.txt", "expired.txt"] {
-        let head = app.state.storage.presigner().head_object().bucket(&bucket).key(key).send().await;
+        let head = app.state.storage.client().head_object().bucket(&bucket).key(key).send().await;
         assert!(head.is_err(), "{key} must not exist");
     }
 }

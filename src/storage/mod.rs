@@ -1,0 +1,280 @@
+//! The S3 facade: an aws-sdk-s3 client for the broker's own calls and a
+//! [`Presigner`] for the endpoint browsers reach. Works with AWS S3, SeaweedFS,
+//! Garage, Ceph RGW and the embedded endpoint.
+
+pub mod presign;
+
+use std::time::Duration;
+
+use aws_sdk_s3::{
+    Client,
+    config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        timeout::TimeoutConfig,
+    },
+    error::{ProvideErrorMetadata, SdkError},
+};
+
+use aws_sdk_s3::{
+    primitives::ByteStream,
+    types::{ChecksumMode, CompletedMultipartUpload, CompletedPart},
+};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+pub use presign::{PresignedRequest, Presigner};
+
+use crate::config::{BucketName, Origin, Secret};
+
+/// How to reach the object store.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Endpoint the broker calls; `None` means AWS.
+    pub endpoint: Option<Origin>,
+    /// Endpoint written into presigned URLs; `None` means `endpoint`.
+    pub public_endpoint: Option<Origin>,
+    pub region: String,
+    pub bucket: BucketName,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub force_path_style: bool,
+}
+
+/// A storage failure, split by what the client should be told.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The store could not be reached (connection refused, timeout).
+    #[error("object store unreachable: {0}")]
+    Unavailable(String),
+    /// The store answered with an error.
+    #[error("object store error {code}: {message}")]
+    Service { code: String, message: String },
+    /// A URL could not be signed (bad credentials or key).
+    #[error("cannot sign a request: {0}")]
+    Signing(String),
+}
+
+impl StorageError {
+    fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                Self::Unavailable(aws_smithy_types::error::display::DisplayErrorContext(&err).to_string())
+            }
+            _ => Self::Service {
+                code: err.code().unwrap_or("Unknown").to_owned(),
+                message: err.message().unwrap_or("no message").to_owned(),
+            },
+        }
+    }
+}
+
+/// What HeadObject tells about an object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// Base64 SHA-256 the store kept, when it keeps checksums.
+    pub checksum_sha256: Option<String>,
+}
+
+/// Handle on the bucket holding every uploaded object.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    client: Client,
+    presigner: Presigner,
+    bucket: String,
+}
+
+impl Storage {
+    /// Builds the clients; no network traffic happens here.
+    pub fn new(settings: &StorageSettings) -> Self {
+        let client = build_client(settings, settings.endpoint.as_ref());
+        let public = settings.public_endpoint.as_ref().or(settings.endpoint.as_ref());
+        let presigner = Presigner::new(settings, public.map(Origin::as_str));
+        Self { client, presigner, bucket: settings.bucket.as_str().to_owned() }
+    }
+
+    /// Signs presigned URLs (no network).
+    pub fn presigner(&self) -> &Presigner {
+        &self.presigner
+    }
+
+    /// The SDK client (tests and tools use it to inspect the bucket).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Size (and stored checksum) of an object; `None` when it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        let result = self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
+        match result {
+            Ok(out) => Ok(Some(ObjectInfo {
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                checksum_sha256: out.checksum_sha256().filter(|c| !c.contains('-')).map(str::to_owned),
+            })),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(err) => Err(StorageError::from_sdk(err)),
+        }
+    }
+
+    /// The first `len` bytes of an object (fewer when it is shorter).
+    pub async fn read_prefix(&self, key: &str, len: u64) -> Result<Bytes, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", len.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        let bytes = out.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?.into_bytes();
+        Ok(bytes.slice(..bytes.len().min(len as usize)))
+    }
+
+    /// SHA-256 (hex) of a whole object, streamed.
+    pub async fn sha256_hex(&self, key: &str) -> Result<String, StorageError> {
+        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(StorageError::from_sdk)?;
+        let mut body = out.body;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| StorageError::Unavailable(e.to_string()))? {
+            hasher.update(&chunk);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Deletes an object; deleting a missing one succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(|_| ()).map_err(StorageError::from_sdk)
+    }
+
+    /// Stores a small object in one request.
+    pub async fn put(&self, key: &str, content_type: &str, body: Bytes) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(StorageError::from_sdk)
+    }
+
+    /// Starts a multipart upload and returns its id.
+    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StorageError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        out.upload_id().map(str::to_owned).ok_or_else(|| StorageError::Service {
+            code: "NoUploadId".into(),
+            message: "CreateMultipartUpload returned no upload id".into(),
+        })
+    }
+
+    /// Uploads one part; returns its ETag.
+    pub async fn upload_part(&self, key: &str, upload_id: &str, part_number: i32, body: Bytes) -> Result<CompletedPart, StorageError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        Ok(CompletedPart::builder().part_number(part_number).set_e_tag(out.e_tag().map(str::to_owned)).build())
+    }
+
+    /// Completes a multipart upload from its parts.
+    pub async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<CompletedPart>) -> Result<(), StorageError> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(StorageError::from_sdk)
+    }
+
+    /// Abandons a multipart upload, dropping its parts.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(StorageError::from_sdk)
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket when it does not exist yet.
+    pub async fn ensure_bucket(&self) -> Result<(), StorageError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                match self.client.create_bucket().bucket(&self.bucket).send().await {
+                    Ok(_) => Ok(()),
+                    Err(err) if err.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+                    Err(err) => Err(StorageError::from_sdk(err)),
+                }
+            }
+            Err(err) => Err(StorageError::from_sdk(err)),
+        }
+    }
+
+    /// Checks that the bucket answers (for `/ready`).
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.client.head_bucket().bucket(&self.bucket).send().await.map(|_| ()).map_err(StorageError::from_sdk)
+    }
+}
+
+fn build_client(settings: &StorageSettings, endpoint: Option<&Origin>) -> Client {
+    let credentials = Credentials::new(
+        &settings.access_key_id,
+        settings.secret_access_key.expose(),
+        None,
+        None,
+        "chatgenius-files",
+    );
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(settings.region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(settings.force_path_style)
+        // Browsers cannot compute the SDK's flexible checksums: never ask for them.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint.as_str());
+    }
+    Client::from_conf(builder.build())
+}
