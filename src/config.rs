@@ -1,7 +1,7 @@
 //! Every setting of the service, read once at boot from the environment (and
 //! `.env`), with the product spec's variable names; a bad value stops boot.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, str::FromStr};
 
 use clap::Args;
 
@@ -98,6 +98,14 @@ pub struct Config {
     #[arg(long, env = "DOWNLOAD_URL_TTL_SECS", value_name = "DOWNLOAD_URL_TTL_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub download_url_ttl_secs: u64,
+
+    /// Presigns plus uploads through the broker, per user per minute.
+    #[arg(long, env = "PRESIGN_RATE_PER_MIN", value_name = "PRESIGN_RATE_PER_MIN", default_value = "60")]
+    pub presign_rate_per_min: NonZeroU32,
+
+    /// Confirms per user per minute.
+    #[arg(long, env = "CONFIRM_RATE_PER_MIN", value_name = "CONFIRM_RATE_PER_MIN", default_value = "60")]
+    pub confirm_rate_per_min: NonZeroU32,
 }
 
 const DEFAULT_ALLOWED_TYPES: &str = "image/*,video/*,audio/*,text/plain,text/csv,text/markdown,\

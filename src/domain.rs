@@ -99,3 +99,212 @@ mod tests {
         assert!(MessageContent::parse(&"x".repeat(MAX_MESSAGE_CHARS + 1)).is_err());
     }
 }
+
+/// The name a file is shown with. Leading and trailing white space is trimmed;
+/// names that could mislead or escape are refused, not rewritten (see README).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName(String);
+
+/// Longest file name, in UTF-8 bytes (the column is VARCHAR(255)).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Characters that reorder or hide text: bidi controls and zero-width characters.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2028}' | '\u{2029}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{180E}' | '\u{FEFF}')
+}
+
+impl FileName {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let name = raw.trim();
+        let problem = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > MAX_FILE_NAME_BYTES {
+            Some("must be at most 255 bytes")
+        } else if name.chars().any(char::is_control) {
+            Some("must not contain control characters (including CR and LF)")
+        } else if name.contains(['/', '\\']) {
+            Some("must not contain path separators")
+        } else if name.contains("..") {
+            Some("must not contain '..'")
+        } else if name.chars().any(is_invisible_or_bidi) {
+            Some("must not contain bidirectional-override or zero-width characters")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => refuse("invalid_file_name", format!("file_name {problem}")),
+            None => Ok(Self(name.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The lower-case extension, if any (`photo.PNG` → `png`).
+    pub fn extension(&self) -> Option<String> {
+        let (stem, ext) = self.0.rsplit_once('.')?;
+        (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_ascii_lowercase())
+    }
+
+    /// An ASCII version for object keys: letters, digits, `.`, `-`, `_`, at most
+    /// 100 bytes, extension kept.
+    pub fn key_safe(&self) -> String {
+        let clean = |s: &str| -> String {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                let mapped = match c {
+                    'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+                    c if c.is_whitespace() => '-',
+                    _ => '_',
+                };
+                if !(matches!(mapped, '-' | '_') && out.ends_with(mapped)) {
+                    out.push(mapped);
+                }
+            }
+            out
+        };
+        let (stem, ext) = match self.0.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => (clean(stem), clean(ext)),
+            _ => (clean(&self.0), String::new()),
+        };
+        let ext: String = ext.chars().take(16).collect();
+        let mut stem: String = stem.trim_matches(['-', '_']).chars().take(100 - 1 - ext.len()).collect();
+        if stem.is_empty() {
+            stem.push_str("file");
+        }
+        if ext.is_empty() { stem } else { format!("{stem}.{ext}") }
+    }
+}
+
+/// A MIME type without parameters, lower case (`image/png`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentType(String);
+
+impl ContentType {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let is_token = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+        match essence.split_once('/') {
+            Some((top, sub)) if is_token(top) && is_token(sub) && essence.len() <= 100 => Ok(Self(essence)),
+            _ => refuse("invalid_content_type", format!("'{raw}' is not a MIME type like image/png")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the type agrees with a file name's extension: true when the
+    /// extension is unknown or absent, or lists this type.
+    pub fn agrees_with(&self, name: &FileName) -> bool {
+        let Some(ext) = name.extension() else { return true };
+        let known = mime_guess::get_mime_extensions_str(&self.0).is_some_and(|exts| exts.contains(&ext.as_str()));
+        let guesses = mime_guess::from_ext(&ext);
+        known || guesses.is_empty() || guesses.iter().any(|m| m.essence_str() == self.0)
+    }
+}
+
+/// A SHA-256 digest given by a client as 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(raw.to_ascii_lowercase()))
+        } else {
+            refuse("invalid_sha256", "sha256 must be 64 hexadecimal digits")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digest in base64, as `x-amz-checksum-sha256` carries it.
+    pub fn to_base64(&self) -> String {
+        use base64::Engine;
+        let bytes = hex::decode(&self.0).expect("validated hex");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+}
+
+/// How many bytes of an object are sniffed for magic numbers.
+pub const SNIFF_LEN: usize = 1024;
+
+/// Checks the first bytes of a file against its declared type. Returns the
+/// detected type when they contradict each other.
+pub fn sniff_mismatch(declared: &ContentType, head: &[u8]) -> Option<String> {
+    let declared = declared.as_str();
+    let detected = infer::get(head).map(|kind| kind.mime_type());
+    match detected {
+        None if infer::is_mime_supported(declared) && !head.is_empty() => Some("no recognisable signature".to_owned()),
+        None => None,
+        Some(found) if compatible(declared, found) => None,
+        Some(found) => Some(found.to_owned()),
+    }
+}
+
+fn compatible(declared: &str, detected: &str) -> bool {
+    let zip_based = |t: &str| {
+        t == "application/zip"
+            || t.starts_with("application/vnd.openxmlformats-officedocument.")
+            || t.starts_with("application/vnd.oasis.opendocument.")
+            || matches!(t, "application/epub+zip" | "application/java-archive")
+    };
+    let top = |t: &str| t.split('/').next().unwrap_or_default().to_owned();
+    declared == detected
+        || (zip_based(declared) && zip_based(detected))
+        || (declared.ends_with("+xml") && detected == "text/xml")
+        || (matches!(top(declared).as_str(), "audio" | "video") && matches!(top(detected).as_str(), "audio" | "video"))
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn bad_file_names_are_refused() {
+        for bad in [
+            "", "   ", "a/b.txt", "a\\b.txt", "..", "../etc/passwd", "a..b", "a\r\nb.txt", "a\0b", "tab\there",
+            "invoice\u{202E}fdp.exe", "zero\u{200B}width.txt", "bom\u{FEFF}.txt", &"x".repeat(256),
+        ] {
+            assert!(FileName::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(FileName::parse("  report 2026.pdf ").unwrap().as_str(), "report 2026.pdf");
+        assert!(FileName::parse("Résumé — final.docx").is_ok());
+    }
+
+    #[test]
+    fn key_safe_names_are_ascii_and_keep_the_extension() {
+        assert_eq!(FileName::parse("Résumé final.PDF").unwrap().key_safe(), "R_sum_-final.PDF");
+        assert_eq!(FileName::parse("日本語.png").unwrap().key_safe(), "file.png");
+        let long = FileName::parse(&format!("{}.txt", "a".repeat(200))).unwrap().key_safe();
+        assert!(long.len() <= 100 && long.ends_with(".txt"));
+    }
+
+    #[test]
+    fn content_types_agree_with_extensions() {
+        let png = ContentType::parse("image/PNG").unwrap();
+        assert_eq!(png.as_str(), "image/png");
+        assert!(png.agrees_with(&FileName::parse("a.png").unwrap()));
+        assert!(!png.agrees_with(&FileName::parse("a.jpg").unwrap()));
+        assert!(png.agrees_with(&FileName::parse("noext").unwrap()));
+        assert!(ContentType::parse("text/plain; charset=utf-8").unwrap().agrees_with(&FileName::parse("a.txt").unwrap()));
+        assert!(ContentType::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn sniffing_catches_disguised_content() {
+        let png = ContentType::parse("image/png").unwrap();
+        assert!(sniff_mismatch(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").is_none());
+        assert!(sniff_mismatch(&png, b"<!DOCTYPE html><html><script>alert(1)</script>").is_some());
+        assert!(sniff_mismatch(&png, b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0").is_some());
+        let text = ContentType::parse("text/plain").unwrap();
+        assert!(sniff_mismatch(&text, b"just some words").is_none());
+        assert!(sniff_mismatch(&text, b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0").is_some());
+    }
+}

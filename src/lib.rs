@@ -11,13 +11,19 @@ pub mod config;
 pub mod domain;
 /// The in-process S3 endpoint of the embedded default.
 pub mod embedded_s3;
+/// The in-process event hub.
+pub mod events;
 /// SeaORM entities.
 pub mod entity;
 /// The one JSON error body and its statuses.
 pub mod error;
+/// Per-user rate limits.
+pub mod ratelimit;
 /// Use cases, free of HTTP types.
 pub mod service;
 /// Wiring: state, routes, serving.
 pub mod startup;
-/// The S3 facade.
+/// The S3 facade and presigned URLs.
 pub mod storage;
+/// JSON shapes shared by HTTP responses and WebSocket events.
+pub mod wire;

@@ -18,6 +18,8 @@ use crate::{
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
     error::render_poem_error,
+    events::EventHub,
+    ratelimit::RateLimits,
     storage::{Storage, StorageSettings},
 };
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub storage: Storage,
     pub tokens: Arc<TokenKeys>,
     pub config: Arc<Config>,
+    pub events: EventHub,
+    pub limits: Arc<RateLimits>,
 }
 
 /// A built, not yet serving, application.
@@ -70,7 +74,8 @@ impl Application {
             database = if config.database_url().starts_with("postgres") { "postgresql" } else { "sqlite" },
             "chatgenius-files ready"
         );
-        let state = AppState { db, storage, tokens, config: Arc::new(config) };
+        let limits = Arc::new(RateLimits::new(config.presign_rate_per_min, config.confirm_rate_per_min));
+        let state = AppState { db, storage, tokens, config: Arc::new(config), events: EventHub::default(), limits };
         Ok(Self { addr, acceptor: TcpAcceptor::from_tokio(listener)?, state, cors_origins, embedded_s3 })
     }
 

@@ -3,13 +3,18 @@
 
 mod auth;
 mod channels;
+mod files;
 mod health;
 mod messages;
 
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
-use crate::{domain::ParseError, error::ApiError, service::ServiceError};
+use crate::{
+    domain::ParseError,
+    error::{ApiError, ErrorBody, ErrorDetail},
+    service::ServiceError,
+};
 
 /// Groups of operations in the spec.
 #[derive(Tags)]
@@ -20,6 +25,8 @@ pub enum ApiTags {
     Channels,
     /// Messages in channels.
     Messages,
+    /// Uploading, confirming and reading files.
+    Files,
     /// Liveness and readiness probes.
     Health,
 }
@@ -38,12 +45,12 @@ pub fn ok<T: ToJSON + Send + Sync>(value: T) -> Success<T> {
 }
 
 /// Every API of the service, in spec order.
-pub type Apis = (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi);
+pub type Apis = (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi);
 
 /// The OpenAPI service (spec, Swagger UI and routes).
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi),
+        (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi),
         "ChatGenius Files",
         env!("CARGO_PKG_VERSION"),
     )
@@ -68,6 +75,18 @@ impl From<ServiceError> for ApiError {
             E::Invalid { code, message } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
             E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             E::Disabled { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
+            E::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message),
+            E::TypeNotAllowed(message) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed", message),
+            E::Unverified { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            E::RateLimited { retry_after_secs } => ApiError::TooManyRequests(
+                Json(ErrorBody {
+                    error: ErrorDetail {
+                        code: "rate_limited".into(),
+                        message: format!("too many requests; retry in {retry_after_secs} s"),
+                    },
+                }),
+                retry_after_secs.max(1),
+            ),
             E::Database(err) => {
                 if matches!(err, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) {
                     tracing::warn!(error = %err, "database unavailable");

@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod messages;
+pub mod uploads;
 pub mod users;
 
 use sea_orm::{DbErr, SqlErr};
@@ -24,6 +25,18 @@ pub enum ServiceError {
     /// The request conflicts with current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The file is larger than MAX_FILE_SIZE_MB.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The content type is not in ALLOWED_FILE_TYPES.
+    #[error("{0}")]
+    TypeNotAllowed(String),
+    /// The uploaded object failed verification.
+    #[error("{message}")]
+    Unverified { code: &'static str, message: String },
+    /// Too many requests of this kind.
+    #[error("rate limited; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// A feature switched off by configuration.
     #[error("{message}")]
     Disabled { code: &'static str, message: String },

@@ -17,7 +17,7 @@ use aws_sdk_s3::{
 
 use aws_sdk_s3::{
     primitives::ByteStream,
-    types::{ChecksumMode, CompletedMultipartUpload, CompletedPart},
+    types::{CompletedMultipartUpload, CompletedPart},
 };
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -76,8 +76,6 @@ impl StorageError {
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
     pub size: u64,
-    /// Base64 SHA-256 the store kept, when it keeps checksums.
-    pub checksum_sha256: Option<String>,
 }
 
 /// Handle on the bucket holding every uploaded object.
@@ -107,14 +105,10 @@ impl Storage {
         &self.client
     }
 
-    /// Size (and stored checksum) of an object; `None` when it does not exist.
+    /// Size of an object; `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
-        let result = self.client.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
-        match result {
-            Ok(out) => Ok(Some(ObjectInfo {
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                checksum_sha256: out.checksum_sha256().filter(|c| !c.contains('-')).map(str::to_owned),
-            })),
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(ObjectInfo { size: out.content_length().unwrap_or(0).max(0) as u64 })),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             Err(err) => Err(StorageError::from_sdk(err)),
         }

@@ -14,7 +14,7 @@ async fn health_and_ready_answer_200_when_everything_is_up() {
 #[tokio::test]
 async fn ready_names_the_object_store_when_it_is_down() {
     let app = spawn_app().await;
-    app.s3_stopper.notify_one();
+    app.s3_stopper.as_ref().unwrap().notify_one();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let resp = app.client.get(app.url("/ready")).send().await.unwrap();
     let body = assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;

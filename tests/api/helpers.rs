@@ -14,16 +14,19 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     pub s3_endpoint: String,
-    pub s3_stopper: Arc<Notify>,
-    pub database_url: String,
-    pub data_dir: tempfile::TempDir,
+    /// Stops the embedded S3 endpoint (`None` on an external store).
+    pub s3_stopper: Option<Arc<Notify>>,
+    /// Kept alive for the test's duration (database file, embedded objects).
+    _data_dir: tempfile::TempDir,
     shutdown: Arc<Notify>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.notify_one();
-        self.s3_stopper.notify_one();
+        if let Some(stop) = &self.s3_stopper {
+            stop.notify_one();
+        }
     }
 }
 
@@ -43,6 +46,42 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// The object store a test runs against.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// The broker's in-process S3 endpoint.
+    Embedded,
+    /// SeaweedFS started by tests/run.sh (TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY).
+    SeaweedFs { endpoint: String, access_key: String, secret_key: String },
+}
+
+impl Store {
+    /// SeaweedFS when tests/run.sh started one, else `None`.
+    pub fn seaweedfs() -> Option<Self> {
+        Some(Self::SeaweedFs {
+            endpoint: std::env::var("TEST_S3_ENDPOINT").ok()?,
+            access_key: std::env::var("TEST_S3_ACCESS_KEY").ok()?,
+            secret_key: std::env::var("TEST_S3_SECRET_KEY").ok()?,
+        })
+    }
+}
+
+/// Starts the broker on `store` with the given arguments on top of the defaults.
+pub async fn spawn_app_on(store: &Store, overrides: &[(&str, &str)]) -> TestApp {
+    match store {
+        Store::Embedded => spawn_app_with(overrides).await,
+        Store::SeaweedFs { endpoint, access_key, secret_key } => {
+            let mut all = vec![
+                ("aws-s3-endpoint", endpoint.as_str()),
+                ("aws-access-key-id", access_key.as_str()),
+                ("aws-secret-access-key", secret_key.as_str()),
+            ];
+            all.extend_from_slice(overrides);
+            spawn_app_with(&all).await
+        }
+    }
+}
+
 /// Starts the broker with the given arguments (`name`, `value`) on top of, or
 /// instead of, the test defaults.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
@@ -54,7 +93,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     };
     let defaults = [
         ("data-dir", data_dir.path().display().to_string()),
-        ("database-url", database_url.clone()),
+        ("database-url", database_url),
         ("bind-addr", "127.0.0.1:0".to_owned()),
         ("embedded-s3-addr", "127.0.0.1:0".to_owned()),
         ("aws-s3-bucket-name", format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
@@ -72,9 +111,10 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let app = Application::build(config).await.expect("application builds");
     let addr = app.addr();
     let state = app.state().clone();
-    let s3 = app.embedded_s3().expect("tests run on the embedded S3");
-    let s3_endpoint = s3.endpoint().to_string();
-    let s3_stopper = s3.stopper();
+    let (s3_endpoint, s3_stopper) = match app.embedded_s3() {
+        Some(s3) => (s3.endpoint().to_string(), Some(s3.stopper())),
+        None => (overridden("aws-s3-endpoint").expect("an external store has an endpoint"), None),
+    };
     let shutdown = Arc::new(Notify::new());
     let stop = shutdown.clone();
     tokio::spawn(app.run_until(async move { stop.notified().await }));
@@ -84,8 +124,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         state,
         s3_endpoint,
         s3_stopper,
-        database_url,
-        data_dir,
+        _data_dir: data_dir,
         shutdown,
     }
 }

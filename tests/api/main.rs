@@ -11,5 +11,6 @@ mod embedded_s3;
 mod errors;
 mod health;
 mod messages;
+mod uploads;
 mod migrations;
 mod openapi;

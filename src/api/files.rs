@@ -1,0 +1,283 @@
+//! Files: presign, confirm, abort, metadata, and upload through the broker.
+
+use std::collections::BTreeMap;
+
+use poem::{Request, RequestBody, web::{Data, Multipart}};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
+    param::Path,
+    payload::{Json, ParsePayload, Payload},
+    registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry},
+};
+use uuid::Uuid;
+
+use super::{ApiTags, Success, ok};
+use crate::{
+    auth::BearerAuth,
+    domain::{ContentType, FileName, Sha256Hex},
+    error::ApiError,
+    service::{
+        ServiceError,
+        uploads::{self, Confirmation, StreamedFile, Target, UploadRequest},
+    },
+    startup::AppState,
+    wire::FileInfo,
+};
+
+/// File operations.
+pub struct FilesApi;
+
+/// A file the client is about to upload.
+#[derive(Object)]
+pub struct PresignRequest {
+    /// Channel the file goes to; the caller must be a member.
+    pub channel_id: i32,
+    /// Attach to this message, which must be the caller's own in that channel.
+    pub message_id: Option<i32>,
+    /// Display name (trimmed; refused when empty, over 255 bytes, or containing
+    /// path separators, `..`, control, bidi-override or zero-width characters).
+    pub file_name: String,
+    /// MIME type; must be allowed (ALLOWED_FILE_TYPES) and agree with the extension.
+    pub content_type: String,
+    /// Exact size in bytes, 1 to MAX_FILE_SIZE_MB MiB.
+    pub size: i64,
+    /// Optional SHA-256 of the content, 64 hex digits; signed into the URL and verified on confirm.
+    pub sha256: Option<String>,
+}
+
+/// Where and how to upload the bytes.
+#[derive(Object)]
+pub struct PresignResponse {
+    /// Id of the upload in progress; confirm or abort it with this id.
+    pub upload_id: Uuid,
+    /// HTTP method to use (`PUT`).
+    pub method: String,
+    /// Presigned URL of the object store.
+    pub url: String,
+    /// Headers to send exactly as given (they are signed). Browsers set
+    /// `content-length` themselves.
+    pub headers: BTreeMap<String, String>,
+    /// When the URL stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Object key the file is stored under.
+    pub key: String,
+}
+
+/// An upload was presigned.
+#[derive(ApiResponse)]
+pub enum Presigned {
+    /// PUT the bytes to `url` with `headers`, then confirm.
+    #[oai(status = 201)]
+    Created(Json<PresignResponse>),
+}
+
+/// The outcome of a confirm.
+#[derive(ApiResponse)]
+pub enum Confirmed {
+    /// The file was verified and recorded now.
+    #[oai(status = 201)]
+    Created(Json<FileInfo>),
+    /// The upload had been confirmed before; the same file.
+    #[oai(status = 200)]
+    AlreadyConfirmed(Json<FileInfo>),
+}
+
+/// An upload was aborted.
+#[derive(ApiResponse)]
+pub enum Aborted {
+    /// Aborted; any uploaded bytes were deleted.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+/// A file was uploaded through the broker.
+#[derive(ApiResponse)]
+pub enum Uploaded {
+    /// The file was stored, verified and recorded.
+    #[oai(status = 201)]
+    Created(Json<FileInfo>),
+}
+
+#[OpenApi(tag = "ApiTags::Files")]
+impl FilesApi {
+    /// Presign a direct upload.
+    ///
+    /// Validates the file and returns a presigned PUT for the object store.
+    /// Content-Type and Content-Length (and the SHA-256 when given) are signed,
+    /// so the store refuses any other body.
+    #[oai(path = "/files/presign", method = "post", operation_id = "presign_upload")]
+    async fn presign(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<Presigned, ApiError> {
+        let body = body.0;
+        let size = u64::try_from(body.size)
+            .map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
+        let request = UploadRequest {
+            target: Target { channel_id: Some(body.channel_id), message_id: body.message_id },
+            file_name: FileName::parse(&body.file_name)?,
+            content_type: ContentType::parse(&body.content_type)?,
+            size,
+            sha256: body.sha256.as_deref().map(Sha256Hex::parse).transpose()?,
+        };
+        let presigned = uploads::presign(&state, auth.0.id, request).await?;
+        Ok(Presigned::Created(Json(PresignResponse {
+            upload_id: presigned.upload.id,
+            method: presigned.request.method.to_owned(),
+            url: presigned.request.url,
+            headers: presigned.request.headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            expires_at: presigned.upload.expires_at.and_utc(),
+            key: presigned.upload.s3_key,
+        })))
+    }
+
+    /// Confirm an upload.
+    ///
+    /// Only the presigner may confirm. Checks the object's size, the SHA-256
+    /// when one was declared and the magic bytes of its first KiB; a failing
+    /// object is deleted (422). On success records the file and announces
+    /// `file_upload_complete`. Idempotent.
+    #[oai(path = "/files/uploads/:upload_id/confirm", method = "post", operation_id = "confirm_upload")]
+    async fn confirm(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Confirmed, ApiError> {
+        Ok(match uploads::confirm(&state, auth.0.id, upload_id.0).await? {
+            Confirmation::Created(file) => Confirmed::Created(Json(file.into())),
+            Confirmation::AlreadyConfirmed(file) => Confirmed::AlreadyConfirmed(Json(file.into())),
+        })
+    }
+
+    /// Abort an unconfirmed upload.
+    ///
+    /// Deletes any uploaded bytes. 409 `upload_confirmed` once confirmed.
+    #[oai(path = "/files/uploads/:upload_id", method = "delete", operation_id = "abort_upload")]
+    async fn abort(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Aborted, ApiError> {
+        uploads::abort(&state, auth.0.id, upload_id.0).await?;
+        Ok(Aborted::NoContent)
+    }
+
+    /// Get a file's metadata.
+    ///
+    /// Channel members only; 404 for everyone else and for deleted files.
+    #[oai(path = "/files/:file_id", method = "get", operation_id = "get_file")]
+    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Success<FileInfo>, ApiError> {
+        Ok(ok(uploads::get_file(&state.db, auth.0.id, file_id.0).await?.into()))
+    }
+
+    /// Upload a file through the broker.
+    ///
+    /// `multipart/form-data` with `message_id` or `channel_id` first, then
+    /// `file`. The body is streamed to the object store (multipart upload for
+    /// large files) and never held in memory whole; the size limit is enforced
+    /// while streaming (413, nothing kept).
+    #[oai(path = "/files/upload", method = "post", operation_id = "upload_file")]
+    async fn upload(&self, state: Data<&AppState>, auth: BearerAuth, form: UploadForm) -> Result<Uploaded, ApiError> {
+        let max = state.config.max_file_size_bytes();
+        if form.content_length.is_some_and(|len| len > max + FORM_OVERHEAD) {
+            return Err(ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb)).into());
+        }
+        let mut multipart = form.multipart;
+        let mut target = Target { channel_id: None, message_id: None };
+        while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
+            match field.name() {
+                Some("channel_id") => target.channel_id = Some(parse_id(field.text().await.map_err(bad_form)?)?),
+                Some("message_id") => target.message_id = Some(parse_id(field.text().await.map_err(bad_form)?)?),
+                Some("file") => {
+                    let file_name = FileName::parse(field.file_name().unwrap_or_default())?;
+                    let content_type = match field.content_type() {
+                        Some(ct) if ct != "application/octet-stream" => ContentType::parse(ct)?,
+                        _ => ContentType::parse(mime_guess::from_path(file_name.as_str()).first_raw().unwrap_or("application/octet-stream"))?,
+                    };
+                    let body = Box::pin(field.into_async_read());
+                    let streamed = StreamedFile { target, file_name, content_type, body };
+                    let file = uploads::upload_stream(&state, auth.0.id, streamed).await?;
+                    return Ok(Uploaded::Created(Json(file.into())));
+                }
+                _ => {}
+            }
+        }
+        Err(ServiceError::invalid("missing_file", "the form has no `file` field").into())
+    }
+}
+
+/// Multipart framing allowed on top of the file itself.
+const FORM_OVERHEAD: u64 = 64 * 1024;
+
+fn bad_form(err: impl std::fmt::Display) -> ApiError {
+    ServiceError::invalid("invalid_form", format!("malformed multipart form: {err}")).into()
+}
+
+fn parse_id(text: String) -> Result<i32, ApiError> {
+    text.trim().parse().map_err(|_| ServiceError::invalid("invalid_request", "ids must be integers").into())
+}
+
+/// `multipart/form-data` read field by field as it arrives.
+pub struct UploadForm {
+    multipart: Multipart,
+    content_length: Option<u64>,
+}
+
+impl Payload for UploadForm {
+    const CONTENT_TYPE: &'static str = "multipart/form-data";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type.parse::<mime::Mime>().is_ok_and(|m| m.essence_str() == Self::CONTENT_TYPE)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let integer = |description: &'static str| {
+            MetaSchemaRef::Inline(Box::new(MetaSchema {
+                format: Some("int32"),
+                description: Some(description),
+                ..MetaSchema::new("integer")
+            }))
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            required: vec!["file"],
+            properties: vec![
+                ("message_id", integer("Attach to this message (the caller's own); send before `file`.")),
+                ("channel_id", integer("Channel to upload to, when no message_id; send before `file`.")),
+                (
+                    "file",
+                    MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        format: Some("binary"),
+                        description: Some("The file, with its name and content type."),
+                        ..MetaSchema::new("string")
+                    })),
+                ),
+            ],
+            ..MetaSchema::new("object")
+        }))
+    }
+}
+
+impl ParsePayload for UploadForm {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let content_length = request.header("content-length").and_then(|v| v.parse().ok());
+        let multipart = <Multipart as poem::FromRequest>::from_request(request, body).await?;
+        Ok(Self { multipart, content_length })
+    }
+}
+
+impl<'a> ApiExtractor<'a> for UploadForm {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <Self as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType { content_type: Self::CONTENT_TYPE, schema: Self::schema_ref() }],
+            required: true,
+        })
+    }
+
+    async fn from_request(request: &'a Request, body: &mut RequestBody, _: ExtractParamOptions<()>) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(ct) if Self::check_content_type(ct) => <Self as ParsePayload>::from_request(request, body).await,
+            Some(ct) => Err(poem_openapi::error::ContentTypeError::NotSupported { content_type: ct.to_owned() }.into()),
+            None => Err(poem_openapi::error::ContentTypeError::ExpectContentType.into()),
+        }
+    }
+}

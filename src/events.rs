@@ -1,0 +1,59 @@
+//! The in-process event hub: use cases publish channel-scoped events, the
+//! WebSocket endpoint (and tests) subscribe.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::wire::FileInfo;
+
+/// Something that happened in a channel. Serialised as `{"type": ..., "channel_id": ..., ...}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A file was confirmed and is ready to download.
+    FileUploadComplete {
+        channel_id: i32,
+        message_id: Option<i32>,
+        file: FileInfo,
+    },
+}
+
+impl Event {
+    /// The channel whose members may see this event.
+    pub fn channel_id(&self) -> i32 {
+        match self {
+            Self::FileUploadComplete { channel_id, .. } => *channel_id,
+        }
+    }
+}
+
+/// Fan-out of events to every subscriber of this process.
+#[derive(Clone)]
+pub struct EventHub {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventHub {
+    /// A hub whose subscribers may lag `capacity` events before losing some.
+    pub fn new(capacity: usize) -> Self {
+        Self { tx: broadcast::channel(capacity).0 }
+    }
+
+    /// Publishes an event; having no subscriber is fine.
+    pub fn publish(&self, event: Event) {
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// Receives every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}

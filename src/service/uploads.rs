@@ -1,0 +1,446 @@
+//! Uploads: presign → the client PUTs straight to S3 → confirm verifies and
+//! records; abort; and uploads streamed through the broker.
+
+use bytes::{Bytes, BytesMut};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    sea_query::Expr,
+};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use uuid::Uuid;
+
+use super::{OnConflict, ServiceError, channels, now};
+use crate::{
+    domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
+    entity::{file_upload, message, pending_upload},
+    events::Event,
+    ratelimit::Action,
+    startup::AppState,
+    storage::PresignedRequest,
+};
+
+/// Part size of multipart uploads streamed through the broker; also the most
+/// one upload holds in memory.
+pub const STREAM_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// States of a `pending_uploads` row.
+mod state {
+    pub const PENDING: &str = "pending";
+    pub const CONFIRMED: &str = "confirmed";
+    pub const ABORTED: &str = "aborted";
+    pub const REJECTED: &str = "rejected";
+}
+
+/// Where an upload goes: a channel, optionally a message of the uploader's in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub channel_id: Option<i32>,
+    pub message_id: Option<i32>,
+}
+
+/// A file a client is about to upload.
+#[derive(Debug, Clone)]
+pub struct UploadRequest {
+    pub target: Target,
+    pub file_name: FileName,
+    pub content_type: ContentType,
+    pub size: u64,
+    pub sha256: Option<Sha256Hex>,
+}
+
+/// A presigned upload: what the client must send, and where.
+#[derive(Debug, Clone)]
+pub struct Presigned {
+    pub upload: pending_upload::Model,
+    pub request: PresignedRequest,
+}
+
+/// The result of a confirm.
+#[derive(Debug, Clone)]
+pub enum Confirmation {
+    /// The file was recorded now.
+    Created(file_upload::Model),
+    /// The upload had been confirmed before: the same file.
+    AlreadyConfirmed(file_upload::Model),
+}
+
+impl ServiceError {
+    fn unverified(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unverified { code, message: message.into() }
+    }
+}
+
+fn rate_limit(state: &AppState, action: Action, user: i32) -> Result<(), ServiceError> {
+    state.limits.check(action, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })
+}
+
+/// Type and extension rules shared by both upload paths.
+fn check_type(state: &AppState, name: &FileName, content_type: &ContentType) -> Result<(), ServiceError> {
+    if !state.config.allowed_file_types.allows(content_type.as_str()) {
+        return Err(ServiceError::TypeNotAllowed(format!("{} is not an allowed file type", content_type.as_str())));
+    }
+    if !content_type.agrees_with(name) {
+        return Err(ServiceError::invalid(
+            "extension_mismatch",
+            format!("content type {} does not match the extension of '{}'", content_type.as_str(), name.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_size(state: &AppState, size: u64) -> Result<(), ServiceError> {
+    if size == 0 {
+        return Err(ServiceError::invalid("invalid_size", "size must be at least 1 byte"));
+    }
+    if size > state.config.max_file_size_bytes() {
+        return Err(too_large(state));
+    }
+    Ok(())
+}
+
+fn too_large(state: &AppState) -> ServiceError {
+    ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb))
+}
+
+/// The channel (and message) an upload goes to, after checking the caller may
+/// post there: member of the channel, author of the message.
+async fn resolve_target(db: &DatabaseConnection, user: i32, target: Target) -> Result<(i32, Option<i32>), ServiceError> {
+    match (target.channel_id, target.message_id) {
+        (channel_id, Some(message_id)) => {
+            let message = message::Entity::find_by_id(message_id).one(db).await?.ok_or(ServiceError::NotFound("message"))?;
+            if channel_id.is_some_and(|c| c != message.channel_id) {
+                return Err(ServiceError::NotFound("message"));
+            }
+            channels::require_member(db, message.channel_id, user).await.map_err(|_| ServiceError::NotFound("message"))?;
+            if message.user_id != user {
+                return Err(ServiceError::Forbidden("files can only be added to your own messages".into()));
+            }
+            Ok((message.channel_id, Some(message_id)))
+        }
+        (Some(channel_id), None) => {
+            channels::require_member(db, channel_id, user).await?;
+            Ok((channel_id, None))
+        }
+        (None, None) => Err(ServiceError::invalid("missing_target", "give channel_id or message_id")),
+    }
+}
+
+fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
+    format!("uploads/{channel_id}/{}/{}", upload_id.simple(), name.key_safe())
+}
+
+/// Validates an upload, records it as pending and signs the PUT the client must send.
+pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
+    rate_limit(state, Action::Upload, user)?;
+    check_size(state, req.size)?;
+    check_type(state, &req.file_name, &req.content_type)?;
+    let (channel_id, message_id) = resolve_target(&state.db, user, req.target).await?;
+
+    let id = Uuid::new_v4();
+    let key = object_key(channel_id, id, &req.file_name);
+    let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
+    let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
+    let request = state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
+    let created = now();
+    let upload = pending_upload::ActiveModel {
+        id: Set(id),
+        user_id: Set(user),
+        channel_id: Set(channel_id),
+        message_id: Set(message_id),
+        file_name: Set(req.file_name.as_str().to_owned()),
+        s3_key: Set(key),
+        content_type: Set(req.content_type.as_str().to_owned()),
+        file_size: Set(req.size as i64),
+        sha256: Set(req.sha256.map(|s| s.as_str().to_owned())),
+        state: Set(state::PENDING.to_owned()),
+        file_id: Set(None),
+        multipart_upload_id: Set(None),
+        created_at: Set(created),
+        expires_at: Set(created + chrono::Duration::seconds(ttl.as_secs() as i64)),
+    }
+    .insert(&state.db)
+    .await?;
+    Ok(Presigned { upload, request })
+}
+
+/// The caller's own upload; anyone else's looks missing.
+async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
+    pending_upload::Entity::find_by_id(upload_id)
+        .one(db)
+        .await?
+        .filter(|u| u.user_id == user)
+        .ok_or(ServiceError::NotFound("upload"))
+}
+
+/// Verifies the uploaded object and records the file. Idempotent: confirming
+/// again returns the same file.
+pub async fn confirm(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
+    rate_limit(state, Action::Confirm, user)?;
+    let upload = own_upload(&state.db, user, upload_id).await?;
+    match upload.state.as_str() {
+        state::PENDING => {}
+        state::CONFIRMED => return already_confirmed(&state.db, &upload).await,
+        _ => return Err(ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))),
+    }
+    if let Err(err) = verify_object(state, &upload).await {
+        if let ServiceError::Unverified { code, .. } = &err
+            && *code != "object_missing"
+        {
+            reject(state, &upload).await?;
+        }
+        return Err(err);
+    }
+    record(state, &upload).await
+}
+
+async fn already_confirmed(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+    let file = file_upload::Entity::find()
+        .filter(file_upload::Column::S3Key.eq(&upload.s3_key))
+        .one(db)
+        .await?
+        .ok_or(ServiceError::NotFound("file"))?;
+    if file.is_deleted == Some(true) {
+        return Err(ServiceError::NotFound("file"));
+    }
+    Ok(Confirmation::AlreadyConfirmed(file))
+}
+
+/// HeadObject size, optional SHA-256, magic bytes of the first KiB.
+async fn verify_object(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    let Some(object) = state.storage.head(&upload.s3_key).await? else {
+        return Err(ServiceError::unverified("object_missing", "no object was uploaded for this upload yet"));
+    };
+    if object.size != upload.file_size as u64 {
+        return Err(ServiceError::unverified(
+            "size_mismatch",
+            format!("uploaded {} bytes, {} were declared", object.size, upload.file_size),
+        ));
+    }
+    if let Some(expected) = &upload.sha256 {
+        let actual = state.storage.sha256_hex(&upload.s3_key).await?;
+        if &actual != expected {
+            return Err(ServiceError::unverified("checksum_mismatch", "the uploaded bytes do not match the declared sha256"));
+        }
+    }
+    let head = state.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await?;
+    let declared = ContentType::parse(&upload.content_type).map_err(|e| ServiceError::invalid(e.code, e.message))?;
+    if let Some(found) = sniff_mismatch(&declared, &head) {
+        return Err(ServiceError::unverified(
+            "content_mismatch",
+            format!("the file's content ({found}) does not match its declared type {}", upload.content_type),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes the object of an upload that failed verification and closes the upload.
+async fn reject(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    state.storage.delete(&upload.s3_key).await?;
+    set_state(&state.db, upload.id, state::REJECTED).await
+}
+
+async fn set_state(db: &DatabaseConnection, id: Uuid, to: &str) -> Result<(), ServiceError> {
+    pending_upload::Entity::update_many()
+        .col_expr(pending_upload::Column::State, Expr::value(to))
+        .filter(pending_upload::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the file and closes the upload in one transaction, then announces it.
+async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+    let txn = state.db.begin().await?;
+    let inserted = new_file(upload).insert(&txn).await.on_unique_violation("already_confirmed", "already confirmed");
+    let file = match inserted {
+        Ok(file) => file,
+        // A concurrent confirm recorded it first.
+        Err(ServiceError::Conflict { .. }) => {
+            txn.rollback().await?;
+            return already_confirmed(&state.db, upload).await;
+        }
+        Err(err) => return Err(err),
+    };
+    pending_upload::Entity::update_many()
+        .col_expr(pending_upload::Column::State, Expr::value(state::CONFIRMED))
+        .col_expr(pending_upload::Column::FileId, Expr::value(file.id))
+        .filter(pending_upload::Column::Id.eq(upload.id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    announce(state, &file);
+    Ok(Confirmation::Created(file))
+}
+
+fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {
+    file_upload::ActiveModel {
+        message_id: Set(upload.message_id),
+        file_name: Set(upload.file_name.clone()),
+        s3_key: Set(upload.s3_key.clone()),
+        content_type: Set(Some(upload.content_type.clone())),
+        file_size: Set(Some(upload.file_size)),
+        uploaded_at: Set(Some(now())),
+        uploaded_by: Set(Some(upload.user_id)),
+        is_deleted: Set(Some(false)),
+        channel_id: Set(upload.channel_id),
+        sha256: Set(upload.sha256.clone()),
+        deleted_at: Set(None),
+        download_count: Set(0),
+        last_downloaded_at: Set(None),
+        ..Default::default()
+    }
+}
+
+fn announce(state: &AppState, file: &file_upload::Model) {
+    state.events.publish(Event::FileUploadComplete {
+        channel_id: file.channel_id,
+        message_id: file.message_id,
+        file: file.clone().into(),
+    });
+}
+
+/// Abandons an unconfirmed upload, deleting whatever was uploaded.
+pub async fn abort(state: &AppState, user: i32, upload_id: Uuid) -> Result<(), ServiceError> {
+    let upload = own_upload(&state.db, user, upload_id).await?;
+    match upload.state.as_str() {
+        state::CONFIRMED => {
+            Err(ServiceError::conflict("upload_confirmed", "this upload is confirmed; delete the file instead"))
+        }
+        state::PENDING => {
+            if let Some(multipart) = &upload.multipart_upload_id {
+                state.storage.abort_multipart(&upload.s3_key, multipart).await.ok();
+            }
+            state.storage.delete(&upload.s3_key).await?;
+            set_state(&state.db, upload.id, state::ABORTED).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A live file of a channel the caller belongs to.
+pub async fn get_file(db: &DatabaseConnection, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
+    let file = file_upload::Entity::find_by_id(file_id)
+        .one(db)
+        .await?
+        .filter(|f| f.is_deleted != Some(true))
+        .ok_or(ServiceError::NotFound("file"))?;
+    channels::require_member(db, file.channel_id, user).await.map_err(|_| ServiceError::NotFound("file"))?;
+    Ok(file)
+}
+
+/// A file streamed through the broker (`POST /files/upload`).
+pub struct StreamedFile<R> {
+    pub target: Target,
+    pub file_name: FileName,
+    pub content_type: ContentType,
+    pub body: R,
+}
+
+/// Streams a file to S3 without holding more than one part in memory, enforcing
+/// the size limit as bytes arrive and sniffing the first KiB before anything is
+/// stored; then records it like a confirm.
+pub async fn upload_stream<R: AsyncRead + Unpin>(
+    state: &AppState,
+    user: i32,
+    mut file: StreamedFile<R>,
+) -> Result<file_upload::Model, ServiceError> {
+    rate_limit(state, Action::Upload, user)?;
+    check_type(state, &file.file_name, &file.content_type)?;
+    let (channel_id, message_id) = resolve_target(&state.db, user, file.target).await?;
+    let id = Uuid::new_v4();
+    let key = object_key(channel_id, id, &file.file_name);
+    let max = state.config.max_file_size_bytes();
+
+    let first = read_chunk(&mut file.body, STREAM_PART_SIZE.min(max as usize + 1)).await?;
+    check_size(state, first.len() as u64)?;
+    if let Some(found) = sniff_mismatch(&file.content_type, &first[..first.len().min(SNIFF_LEN)]) {
+        return Err(ServiceError::unverified(
+            "content_mismatch",
+            format!("the file's content ({found}) does not match its declared type {}", file.content_type.as_str()),
+        ));
+    }
+    let size = if first.len() < STREAM_PART_SIZE {
+        // The whole file fit in the first read: one PutObject.
+        let size = first.len() as u64;
+        state.storage.put(&key, file.content_type.as_str(), first).await?;
+        size
+    } else {
+        let multipart = state.storage.create_multipart(&key, file.content_type.as_str()).await?;
+        match stream_parts(state, &key, &multipart, first, &mut file.body, max).await {
+            Ok(size) => size,
+            Err(err) => {
+                state.storage.abort_multipart(&key, &multipart).await.ok();
+                return Err(err);
+            }
+        }
+    };
+
+    let upload = pending_upload::Model {
+        id,
+        user_id: user,
+        channel_id,
+        message_id,
+        file_name: file.file_name.as_str().to_owned(),
+        s3_key: key.clone(),
+        content_type: file.content_type.as_str().to_owned(),
+        file_size: size as i64,
+        sha256: None,
+        state: state::CONFIRMED.to_owned(),
+        file_id: None,
+        multipart_upload_id: None,
+        created_at: now(),
+        expires_at: now(),
+    };
+    match new_file(&upload).insert(&state.db).await {
+        Ok(recorded) => {
+            announce(state, &recorded);
+            Ok(recorded)
+        }
+        Err(err) => {
+            state.storage.delete(&key).await.ok();
+            Err(err.into())
+        }
+    }
+}
+
+async fn stream_parts<R: AsyncRead + Unpin>(
+    state: &AppState,
+    key: &str,
+    multipart: &str,
+    first: Bytes,
+    body: &mut R,
+    max: u64,
+) -> Result<u64, ServiceError> {
+    let mut total = first.len() as u64;
+    let mut parts = vec![state.storage.upload_part(key, multipart, 1, first).await?];
+    loop {
+        let chunk = read_chunk(body, STREAM_PART_SIZE).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(too_large(state));
+        }
+        let number = parts.len() as i32 + 1;
+        parts.push(state.storage.upload_part(key, multipart, number, chunk).await?);
+    }
+    state.storage.complete_multipart(key, multipart, parts).await?;
+    Ok(total)
+}
+
+/// Reads up to `len` bytes, fewer only at the end of the body.
+async fn read_chunk<R: AsyncRead + Unpin>(body: &mut R, len: usize) -> Result<Bytes, ServiceError> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let read = (&mut *body)
+            .take((len - buf.len()) as u64)
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| ServiceError::invalid("upload_interrupted", format!("reading the upload failed: {e}")))?;
+        if read == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,51 @@
+//! JSON shapes shared by HTTP responses and WebSocket events.
+
+use poem_openapi::Object;
+use serde::Serialize;
+
+use crate::entity::file_upload;
+
+/// A confirmed file.
+#[derive(Object, Serialize, Debug, Clone, PartialEq)]
+pub struct FileInfo {
+    /// File id.
+    pub id: i32,
+    /// Message the file is attached to, if any.
+    pub message_id: Option<i32>,
+    /// Channel the file belongs to.
+    pub channel_id: i32,
+    /// Original file name, for display.
+    pub file_name: String,
+    /// MIME type, verified against the file's first bytes.
+    pub content_type: Option<String>,
+    /// Size in bytes.
+    pub file_size: Option<i64>,
+    /// When the upload was confirmed.
+    pub uploaded_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Id of the uploader.
+    pub uploaded_by: Option<i32>,
+    /// SHA-256 (hex) when the uploader declared one; it was verified.
+    pub sha256: Option<String>,
+    /// How many times the file was downloaded.
+    pub download_count: i64,
+    /// Broker URL that redirects members to a short-lived download link.
+    pub download_url: String,
+}
+
+impl From<file_upload::Model> for FileInfo {
+    fn from(m: file_upload::Model) -> Self {
+        Self {
+            download_url: format!("/files/download/{}", m.id),
+            id: m.id,
+            message_id: m.message_id,
+            channel_id: m.channel_id,
+            file_name: m.file_name,
+            content_type: m.content_type,
+            file_size: m.file_size,
+            uploaded_at: m.uploaded_at.map(|t| t.and_utc()),
+            uploaded_by: m.uploaded_by,
+            sha256: m.sha256,
+            download_count: m.download_count,
+        }
+    }
+}
