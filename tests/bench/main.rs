@@ -1,0 +1,209 @@
+//! Benchmarks of the broker's hot paths, printed as a table:
+//! `cargo bench --bench broker`. Each figure is measured beside its baseline
+//! in the same run (same machine load), and the ratio is what the targets
+//! are about. Not a test: nothing here fails on a slow machine.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chatgenius_files::{config::Config, net::NoDelayAcceptor, startup::Application};
+use poem::{EndpointExt, Route, Server, handler, post, web::Json};
+use serde_json::{Value, json};
+
+/// How long each load phase runs.
+const PHASE: Duration = Duration::from_secs(4);
+/// Confirms (and raw baselines) measured one after the other.
+const CONFIRMS: usize = 300;
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+#[handler]
+fn bare(Json(body): Json<Value>) -> Json<Value> {
+    Json(json!({ "ok": true, "echo": body["file_name"] }))
+}
+
+struct Stats {
+    requests: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Runs `concurrency` workers sending requests built by `make` for [`PHASE`].
+async fn load<F, Fut>(concurrency: usize, make: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = reqwest::StatusCode> + Send,
+{
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let make = make.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0;
+                while start.elapsed() < PHASE {
+                    let t = Instant::now();
+                    let status = make(worker * 1_000_000 + i).await;
+                    assert!(status.is_success(), "request failed: {status}");
+                    latencies.push(t.elapsed());
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    Stats { requests: latencies.len(), elapsed: start.elapsed(), latencies }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse_from([
+        "bench".to_owned(),
+        format!("--data-dir={}", dir.path().display()),
+        "--bind-addr=127.0.0.1:0".to_owned(),
+        "--embedded-s3-addr=127.0.0.1:0".to_owned(),
+        "--presign-rate-per-min=100000000".to_owned(),
+        "--confirm-rate-per-min=100000000".to_owned(),
+    ])
+    .unwrap();
+    let app = Application::build(config).await.unwrap();
+    let addr = app.addr();
+    let state = app.state().clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_addr = listener.local_addr().unwrap();
+    tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(Route::new().at("/bare", post(bare)).boxed()));
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let channel: Value = client
+        .post(format!("http://{addr}/channels"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let channel = channel["id"].as_i64().unwrap();
+    let presign_body = move |i: usize| json!({ "channel_id": channel, "file_name": format!("f{i}.png"), "content_type": "image/png", "size": 1024 });
+
+    println!("\n## Presign vs a bare poem endpoint (embedded default, SQLite)\n");
+    println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for concurrency in [16, 64] {
+        let (c, url) = (client.clone(), format!("http://{bare_addr}/bare"));
+        let bare_stats = load(concurrency, move |i| {
+            let (c, url) = (c.clone(), url.clone());
+            async move { c.post(&url).json(&presign_body(i)).send().await.unwrap().status() }
+        })
+        .await;
+        let (c, url, t) = (client.clone(), format!("http://{addr}/files/presign"), token.clone());
+        let presign_stats = load(concurrency, move |i| {
+            let (c, url, t) = (c.clone(), url.clone(), t.clone());
+            async move { c.post(&url).bearer_auth(&t).json(&presign_body(i)).send().await.unwrap().status() }
+        })
+        .await;
+        for (name, s) in [("bare poem", &bare_stats), ("POST /files/presign", &presign_stats)] {
+            println!(
+                "| {name} | {concurrency} | {:.0} | {} | {} | {:.2} |",
+                s.rps(),
+                ms(s.pct(0.5)),
+                ms(s.pct(0.99)),
+                s.rps() / bare_stats.rps()
+            );
+        }
+    }
+
+    // Confirm: prepare uploads, then time confirms one by one.
+    let mut uploads = Vec::new();
+    for i in 0..CONFIRMS {
+        let p: Value = client
+            .post(format!("http://{addr}/files/presign"))
+            .bearer_auth(&token)
+            .json(&json!({ "channel_id": channel, "file_name": format!("c{i}.png"), "content_type": "image/png", "size": PNG.len() }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut put = client.put(p["url"].as_str().unwrap()).body(PNG);
+        put = put.header("content-type", "image/png");
+        assert!(put.send().await.unwrap().status().is_success());
+        uploads.push(p["upload_id"].as_str().unwrap().to_owned());
+    }
+    let mut confirm = Vec::new();
+    for id in &uploads {
+        let t = Instant::now();
+        let status = client.post(format!("http://{addr}/files/uploads/{id}/confirm")).bearer_auth(&token).send().await.unwrap().status();
+        assert_eq!(status, 201);
+        confirm.push(t.elapsed());
+    }
+
+    // The raw cost of what confirm must do: HEAD, ranged GET, insert, on other objects.
+    let mut raw = Vec::new();
+    for i in 0..CONFIRMS {
+        let key = format!("uploads/{channel}/raw/{i}.png");
+        state.storage.put(&key, "image/png", bytes::Bytes::from_static(PNG)).await.unwrap();
+        let t = Instant::now();
+        state.storage.head(&key).await.unwrap().unwrap();
+        state.storage.read_prefix(&key, 1024).await.unwrap();
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        chatgenius_files::entity::file_upload::ActiveModel {
+            file_name: Set(format!("{i}.png")),
+            s3_key: Set(key),
+            content_type: Set(Some("image/png".into())),
+            file_size: Set(Some(PNG.len() as i64)),
+            channel_id: Set(channel as i32),
+            download_count: Set(0),
+            ..Default::default()
+        }
+        .insert(&state.db)
+        .await
+        .unwrap();
+        raw.push(t.elapsed());
+    }
+    let confirm = Stats { requests: confirm.len(), elapsed: Duration::ZERO, latencies: confirm };
+    let raw = Stats { requests: raw.len(), elapsed: Duration::ZERO, latencies: raw };
+    println!("\n## Confirm vs its own S3 HEAD + ranged GET + insert ({CONFIRMS} sequential, embedded default)\n");
+    println!("| what | p50 ms | p99 ms | p50 ratio |");
+    println!("|---|---:|---:|---:|");
+    println!("| raw HEAD + GET 1 KiB + INSERT | {} | {} | 1.00 |", ms(raw.pct(0.5)), ms(raw.pct(0.99)));
+    println!(
+        "| POST /files/uploads/{{id}}/confirm | {} | {} | {:.2} |",
+        ms(confirm.pct(0.5)),
+        ms(confirm.pct(0.99)),
+        confirm.pct(0.5).as_secs_f64() / raw.pct(0.5).as_secs_f64()
+    );
+}
