@@ -23,6 +23,7 @@ use crate::{
     error::render_poem_error,
     events::EventHub,
     ratelimit::RateLimits,
+    service::pending::PendingWriter,
     storage::{Storage, StorageSettings},
 };
 
@@ -35,6 +36,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub events: EventHub,
     pub limits: Arc<RateLimits>,
+    pub pending: PendingWriter,
 }
 
 /// A built, not yet serving, application.
@@ -78,7 +80,8 @@ impl Application {
             "chatgenius-files ready"
         );
         let limits = Arc::new(RateLimits::new(config.presign_rate_per_min, config.confirm_rate_per_min));
-        let state = AppState { db, storage, tokens, config: Arc::new(config), events: EventHub::default(), limits };
+        let pending = PendingWriter::spawn(db.clone());
+        let state = AppState { db, storage, tokens, config: Arc::new(config), events: EventHub::default(), limits, pending };
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3 })
     }
 

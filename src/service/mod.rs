@@ -3,6 +3,7 @@
 
 pub mod channels;
 pub mod messages;
+pub mod pending;
 pub mod uploads;
 pub mod users;
 

@@ -134,7 +134,11 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     rate_limit(state, Action::Upload, user)?;
     check_size(state, req.size)?;
     check_type(state, &req.file_name, &req.content_type)?;
-    let (channel_id, message_id) = resolve_target(&state.db, user, req.target).await?;
+    // Membership of a bare channel target is checked by the batched insert below.
+    let (channel_id, message_id) = match req.target {
+        Target { channel_id: Some(channel_id), message_id: None } => (channel_id, None),
+        target => resolve_target(&state.db, user, target).await?,
+    };
 
     let id = Uuid::new_v4();
     let key = object_key(channel_id, id, &req.file_name);
@@ -142,24 +146,25 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
     let request = state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
     let created = now();
-    let upload = pending_upload::ActiveModel {
-        id: Set(id),
-        user_id: Set(user),
-        channel_id: Set(channel_id),
-        message_id: Set(message_id),
-        file_name: Set(req.file_name.as_str().to_owned()),
-        s3_key: Set(key),
-        content_type: Set(req.content_type.as_str().to_owned()),
-        file_size: Set(req.size as i64),
-        sha256: Set(req.sha256.map(|s| s.as_str().to_owned())),
-        state: Set(state::PENDING.to_owned()),
-        file_id: Set(None),
-        multipart_upload_id: Set(None),
-        created_at: Set(created),
-        expires_at: Set(created + chrono::Duration::seconds(ttl.as_secs() as i64)),
+    let upload = pending_upload::Model {
+        id,
+        user_id: user,
+        channel_id,
+        message_id,
+        file_name: req.file_name.as_str().to_owned(),
+        s3_key: key,
+        content_type: req.content_type.as_str().to_owned(),
+        file_size: req.size as i64,
+        sha256: req.sha256.map(|s| s.as_str().to_owned()),
+        state: state::PENDING.to_owned(),
+        file_id: None,
+        multipart_upload_id: None,
+        created_at: created,
+        expires_at: created + chrono::Duration::seconds(ttl.as_secs() as i64),
+    };
+    if !state.pending.record(upload.clone()).await? {
+        return Err(ServiceError::NotFound("channel"));
     }
-    .insert(&state.db)
-    .await?;
     Ok(Presigned { upload, request })
 }
 
