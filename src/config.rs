@@ -106,6 +106,30 @@ pub struct Config {
     /// Confirms per user per minute.
     #[arg(long, env = "CONFIRM_RATE_PER_MIN", value_name = "CONFIRM_RATE_PER_MIN", default_value = "60")]
     pub confirm_rate_per_min: NonZeroU32,
+
+    /// Download links per user per minute.
+    #[arg(long, env = "DOWNLOAD_RATE_PER_MIN", value_name = "DOWNLOAD_RATE_PER_MIN", default_value = "300")]
+    pub download_rate_per_min: NonZeroU32,
+
+    /// How often rate limiters forget users whose budget has fully recovered, in seconds.
+    #[arg(long, env = "LIMITER_CLEANUP_SECS", value_name = "LIMITER_CLEANUP_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub limiter_cleanup_secs: u64,
+
+    /// Days a deleted file's object is kept before the sweeper purges it (0: next sweep).
+    #[arg(long, env = "DELETED_FILE_RETENTION_DAYS", value_name = "DELETED_FILE_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(0..=3650))]
+    pub deleted_file_retention_days: u64,
+
+    /// Seconds between background sweeps; 0 turns the background sweeper off.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", value_name = "SWEEP_INTERVAL_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub sweep_interval_secs: u64,
+
+    /// Age after which the sweeper aborts incomplete multipart uploads, in seconds.
+    #[arg(long, env = "MULTIPART_UPLOAD_TTL_SECS", value_name = "MULTIPART_UPLOAD_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
+    pub multipart_upload_ttl_secs: u64,
 }
 
 const DEFAULT_ALLOWED_TYPES: &str = "image/*,video/*,audio/*,text/plain,text/csv,text/markdown,\

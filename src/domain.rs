@@ -67,6 +67,13 @@ impl MessageContent {
         }
         Ok(Self(raw.to_owned()))
     }
+    /// Like [`MessageContent::parse`], but empty text is fine: files carry the message.
+    pub fn parse_with_attachments(raw: &str) -> Result<Self, ParseError> {
+        if raw.chars().count() > MAX_MESSAGE_CHARS {
+            return refuse("invalid_content", format!("message content must be at most {MAX_MESSAGE_CHARS} characters"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -306,5 +313,41 @@ mod file_tests {
         let text = ContentType::parse("text/plain").unwrap();
         assert!(sniff_mismatch(&text, b"just some words").is_none());
         assert!(sniff_mismatch(&text, b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0").is_some());
+    }
+}
+
+/// `Content-Disposition` for a download: an ASCII `filename` fallback (quotes,
+/// backslashes, controls and non-ASCII replaced by `_`) and the exact name as
+/// RFC 5987 `filename*`.
+pub fn content_disposition(kind: &str, name: &str) -> String {
+    const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'!').remove(b'#').remove(b'$').remove(b'&').remove(b'+').remove(b'-')
+        .remove(b'.').remove(b'^').remove(b'_').remove(b'`').remove(b'|').remove(b'~');
+    let fallback: String = name
+        .chars()
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' { c } else { '_' })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(name, ATTR_CHAR);
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod disposition_tests {
+    use super::content_disposition;
+
+    #[test]
+    fn names_are_escaped_in_both_forms() {
+        assert_eq!(
+            content_disposition("attachment", "a\"evil.txt"),
+            "attachment; filename=\"a_evil.txt\"; filename*=UTF-8''a%22evil.txt"
+        );
+        assert_eq!(
+            content_disposition("attachment", "a\r\nX: 1.txt"),
+            "attachment; filename=\"a__X: 1.txt\"; filename*=UTF-8''a%0D%0AX%3A%201.txt"
+        );
+        assert_eq!(
+            content_disposition("inline", "résumé 日本.pdf"),
+            "inline; filename=\"r_sum_ __.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E6%97%A5%E6%9C%AC.pdf"
+        );
     }
 }

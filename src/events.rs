@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::wire::FileInfo;
+use crate::wire::{FileInfo, MessageInfo};
 
 /// Something that happened in a channel. Serialised as `{"type": ..., "channel_id": ..., ...}`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -18,13 +18,26 @@ pub enum Event {
         message_id: Option<i32>,
         file: FileInfo,
     },
+    /// A file was deleted by its owner; it no longer downloads.
+    FileDeleted {
+        channel_id: i32,
+        message_id: Option<i32>,
+        file_id: i32,
+    },
+    /// A message was posted (with the files attached at once).
+    MessageCreated { channel_id: i32, message: MessageInfo },
+    /// Files were attached to or removed from a message.
+    MessageUpdated { channel_id: i32, message: MessageInfo },
 }
 
 impl Event {
     /// The channel whose members may see this event.
     pub fn channel_id(&self) -> i32 {
         match self {
-            Self::FileUploadComplete { channel_id, .. } => *channel_id,
+            Self::FileUploadComplete { channel_id, .. }
+            | Self::FileDeleted { channel_id, .. }
+            | Self::MessageCreated { channel_id, .. }
+            | Self::MessageUpdated { channel_id, .. } => *channel_id,
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod net;
 pub mod ratelimit;
 /// Use cases, free of HTTP types.
 pub mod service;
+/// Background cleanup of deleted files, expired uploads and orphans.
+pub mod sweeper;
 /// Wiring: state, routes, serving.
 pub mod startup;
 /// The S3 facade and presigned URLs.

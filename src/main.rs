@@ -11,6 +11,7 @@ use chatgenius_files::{
     domain::Username,
     service::users,
     startup::{self, Application},
+    sweeper,
 };
 
 /// The ChatGenius file service. Every option is also an environment variable.
@@ -34,6 +35,12 @@ enum Command {
     },
     /// Print the OpenAPI spec.
     Openapi,
+    /// Run the sweeper once and print what it did.
+    Sweep {
+        /// Also delete objects under uploads/ that no row knows (older than an hour).
+        #[arg(long)]
+        delete_orphans: bool,
+    },
     /// Print a bearer token for a user (created when missing).
     Token {
         /// Login name.
@@ -96,6 +103,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Openapi => println!("{}", chatgenius_files::api::spec_json()),
+        Command::Sweep { delete_orphans } => {
+            // Runs beside a serving instance: take free ports, serve nothing.
+            let mut config = cli.config;
+            config.bind_addr = "127.0.0.1:0".parse()?;
+            config.embedded_s3_addr = "127.0.0.1:0".parse()?;
+            let app = Application::build(config).await?;
+            let report = sweeper::sweep_once(app.state(), delete_orphans).await?;
+            print!("{}", report.table());
+        }
         Command::Token { username } => {
             let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
             let db = startup::connect_database(&cli.config).await?;

@@ -15,6 +15,8 @@ pub enum Action {
     Upload,
     /// Confirming an upload.
     Confirm,
+    /// Getting a download link.
+    Download,
 }
 
 /// Refused: retry after this many seconds.
@@ -27,15 +29,17 @@ pub struct Limited {
 pub struct RateLimits {
     upload: DefaultKeyedRateLimiter<i32>,
     confirm: DefaultKeyedRateLimiter<i32>,
+    download: DefaultKeyedRateLimiter<i32>,
     clock: DefaultClock,
 }
 
 impl RateLimits {
     /// Limits in requests per minute per user (bursts up to the same number).
-    pub fn new(upload_per_min: NonZeroU32, confirm_per_min: NonZeroU32) -> Self {
+    pub fn new(upload_per_min: NonZeroU32, confirm_per_min: NonZeroU32, download_per_min: NonZeroU32) -> Self {
         Self {
             upload: DefaultKeyedRateLimiter::keyed(Quota::per_minute(upload_per_min)),
             confirm: DefaultKeyedRateLimiter::keyed(Quota::per_minute(confirm_per_min)),
+            download: DefaultKeyedRateLimiter::keyed(Quota::per_minute(download_per_min)),
             clock: DefaultClock::default(),
         }
     }
@@ -44,6 +48,7 @@ impl RateLimits {
         match action {
             Action::Upload => &self.upload,
             Action::Confirm => &self.confirm,
+            Action::Download => &self.download,
         }
     }
 
@@ -57,7 +62,7 @@ impl RateLimits {
 
     /// Forgets users whose limits have fully recovered.
     pub fn retain_recent(&self) {
-        for action in [Action::Upload, Action::Confirm] {
+        for action in [Action::Upload, Action::Confirm, Action::Download] {
             let limiter = self.limiter(action);
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -66,7 +71,7 @@ impl RateLimits {
 
     /// Keys currently tracked, over all actions.
     pub fn len(&self) -> usize {
-        self.upload.len() + self.confirm.len()
+        self.upload.len() + self.confirm.len() + self.download.len()
     }
 
     /// Whether no key is tracked.

@@ -23,7 +23,8 @@ use crate::{
     error::render_poem_error,
     events::EventHub,
     ratelimit::RateLimits,
-    service::pending::PendingWriter,
+    service::{files::DownloadRecorder, pending::PendingWriter},
+    sweeper,
     storage::{Storage, StorageSettings},
 };
 
@@ -37,6 +38,7 @@ pub struct AppState {
     pub events: EventHub,
     pub limits: Arc<RateLimits>,
     pub pending: PendingWriter,
+    pub downloads: DownloadRecorder,
 }
 
 /// A built, not yet serving, application.
@@ -79,9 +81,21 @@ impl Application {
             database = if config.database_url().starts_with("postgres") { "postgresql" } else { "sqlite" },
             "chatgenius-files ready"
         );
-        let limits = Arc::new(RateLimits::new(config.presign_rate_per_min, config.confirm_rate_per_min));
-        let pending = PendingWriter::spawn(db.clone());
-        let state = AppState { db, storage, tokens, config: Arc::new(config), events: EventHub::default(), limits, pending };
+        let limits = Arc::new(RateLimits::new(
+            config.presign_rate_per_min,
+            config.confirm_rate_per_min,
+            config.download_rate_per_min,
+        ));
+        let state = AppState {
+            pending: PendingWriter::spawn(db.clone()),
+            downloads: DownloadRecorder::spawn(db.clone()),
+            db,
+            storage,
+            tokens,
+            config: Arc::new(config),
+            events: EventHub::default(),
+            limits,
+        };
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3 })
     }
 
@@ -102,6 +116,7 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let background = self.spawn_background();
         let api = api::service();
         let app = Route::new()
             .nest("/docs", api.swagger_ui())
@@ -112,9 +127,30 @@ impl Application {
             .data(self.state)
             .catch_all_error(render_poem_error);
         let _keep_s3_alive = self.embedded_s3;
-        Server::new_with_acceptor(self.acceptor)
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
-            .await
+            .await;
+        for task in background {
+            task.abort();
+        }
+        served
+    }
+
+    /// Timers: limiter cleanup and, unless switched off, the sweeper.
+    fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let limits = self.state.limits.clone();
+        let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
+        let mut tasks = vec![tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                limits.retain_recent();
+            }
+        })];
+        if self.state.config.sweep_interval_secs > 0 {
+            tasks.push(tokio::spawn(sweeper::run_periodically(self.state.clone())));
+        }
+        tasks
     }
 }
 

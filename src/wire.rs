@@ -3,7 +3,7 @@
 use poem_openapi::Object;
 use serde::Serialize;
 
-use crate::entity::file_upload;
+use crate::entity::{file_upload, message};
 
 /// A confirmed file.
 #[derive(Object, Serialize, Debug, Clone, PartialEq)]
@@ -46,6 +46,39 @@ impl From<file_upload::Model> for FileInfo {
             uploaded_by: m.uploaded_by,
             sha256: m.sha256,
             download_count: m.download_count,
+        }
+    }
+}
+
+/// A chat message with its live files.
+#[derive(Object, Serialize, Debug, Clone, PartialEq)]
+pub struct MessageInfo {
+    /// Message id; ids grow with time, so `before` pages backwards.
+    pub id: i32,
+    /// Channel it was posted in.
+    pub channel_id: i32,
+    /// Author's user id.
+    pub user_id: i32,
+    /// Text (may be empty when files are attached).
+    pub content: String,
+    /// When it was posted.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed (files attached or removed).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Attached files that are not deleted, oldest first.
+    pub files: Vec<FileInfo>,
+}
+
+impl MessageInfo {
+    pub fn new(m: message::Model, files: Vec<file_upload::Model>) -> Self {
+        Self {
+            id: m.id,
+            channel_id: m.channel_id,
+            user_id: m.user_id,
+            content: m.content,
+            created_at: m.created_at.and_utc(),
+            updated_at: m.updated_at.and_utc(),
+            files: files.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_create_chat_tables;
 mod m20261128_000002_create_file_uploads;
 mod m20261128_000003_create_pending_uploads;
+mod m20261128_000004_create_file_downloads;
 
 /// Applies every migration of the service, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_create_chat_tables::Migration),
             Box::new(m20261128_000002_create_file_uploads::Migration),
             Box::new(m20261128_000003_create_pending_uploads::Migration),
+            Box::new(m20261128_000004_create_file_downloads::Migration),
         ]
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use poem::{Request, RequestBody, web::{Data, Multipart}};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
-    param::Path,
+    param::{Path, Query},
     payload::{Json, ParsePayload, Payload},
     registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry},
 };
@@ -17,7 +17,7 @@ use crate::{
     domain::{ContentType, FileName, Sha256Hex},
     error::ApiError,
     service::{
-        ServiceError,
+        ServiceError, files,
         uploads::{self, Confirmation, StreamedFile, Target, UploadRequest},
     },
     startup::AppState,
@@ -90,6 +90,34 @@ pub enum Aborted {
     NoContent,
 }
 
+/// A file was deleted.
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// Deleted; it no longer lists or downloads.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+/// A short-lived download link.
+#[derive(Object)]
+pub struct DownloadLinkBody {
+    /// Presigned GET of the object store.
+    pub url: String,
+    /// When the link stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where to download a file.
+#[derive(ApiResponse)]
+pub enum Download {
+    /// Redirect to the presigned GET.
+    #[oai(status = 302)]
+    Redirect(#[oai(header = "Location")] String, #[oai(header = "Cache-Control")] String),
+    /// The link itself (`redirect=false`).
+    #[oai(status = 200)]
+    Link(Json<DownloadLinkBody>, #[oai(header = "Cache-Control")] String),
+}
+
 /// A file was uploaded through the broker.
 #[derive(ApiResponse)]
 pub enum Uploaded {
@@ -156,7 +184,45 @@ impl FilesApi {
     /// Channel members only; 404 for everyone else and for deleted files.
     #[oai(path = "/files/:file_id", method = "get", operation_id = "get_file")]
     async fn get(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Success<FileInfo>, ApiError> {
-        Ok(ok(uploads::get_file(&state.db, auth.0.id, file_id.0).await?.into()))
+        Ok(ok(files::visible_file(&state.db, auth.0.id, file_id.0).await?.into()))
+    }
+
+    /// Delete a file (owner only).
+    ///
+    /// Soft delete: the file leaves listings and downloads at once, `file_deleted`
+    /// is announced, and the sweeper purges the object after the retention
+    /// period. Other members get 403; everyone else, and a second delete, 404.
+    #[oai(path = "/files/:file_id", method = "delete", operation_id = "delete_file")]
+    async fn delete(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Deleted, ApiError> {
+        files::delete(&state, auth.0.id, file_id.0).await?;
+        Ok(Deleted::NoContent)
+    }
+
+    /// Download a file.
+    ///
+    /// Channel members only (everyone else, deleted files and unknown ids get
+    /// the same 404). Answers 302 to a short-lived presigned GET that forces
+    /// `Content-Disposition: attachment` with the file's name and the content
+    /// type recorded at upload; `redirect=false` returns the link as JSON
+    /// instead. `inline=true` is accepted for images (not SVG), audio, video
+    /// and PDF only. Counted in the file's statistics; rate limited per user.
+    #[oai(path = "/files/download/:file_id", method = "get", operation_id = "download_file")]
+    async fn download(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        file_id: Path<i32>,
+        /// `false`: answer 200 with the link instead of redirecting.
+        redirect: Query<Option<bool>>,
+        /// `true`: let the browser display the file (media and PDF only).
+        inline: Query<Option<bool>>,
+    ) -> Result<Download, ApiError> {
+        let link = files::download(&state, auth.0.id, file_id.0, inline.0.unwrap_or(false)).await?;
+        Ok(if redirect.0.unwrap_or(true) {
+            Download::Redirect(link.url, "no-store".into())
+        } else {
+            Download::Link(Json(DownloadLinkBody { url: link.url, expires_at: link.expires_at.and_utc() }), "no-store".into())
+        })
     }
 
     /// Upload a file through the broker.

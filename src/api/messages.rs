@@ -1,4 +1,4 @@
-//! Messages of a channel.
+//! Messages of a channel, with their files.
 
 use poem::web::Data;
 use poem_openapi::{
@@ -7,61 +7,36 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, Success, ok, utc};
+use super::{ApiTags, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::MessageContent,
-    entity::message,
     error::ApiError,
     service::messages::{self, MAX_PAGE},
     startup::AppState,
+    wire::MessageInfo,
 };
 
 /// Message operations (members only).
 pub struct MessagesApi;
 
-/// A chat message.
-#[derive(Object)]
-pub struct Message {
-    /// Message id; ids grow with time, so `before` pages backwards.
-    pub id: i32,
-    /// Channel it was posted in.
-    pub channel_id: i32,
-    /// Author's user id.
-    pub user_id: i32,
-    /// Text.
-    pub content: String,
-    /// When it was posted.
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// When it last changed (files attached or removed).
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl From<message::Model> for Message {
-    fn from(m: message::Model) -> Self {
-        Self {
-            id: m.id,
-            channel_id: m.channel_id,
-            user_id: m.user_id,
-            content: m.content,
-            created_at: utc(m.created_at),
-            updated_at: utc(m.updated_at),
-        }
-    }
-}
-
 /// New message.
 #[derive(Object)]
 pub struct PostMessageRequest {
-    /// Text, 1-4000 characters, not only white space.
+    /// Text, up to 4000 characters; may be empty only when `file_ids` attaches files.
+    #[oai(default)]
     pub content: String,
+    /// Files to attach: the caller's own confirmed, unattached files of this
+    /// channel (upload first, then post). All or nothing.
+    #[oai(default)]
+    pub file_ids: Vec<i32>,
 }
 
 /// A page of messages.
 #[derive(Object)]
 pub struct MessagePage {
-    /// Newest first.
-    pub messages: Vec<Message>,
+    /// Newest first, each with its live files.
+    pub messages: Vec<MessageInfo>,
     /// Pass as `before` to get the next (older) page; absent on the last page.
     pub next_before: Option<i32>,
 }
@@ -69,14 +44,17 @@ pub struct MessagePage {
 /// A message was posted.
 #[derive(ApiResponse)]
 pub enum MessagePosted {
-    /// The new message.
+    /// The new message with its files; `message_created` is announced.
     #[oai(status = 201)]
-    Created(Json<Message>),
+    Created(Json<MessageInfo>),
 }
 
 #[OpenApi(tag = "ApiTags::Messages")]
 impl MessagesApi {
-    /// Post a message.
+    /// Post a message, optionally attaching uploaded files.
+    ///
+    /// 409 `file_not_attachable` names a file that is not the caller's own
+    /// confirmed, unattached, live file of this channel; nothing is posted then.
     #[oai(path = "/channels/:channel_id/messages", method = "post", operation_id = "post_message")]
     async fn post(
         &self,
@@ -85,12 +63,16 @@ impl MessagesApi {
         channel_id: Path<i32>,
         body: Json<PostMessageRequest>,
     ) -> Result<MessagePosted, ApiError> {
-        let content = MessageContent::parse(&body.content)?;
-        let posted = messages::post(&state.db, channel_id.0, auth.0.id, &content).await?;
+        let content = if body.file_ids.is_empty() {
+            MessageContent::parse(&body.content)?
+        } else {
+            MessageContent::parse_with_attachments(&body.content)?
+        };
+        let posted = messages::post(&state, channel_id.0, auth.0.id, &content, &body.file_ids).await?;
         Ok(MessagePosted::Created(Json(posted.into())))
     }
 
-    /// List messages, newest first.
+    /// List messages with their files, newest first.
     ///
     /// `limit` defaults to 50 and is capped at 100; `before` returns messages older than that id.
     #[oai(path = "/channels/:channel_id/messages", method = "get", operation_id = "list_messages")]
@@ -107,7 +89,7 @@ impl MessagesApi {
     ) -> Result<Success<MessagePage>, ApiError> {
         let limit = limit.0.unwrap_or(50).min(MAX_PAGE);
         let page = messages::page(&state.db, channel_id.0, auth.0.id, before.0, limit).await?;
-        let next_before = (page.len() as u64 == limit).then(|| page.last().map(|m| m.id)).flatten();
+        let next_before = (page.len() as u64 == limit).then(|| page.last().map(|m| m.message.id)).flatten();
         Ok(ok(MessagePage { messages: page.into_iter().map(Into::into).collect(), next_before }))
     }
 }

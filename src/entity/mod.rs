@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod channel_member;
+pub mod file_download;
 pub mod file_upload;
 pub mod message;
 pub mod pending_upload;

@@ -1,7 +1,9 @@
 //! Use cases: the rules of the file service, free of HTTP types. Each takes the
 //! database (and storage) handles it needs and returns [`ServiceError`].
 
+pub mod batch;
 pub mod channels;
+pub mod files;
 pub mod messages;
 pub mod pending;
 pub mod uploads;

@@ -9,7 +9,7 @@ use sea_orm::{
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
-use super::{OnConflict, ServiceError, channels, now};
+use super::{OnConflict, ServiceError, channels, messages, now};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
     entity::{file_upload, message, pending_upload},
@@ -273,7 +273,7 @@ async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Conf
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    announce(state, &file);
+    announce(state, &file).await?;
     Ok(Confirmation::Created(file))
 }
 
@@ -296,12 +296,18 @@ fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {
     }
 }
 
-fn announce(state: &AppState, file: &file_upload::Model) {
+/// Publishes `file_upload_complete`, and `message_updated` when the file went
+/// straight onto a message.
+async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), ServiceError> {
     state.events.publish(Event::FileUploadComplete {
         channel_id: file.channel_id,
         message_id: file.message_id,
         file: file.clone().into(),
     });
+    if let Some(message_id) = file.message_id {
+        messages::touch_and_announce(state, message_id).await?;
+    }
+    Ok(())
 }
 
 /// Abandons an unconfirmed upload, deleting whatever was uploaded.
@@ -320,17 +326,6 @@ pub async fn abort(state: &AppState, user: i32, upload_id: Uuid) -> Result<(), S
         }
         _ => Ok(()),
     }
-}
-
-/// A live file of a channel the caller belongs to.
-pub async fn get_file(db: &DatabaseConnection, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
-    let file = file_upload::Entity::find_by_id(file_id)
-        .one(db)
-        .await?
-        .filter(|f| f.is_deleted != Some(true))
-        .ok_or(ServiceError::NotFound("file"))?;
-    channels::require_member(db, file.channel_id, user).await.map_err(|_| ServiceError::NotFound("file"))?;
-    Ok(file)
 }
 
 /// A file streamed through the broker (`POST /files/upload`).
@@ -398,7 +393,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     };
     match new_file(&upload).insert(&state.db).await {
         Ok(recorded) => {
-            announce(state, &recorded);
+            announce(state, &recorded).await?;
             Ok(recorded)
         }
         Err(err) => {

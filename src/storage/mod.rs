@@ -159,6 +159,49 @@ impl Storage {
             .map_err(StorageError::from_sdk)
     }
 
+    /// Objects under `prefix` with their last-modified time, one page of up to
+    /// 1000 after `start_after`.
+    pub async fn list_page(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<(String, Option<i64>)>, StorageError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        Ok(out.contents().iter().filter_map(|o| Some((o.key()?.to_owned(), o.last_modified().map(|t| t.secs())))).collect())
+    }
+
+    /// Incomplete multipart uploads under `prefix`: key, upload id, start time.
+    pub async fn list_multipart(&self, prefix: &str) -> Result<Vec<(String, String, Option<i64>)>, StorageError> {
+        let mut found = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(StorageError::from_sdk)?;
+            for upload in out.uploads() {
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                    found.push((key.to_owned(), id.to_owned(), upload.initiated().map(|t| t.secs())));
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                return Ok(found);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+        }
+    }
+
     /// Starts a multipart upload and returns its id.
     pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StorageError> {
         let out = self

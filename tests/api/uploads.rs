@@ -116,12 +116,9 @@ async fn presign_put_confirm_records_the_file_and_announces_it(store: Store) {
     assert_eq!(file["download_url"], format!("/files/download/{}", file["id"]));
 
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    match &*event {
-        Event::FileUploadComplete { channel_id, file: announced, .. } => {
-            assert_eq!(i64::from(*channel_id), s.channel);
-            assert_eq!(i64::from(announced.id), file["id"].as_i64().unwrap());
-        }
-    }
+    let Event::FileUploadComplete { channel_id, file: announced, .. } = &*event else { panic!("{event:?}") };
+    assert_eq!(i64::from(*channel_id), s.channel);
+    assert_eq!(i64::from(announced.id), file["id"].as_i64().unwrap());
 
     let fetched: Value = s.app.get(&s.alice, &format!("/files/{}", file["id"])).await.json().await.unwrap();
     assert_eq!(fetched, file);
