@@ -26,8 +26,10 @@ pub struct FileInfo {
     pub uploaded_by: Option<i32>,
     /// SHA-256 (hex) when the uploader declared one; it was verified.
     pub sha256: Option<String>,
-    /// How many times the file was downloaded.
+    /// How many download links were handed out for the file.
     pub download_count: i64,
+    /// When the last download link was handed out.
+    pub last_downloaded_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Broker URL that redirects members to a short-lived download link.
     pub download_url: String,
 }
@@ -46,6 +48,7 @@ impl From<file_upload::Model> for FileInfo {
             uploaded_by: m.uploaded_by,
             sha256: m.sha256,
             download_count: m.download_count,
+            last_downloaded_at: m.last_downloaded_at.map(|t| t.and_utc()),
         }
     }
 }

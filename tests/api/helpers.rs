@@ -189,6 +189,40 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Uploads `body` the direct way (presign, real PUT, confirm) and returns the file.
+    pub async fn upload(&self, user: &TestUser, channel: i64, message: Option<i64>, name: &str, content_type: &str, body: &[u8]) -> Value {
+        let presigned: Value = self
+            .post(user, "/files/presign", json!({
+                "channel_id": channel, "message_id": message, "file_name": name,
+                "content_type": content_type, "size": body.len(),
+            }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let put = self
+            .client
+            .put(presigned["url"].as_str().expect("presigned url"))
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "PUT {}", put.status());
+        let path = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
+        let resp = self.post(user, &path, json!({})).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        resp.json().await.unwrap()
+    }
+
+    /// Objects currently under `uploads/` in the test's bucket.
+    pub async fn object_count(&self) -> usize {
+        let out = self.state.storage.client().list_objects_v2().bucket(self.state.storage.bucket()).prefix("uploads/").send().await.unwrap();
+        out.key_count().unwrap_or(0) as usize
+    }
+}
+
 /// Asserts the status and the error body's code; returns the body.
 pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(resp.status(), status, "status");

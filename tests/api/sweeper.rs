@@ -1,0 +1,79 @@
+//! The sweeper leaves no object behind: deleted files after retention, expired
+//! uploads, orphans.
+
+use std::time::Duration;
+
+use chatgenius_files::sweeper::sweep_once;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app_with;
+
+#[tokio::test]
+async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
+    let app = spawn_app_with(&[("deleted-file-retention-days", "0"), ("upload-url-ttl-secs", "1"), ("sweep-interval-secs", "0")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+
+    // A deleted file, an upload PUT but never confirmed, one never uploaded, one kept.
+    let deleted = app.upload(&alice, channel, None, "deleted.txt", "text/plain", b"deleted").await;
+    assert_eq!(app.delete(&alice, &format!("/files/{}", deleted["id"])).await.status(), StatusCode::NO_CONTENT);
+    let abandoned: Value = app
+        .post(&alice, "/files/presign", json!({ "channel_id": channel, "file_name": "a.txt", "content_type": "text/plain", "size": 9 }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let put = app.client.put(abandoned["url"].as_str().unwrap()).header("content-type", "text/plain").body("abandoned").send().await.unwrap();
+    assert!(put.status().is_success());
+    app.post(&alice, "/files/presign", json!({ "channel_id": channel, "file_name": "b.txt", "content_type": "text/plain", "size": 1 })).await;
+    assert_eq!(app.object_count().await, 2);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = sweep_once(&app.state, false).await.unwrap();
+    assert_eq!(report.deleted_files_purged, 1);
+    assert_eq!(report.expired_uploads_removed, 2);
+    assert_eq!(report.orphans_found, 0);
+    assert_eq!(app.object_count().await, 0, "no object left");
+    let confirm = app.post(&alice, &format!("/files/uploads/{}/confirm", abandoned["upload_id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(confirm.status(), StatusCode::NOT_FOUND);
+
+    // A live file survives every sweep.
+    let kept = app.upload(&alice, channel, None, "kept.txt", "text/plain", b"kept").await;
+    let again = sweep_once(&app.state, true).await.unwrap();
+    assert_eq!((again.deleted_files_purged, again.expired_uploads_removed, again.orphans_deleted), (0, 0, 0));
+    assert_eq!(app.object_count().await, 1);
+    assert_eq!(app.get(&alice, &format!("/files/download/{}?redirect=false", kept["id"])).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sweep_reports_orphans_and_deletes_them_on_request() {
+    let app = spawn_app_with(&[("upload-url-ttl-secs", "1"), ("sweep-interval-secs", "0")]).await;
+    app.state.storage.put("uploads/1/unknown/orphan.txt", "text/plain", bytes::Bytes::from_static(b"orphan")).await.unwrap();
+    let report = sweep_once(&app.state, false).await.unwrap();
+    assert_eq!((report.orphans_found, report.orphans_deleted), (1, 0));
+    assert_eq!(app.object_count().await, 1, "reporting deletes nothing");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = sweep_once(&app.state, true).await.unwrap();
+    assert_eq!((report.orphans_found, report.orphans_deleted), (1, 1));
+    assert_eq!(app.object_count().await, 0);
+    assert!(report.table().contains("| orphan objects deleted | 1 |"));
+}
+
+#[test]
+fn sweep_command_prints_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatgenius-files"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", dir.path())
+        .current_dir(dir.path())
+        .arg("sweep")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("| deleted files purged | 0 |"), "{table}");
+    assert!(table.contains("| stale multipart uploads aborted |"), "{table}");
+}
