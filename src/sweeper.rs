@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Arbitrary key of the sweeper's PostgreSQL advisory lock.
-const LOCK_KEY: i64 = 0x6367_665f_7377;
+pub const LOCK_KEY: i64 = 0x6367_665f_7377;
 /// Objects younger than this are never called orphans (a proxy upload stores
 /// its object a moment before its row).
 const ORPHAN_MIN_AGE_SECS: i64 = 3600;

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod authz;
 mod boot;
 mod channels;
 mod embedded_s3;

@@ -77,3 +77,20 @@ fn sweep_command_prints_its_table() {
     assert!(table.contains("| deleted files purged | 0 |"), "{table}");
     assert!(table.contains("| stale multipart uploads aborted |"), "{table}");
 }
+
+#[tokio::test]
+async fn only_one_instance_sweeps_at_a_time_on_postgresql() {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+    let app = spawn_app_with(&[("sweep-interval-secs", "0")]).await;
+    if app.state.db.get_database_backend() != DatabaseBackend::Postgres {
+        // SQLite serves a single instance: no lock, the sweep always runs.
+        assert!(!sweep_once(&app.state, false).await.unwrap().skipped);
+        return;
+    }
+    let other_instance = app.state.db.begin().await.unwrap();
+    let lock = format!("SELECT pg_advisory_xact_lock({})", chatgenius_files::sweeper::LOCK_KEY);
+    other_instance.execute_raw(Statement::from_string(DatabaseBackend::Postgres, lock)).await.unwrap();
+    assert!(sweep_once(&app.state, false).await.unwrap().skipped, "locked by another instance");
+    other_instance.rollback().await.unwrap();
+    assert!(!sweep_once(&app.state, false).await.unwrap().skipped);
+}
