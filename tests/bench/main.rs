@@ -24,6 +24,11 @@ fn bare(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({ "ok": true, "echo": body["file_name"] }))
 }
 
+#[handler]
+fn bare_redirect() -> poem::web::Redirect {
+    poem::web::Redirect::see_other("http://127.0.0.1:9/object?X-Amz-Signature=0")
+}
+
 struct Stats {
     requests: usize,
     elapsed: Duration,
@@ -82,25 +87,48 @@ fn main() {
     runtime.block_on(run());
 }
 
-async fn run() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::parse_from([
+/// Starts a broker on the embedded store with limits out of the way, on the
+/// given database (default: SQLite in `dir`).
+async fn start(dir: &std::path::Path, database_url: Option<&str>) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
+    let mut args = vec![
         "bench".to_owned(),
-        format!("--data-dir={}", dir.path().display()),
+        format!("--data-dir={}", dir.display()),
         "--bind-addr=127.0.0.1:0".to_owned(),
         "--embedded-s3-addr=127.0.0.1:0".to_owned(),
         "--presign-rate-per-min=100000000".to_owned(),
         "--confirm-rate-per-min=100000000".to_owned(),
-    ])
-    .unwrap();
-    let app = Application::build(config).await.unwrap();
+        "--download-rate-per-min=100000000".to_owned(),
+        "--sweep-interval-secs=0".to_owned(),
+    ];
+    if let Some(url) = database_url {
+        args.push(format!("--database-url={url}"));
+    }
+    let app = Application::build(Config::parse_from(args).unwrap()).await.unwrap();
     let addr = app.addr();
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
+    (addr, state)
+}
+
+/// A fresh PostgreSQL database when one answers on 127.0.0.1:5432 (or BENCH_POSTGRES_URL).
+async fn postgres_database() -> Option<String> {
+    use sea_orm::ConnectionTrait;
+    let server = std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.ok()?;
+    let name = format!("cgf_bench_{}", std::process::id());
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}")).await.ok()?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.ok()?;
+    Some(format!("{server}/{name}"))
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, state) = start(dir.path(), None).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bare_addr = listener.local_addr().unwrap();
-    tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(Route::new().at("/bare", post(bare)).boxed()));
+    let bare_routes = Route::new().at("/bare", post(bare)).at("/bare-redirect", poem::get(bare_redirect));
+    tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes));
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
@@ -206,4 +234,105 @@ async fn run() {
         ms(confirm.pct(0.99)),
         confirm.pct(0.5).as_secs_f64() / raw.pct(0.5).as_secs_f64()
     );
+
+    // Download redirects.
+    let file_id = state.db.clone();
+    let file_id = {
+        use sea_orm::EntityTrait;
+        chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
+    };
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(256).build().unwrap();
+    println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
+    println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for concurrency in [16, 64] {
+        let (c, url) = (no_follow.clone(), format!("http://{bare_addr}/bare-redirect"));
+        let bare_stats = load(concurrency, move |_| {
+            let (c, url) = (c.clone(), url.clone());
+            async move { redirected(c.get(&url).send().await.unwrap().status()) }
+        })
+        .await;
+        let (c, url, t) = (no_follow.clone(), format!("http://{addr}/files/download/{file_id}"), token.clone());
+        let download_stats = load(concurrency, move |_| {
+            let (c, url, t) = (c.clone(), url.clone(), t.clone());
+            async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
+        })
+        .await;
+        for (name, s) in [("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats)] {
+            println!(
+                "| {name} | {concurrency} | {:.0} | {} | {} | {:.2} |",
+                s.rps(),
+                ms(s.pct(0.5)),
+                ms(s.pct(0.99)),
+                s.rps() / bare_stats.rps()
+            );
+        }
+    }
+
+    // A page of 50 messages with 2 files each, on SQLite and PostgreSQL.
+    println!("\n## Message page: 50 messages x 2 files (concurrency 16)\n");
+    println!("| database | requests/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    let pg_dir = tempfile::tempdir().unwrap();
+    let mut targets = vec![("SQLite", addr, state.clone())];
+    if let Some(url) = postgres_database().await {
+        let (pg_addr, pg_state) = start(pg_dir.path(), Some(&url)).await;
+        targets.push(("PostgreSQL", pg_addr, pg_state));
+    }
+    for (database, addr, _) in targets {
+        let token = login_token(&client, addr).await;
+        let channel = make_channel(&client, addr, &token).await;
+        for i in 0..50 {
+            let message: Value = client
+                .post(format!("http://{addr}/channels/{channel}/messages"))
+                .bearer_auth(&token)
+                .json(&json!({ "content": format!("message {i}") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for j in 0..2 {
+                upload_into(&client, addr, &token, channel, message["id"].as_i64().unwrap(), j).await;
+            }
+        }
+        let (c, url, t) = (client.clone(), format!("http://{addr}/channels/{channel}/messages?limit=50"), token.clone());
+        let page = load(16, move |_| {
+            let (c, url, t) = (c.clone(), url.clone(), t.clone());
+            async move { c.get(&url).bearer_auth(&t).send().await.unwrap().status() }
+        })
+        .await;
+        println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
+    }
+}
+
+fn redirected(status: reqwest::StatusCode) -> reqwest::StatusCode {
+    if status.is_redirection() { reqwest::StatusCode::OK } else { status }
+}
+
+async fn login_token(client: &reqwest::Client, addr: std::net::SocketAddr) -> String {
+    let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "pager"})).send().await.unwrap().json().await.unwrap();
+    login["token"].as_str().unwrap().to_owned()
+}
+
+async fn make_channel(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str) -> i64 {
+    let channel: Value = client.post(format!("http://{addr}/channels")).bearer_auth(token).json(&json!({"name": "page"})).send().await.unwrap().json().await.unwrap();
+    channel["id"].as_i64().unwrap()
+}
+
+async fn upload_into(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str, channel: i64, message: i64, n: usize) {
+    let p: Value = client
+        .post(format!("http://{addr}/files/presign"))
+        .bearer_auth(token)
+        .json(&json!({ "channel_id": channel, "message_id": message, "file_name": format!("{n}.png"), "content_type": "image/png", "size": PNG.len() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
+    let confirmed = client.post(format!("http://{addr}/files/uploads/{}/confirm", p["upload_id"].as_str().unwrap())).bearer_auth(token).send().await.unwrap();
+    assert_eq!(confirmed.status(), 201);
 }
