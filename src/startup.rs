@@ -23,7 +23,7 @@ use crate::{
     error::render_poem_error,
     events::EventHub,
     ratelimit::RateLimits,
-    service::{files::DownloadRecorder, pending::PendingWriter},
+    service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
     sweeper,
     storage::{Storage, StorageSettings},
 };
@@ -39,6 +39,7 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub pending: PendingWriter,
     pub downloads: DownloadRecorder,
+    pub cache: Arc<ReadCache>,
 }
 
 /// A built, not yet serving, application.
@@ -86,6 +87,7 @@ impl Application {
             config.confirm_rate_per_min,
             config.download_rate_per_min,
         ));
+        let config_ttl = config.read_cache_ttl_ms;
         let state = AppState {
             pending: PendingWriter::spawn(db.clone()),
             downloads: DownloadRecorder::spawn(db.clone()),
@@ -95,6 +97,7 @@ impl Application {
             config: Arc::new(config),
             events: EventHub::default(),
             limits,
+            cache: Arc::new(ReadCache::new(Duration::from_millis(config_ttl))),
         };
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3 })
     }
@@ -136,15 +139,16 @@ impl Application {
         served
     }
 
-    /// Timers: limiter cleanup and, unless switched off, the sweeper.
+    /// Timers: limiter and cache cleanup and, unless switched off, the sweeper.
     fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let limits = self.state.limits.clone();
+        let (limits, cache) = (self.state.limits.clone(), self.state.cache.clone());
         let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
         let mut tasks = vec![tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 limits.retain_recent();
+                cache.evict_expired();
             }
         })];
         if self.state.config.sweep_interval_secs > 0 {

@@ -145,7 +145,7 @@ impl ChannelsApi {
         body: Json<AddMemberRequest>,
     ) -> Result<MemberAdded, ApiError> {
         let username = Username::parse(&body.username)?;
-        let member = channels::add_member(&state.db, channel_id.0, auth.0.id, &username).await?;
+        let member = channels::add_member(&state, channel_id.0, auth.0.id, &username).await?;
         Ok(MemberAdded::Created(Json(member.into())))
     }
 
@@ -160,7 +160,7 @@ impl ChannelsApi {
         channel_id: Path<i32>,
         user_id: Path<i32>,
     ) -> Result<MemberRemoved, ApiError> {
-        channels::remove_member(&state.db, channel_id.0, auth.0.id, user_id.0).await?;
+        channels::remove_member(&state, channel_id.0, auth.0.id, user_id.0).await?;
         Ok(MemberRemoved::NoContent)
     }
 }

@@ -8,6 +8,7 @@ use sea_orm::{
 
 use super::{OnConflict, ServiceError, now, users};
 use crate::{
+    startup::AppState,
     domain::{ChannelName, Username},
     entity::{channel, channel_member, user},
 };
@@ -20,6 +21,11 @@ pub async fn require_member(db: &DatabaseConnection, channel_id: i32, user_id: i
         .one(db)
         .await?
         .ok_or(ServiceError::NotFound("channel"))
+}
+
+/// Whether `user_id` belongs to the channel.
+pub async fn is_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -> Result<bool, ServiceError> {
+    Ok(channel_member::Entity::find_by_id((channel_id, user_id)).one(db).await?.is_some())
 }
 
 /// Creates a channel with its creator as first member.
@@ -73,24 +79,22 @@ pub async fn members(db: &DatabaseConnection, channel_id: i32, caller: i32) -> R
 }
 
 /// Adds the user named `username` to a channel the caller belongs to.
-pub async fn add_member(
-    db: &DatabaseConnection,
-    channel_id: i32,
-    caller: i32,
-    username: &Username,
-) -> Result<Member, ServiceError> {
+pub async fn add_member(state: &AppState, channel_id: i32, caller: i32, username: &Username) -> Result<Member, ServiceError> {
+    let db = &state.db;
     require_member(db, channel_id, caller).await?;
     let user = users::find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))?;
     let member = channel_member::ActiveModel { channel_id: Set(channel_id), user_id: Set(user.id), joined_at: Set(now()) }
         .insert(db)
         .await
         .on_unique_violation("already_member", "the user is already a member of this channel")?;
+    state.cache.forget_membership(channel_id, user.id);
     Ok(Member { user, joined_at: member.joined_at })
 }
 
 /// Removes `user_id` from a channel. Members may remove themselves (leave); only
 /// the channel's creator may remove others.
-pub async fn remove_member(db: &DatabaseConnection, channel_id: i32, caller: i32, user_id: i32) -> Result<(), ServiceError> {
+pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_id: i32) -> Result<(), ServiceError> {
+    let db = &state.db;
     let channel = require_member(db, channel_id, caller).await?;
     if caller != user_id && channel.created_by != caller {
         return Err(ServiceError::Forbidden("only the channel's creator may remove other members".into()));
@@ -100,5 +104,6 @@ pub async fn remove_member(db: &DatabaseConnection, channel_id: i32, caller: i32
         .await?
         .ok_or(ServiceError::NotFound("member"))?;
     member.delete(db).await?;
+    state.cache.forget_membership(channel_id, user_id);
     Ok(())
 }

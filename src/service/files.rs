@@ -8,7 +8,7 @@ use sea_orm::{
     QueryTrait, TransactionTrait, sea_query::Expr,
 };
 
-use super::{ServiceError, batch::Batcher, messages, now};
+use super::{ServiceError, batch::Batcher, channels, messages, now};
 use crate::{
     domain::content_disposition,
     entity::{channel_member, file_download, file_upload},
@@ -31,6 +31,32 @@ pub async fn visible_file(db: &DatabaseConnection, user: i32, file_id: i32) -> R
         .one(db)
         .await?
         .ok_or(ServiceError::NotFound("file"))
+}
+
+/// [`visible_file`] through the read cache: no query when both the file and
+/// the caller's membership were looked up within READ_CACHE_TTL_MS.
+async fn visible_file_cached(state: &AppState, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
+    let file = match state.cache.file(file_id) {
+        Some(file) => file,
+        None => {
+            let file = file_upload::Entity::find_by_id(file_id)
+                .filter(file_upload::Column::IsDeleted.eq(false))
+                .one(&state.db)
+                .await?
+                .ok_or(ServiceError::NotFound("file"))?;
+            state.cache.put_file(file.clone());
+            file
+        }
+    };
+    let member = match state.cache.membership(file.channel_id, user) {
+        Some(member) => member,
+        None => {
+            let member = channels::is_member(&state.db, file.channel_id, user).await?;
+            state.cache.set_membership(file.channel_id, user, member);
+            member
+        }
+    };
+    if member { Ok(file) } else { Err(ServiceError::NotFound("file")) }
 }
 
 /// A presigned download.
@@ -56,7 +82,7 @@ pub fn inline_allowed(content_type: &str) -> bool {
 /// for safe media types when asked), and counts the download.
 pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -> Result<DownloadLink, ServiceError> {
     state.limits.check(Action::Download, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
-    let file = visible_file(&state.db, user, file_id).await?;
+    let file = visible_file_cached(state, user, file_id).await?;
     let content_type = file.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
     if inline && !inline_allowed(&content_type) {
         return Err(ServiceError::invalid("inline_not_allowed", format!("{content_type} files are only served as attachments")));
@@ -82,6 +108,7 @@ pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), Ser
         .filter(file_upload::Column::IsDeleted.eq(false))
         .exec(&state.db)
         .await?;
+    state.cache.forget_file(file.id);
     if deleted.rows_affected == 0 {
         return Err(ServiceError::NotFound("file"));
     }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use chatgenius_files::{config::Config, net::NoDelayAcceptor, startup::Application};
-use poem::{EndpointExt, Route, Server, handler, post, web::Json};
+use poem::{Route, Server, handler, post, web::Json};
 use serde_json::{Value, json};
 
 /// How long each load phase runs.
