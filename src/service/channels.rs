@@ -28,6 +28,16 @@ pub async fn is_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -
     Ok(channel_member::Entity::find_by_id((channel_id, user_id)).one(db).await?.is_some())
 }
 
+/// [`is_member`] through the read cache (hot paths only).
+pub async fn is_member_cached(state: &AppState, channel_id: i32, user_id: i32) -> Result<bool, ServiceError> {
+    if let Some(member) = state.cache.membership(channel_id, user_id) {
+        return Ok(member);
+    }
+    let member = is_member(&state.db, channel_id, user_id).await?;
+    state.cache.set_membership(channel_id, user_id, member);
+    Ok(member)
+}
+
 /// Creates a channel with its creator as first member.
 pub async fn create(db: &DatabaseConnection, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
     let txn = db.begin().await?;

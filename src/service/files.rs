@@ -48,15 +48,11 @@ async fn visible_file_cached(state: &AppState, user: i32, file_id: i32) -> Resul
             file
         }
     };
-    let member = match state.cache.membership(file.channel_id, user) {
-        Some(member) => member,
-        None => {
-            let member = channels::is_member(&state.db, file.channel_id, user).await?;
-            state.cache.set_membership(file.channel_id, user, member);
-            member
-        }
-    };
-    if member { Ok(file) } else { Err(ServiceError::NotFound("file")) }
+    if channels::is_member_cached(state, file.channel_id, user).await? {
+        Ok(file)
+    } else {
+        Err(ServiceError::NotFound("file"))
+    }
 }
 
 /// A presigned download.

@@ -134,9 +134,13 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     rate_limit(state, Action::Upload, user)?;
     check_size(state, req.size)?;
     check_type(state, &req.file_name, &req.content_type)?;
-    // Membership of a bare channel target is checked by the batched insert below.
     let (channel_id, message_id) = match req.target {
-        Target { channel_id: Some(channel_id), message_id: None } => (channel_id, None),
+        Target { channel_id: Some(channel_id), message_id: None } => {
+            if !channels::is_member_cached(state, channel_id, user).await? {
+                return Err(ServiceError::NotFound("channel"));
+            }
+            (channel_id, None)
+        }
         target => resolve_target(&state.db, user, target).await?,
     };
 
@@ -162,9 +166,7 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
         created_at: created,
         expires_at: created + chrono::Duration::seconds(ttl.as_secs() as i64),
     };
-    if !state.pending.record(upload.clone()).await? {
-        return Err(ServiceError::NotFound("channel"));
-    }
+    state.pending.record(upload.clone()).await?;
     Ok(Presigned { upload, request })
 }
 
