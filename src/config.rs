@@ -123,6 +123,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub read_cache_ttl_ms: u64,
 
+    /// A WebSocket client that cannot take an event within this many
+    /// milliseconds is disconnected.
+    #[arg(long, env = "WS_SEND_TIMEOUT_MS", value_name = "WS_SEND_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub ws_send_timeout_ms: u64,
+
     /// Days a deleted file's object is kept before the sweeper purges it (0: next sweep).
     #[arg(long, env = "DELETED_FILE_RETENTION_DAYS", value_name = "DELETED_FILE_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(0..=3650))]

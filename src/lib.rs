@@ -29,5 +29,7 @@ pub mod sweeper;
 pub mod startup;
 /// The S3 facade and presigned URLs.
 pub mod storage;
+/// The WebSocket endpoint delivering channel events.
+pub mod ws;
 /// JSON shapes shared by HTTP responses and WebSocket events.
 pub mod wire;

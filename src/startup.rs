@@ -25,6 +25,7 @@ use crate::{
     ratelimit::RateLimits,
     service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
     sweeper,
+    ws::{self, AllowedOrigins},
     storage::{Storage, StorageSettings},
 };
 
@@ -124,6 +125,7 @@ impl Application {
         let app = Route::new()
             .nest("/docs", api.swagger_ui())
             .at("/openapi.json", api.spec_endpoint())
+            .at("/ws", ws::ws.data(AllowedOrigins(Arc::new(self.cors_origins.clone()))))
             .nest("/", api)
             .with(api_cors(&self.cors_origins))
             .with(Tracing)

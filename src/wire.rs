@@ -1,12 +1,12 @@
 //! JSON shapes shared by HTTP responses and WebSocket events.
 
 use poem_openapi::Object;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::entity::{file_upload, message};
 
 /// A confirmed file.
-#[derive(Object, Serialize, Debug, Clone, PartialEq)]
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct FileInfo {
     /// File id.
     pub id: i32,
@@ -54,7 +54,7 @@ impl From<file_upload::Model> for FileInfo {
 }
 
 /// A chat message with its live files.
-#[derive(Object, Serialize, Debug, Clone, PartialEq)]
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MessageInfo {
     /// Message id; ids grow with time, so `before` pages backwards.
     pub id: i32,

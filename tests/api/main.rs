@@ -14,6 +14,7 @@ mod files;
 mod health;
 mod messages;
 mod uploads;
+mod ws;
 mod migrations;
 mod openapi;
 mod sweeper;

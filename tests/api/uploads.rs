@@ -116,7 +116,7 @@ async fn presign_put_confirm_records_the_file_and_announces_it(store: Store) {
     assert_eq!(file["download_url"], format!("/files/download/{}", file["id"]));
 
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    let Event::FileUploadComplete { channel_id, file: announced, .. } = &*event else { panic!("{event:?}") };
+    let Event::FileUploadComplete { channel_id, file: announced, .. } = &event.event else { panic!("{event:?}") };
     assert_eq!(i64::from(*channel_id), s.channel);
     assert_eq!(i64::from(announced.id), file["id"].as_i64().unwrap());
 
@@ -280,7 +280,7 @@ async fn upload_through_the_broker_streams_small_and_multipart_files(store: Stor
         let stored = s.app.state.storage.client().get_object().bucket(s.app.state.storage.bucket()).key(&model.s3_key).send().await.unwrap();
         assert_eq!(stored.body.collect().await.unwrap().into_bytes().as_ref(), &body[..], "{name} stored intact");
         let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-        assert_eq!(event.channel_id() as i64, s.channel);
+        assert_eq!(event.event.channel_id() as i64, s.channel);
     }
 
     let disguised = s
