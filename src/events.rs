@@ -3,12 +3,12 @@
 //! id and a time so a reconnecting client knows from when to catch up.
 
 use std::sync::{
-    Arc,
+    Arc, OnceLock,
     atomic::{AtomicU64, Ordering},
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::wire::{FileInfo, MessageInfo};
 
@@ -68,18 +68,29 @@ pub struct Stamped {
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Stamped>>,
     next_id: Arc<AtomicU64>,
+    /// Where published events also go for other instances (PostgreSQL relay).
+    relay: Arc<OnceLock<mpsc::UnboundedSender<Arc<Stamped>>>>,
 }
 
 impl EventHub {
     /// A hub whose subscribers may lag `capacity` events before losing some.
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, next_id: Arc::new(AtomicU64::new(1)) }
+        Self { tx: broadcast::channel(capacity).0, next_id: Arc::new(AtomicU64::new(1)), relay: Arc::default() }
     }
 
-    /// Publishes an event; having no subscriber is fine.
+    /// Sends every event published from now on to `relay` as well.
+    pub fn set_relay(&self, relay: mpsc::UnboundedSender<Arc<Stamped>>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Publishes an event here and, with a relay, to the other instances.
     pub fn publish(&self, event: Event) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.deliver(Stamped { id, at: chrono::Utc::now(), event });
+        let stamped = Arc::new(Stamped { id, at: chrono::Utc::now(), event });
+        if let Some(relay) = self.relay.get() {
+            let _ = relay.send(stamped.clone());
+        }
+        let _ = self.tx.send(stamped);
     }
 
     /// Hands an already stamped event (e.g. from another instance) to local subscribers.

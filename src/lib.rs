@@ -19,6 +19,8 @@ pub mod entity;
 pub mod error;
 /// TCP listener settings.
 pub mod net;
+/// Cross-instance event fan-out over PostgreSQL LISTEN/NOTIFY.
+pub mod relay;
 /// Per-user rate limits.
 pub mod ratelimit;
 /// Use cases, free of HTTP types.

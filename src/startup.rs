@@ -10,7 +10,7 @@ use poem::{
     middleware::{Cors, Tracing},
 };
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection,
+    ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -23,6 +23,7 @@ use crate::{
     error::render_poem_error,
     events::EventHub,
     ratelimit::RateLimits,
+    relay,
     service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
     sweeper,
     ws::{self, AllowedOrigins},
@@ -89,6 +90,7 @@ impl Application {
             config.download_rate_per_min,
         ));
         let config_ttl = config.read_cache_ttl_ms;
+        let database_url = config.database_url();
         let state = AppState {
             pending: PendingWriter::spawn(db.clone()),
             downloads: DownloadRecorder::spawn(db.clone()),
@@ -100,6 +102,11 @@ impl Application {
             limits,
             cache: Arc::new(ReadCache::new(Duration::from_millis(config_ttl))),
         };
+        if state.db.get_database_backend() == DatabaseBackend::Postgres {
+            relay::start(state.db.clone(), &database_url, &state.events, state.cache.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
+        }
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3 })
     }
 

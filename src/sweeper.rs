@@ -100,6 +100,8 @@ pub async fn sweep_once(state: &AppState, delete_orphans: bool) -> Result<SweepR
     }
     (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, delete_orphans).await?;
     if let Some(txn) = lock {
+        // Relayed events are read within moments; an hour is plenty.
+        txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
         txn.commit().await?;
     }
     Ok(report)

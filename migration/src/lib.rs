@@ -7,6 +7,7 @@ mod m20261128_000001_create_chat_tables;
 mod m20261128_000002_create_file_uploads;
 mod m20261128_000003_create_pending_uploads;
 mod m20261128_000004_create_file_downloads;
+mod m20261128_000005_create_event_relay;
 
 /// Applies every migration of the service, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_create_file_uploads::Migration),
             Box::new(m20261128_000003_create_pending_uploads::Migration),
             Box::new(m20261128_000004_create_file_downloads::Migration),
+            Box::new(m20261128_000005_create_event_relay::Migration),
         ]
     }
 }

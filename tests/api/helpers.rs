@@ -16,6 +16,8 @@ pub struct TestApp {
     pub s3_endpoint: String,
     /// Stops the embedded S3 endpoint (`None` on an external store).
     pub s3_stopper: Option<Arc<Notify>>,
+    /// The database this instance uses.
+    pub database_url: String,
     /// Kept alive for the test's duration (database file, embedded objects).
     _data_dir: tempfile::TempDir,
     shutdown: Arc<Notify>,
@@ -93,7 +95,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     };
     let defaults = [
         ("data-dir", data_dir.path().display().to_string()),
-        ("database-url", database_url),
+        ("database-url", database_url.clone()),
         ("bind-addr", "127.0.0.1:0".to_owned()),
         ("embedded-s3-addr", "127.0.0.1:0".to_owned()),
         ("aws-s3-bucket-name", format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
@@ -124,6 +126,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         state,
         s3_endpoint,
         s3_stopper,
+        database_url,
         _data_dir: data_dir,
         shutdown,
     }

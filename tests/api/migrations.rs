@@ -5,7 +5,8 @@ use sea_orm::Database;
 
 use crate::helpers::fresh_database_url;
 
-const TABLES: [&str; 7] = ["users", "channels", "channel_members", "messages", "file_uploads", "pending_uploads", "file_downloads"];
+const TABLES: [&str; 8] =
+    ["users", "channels", "channel_members", "messages", "file_uploads", "pending_uploads", "file_downloads", "event_relay"];
 
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {

@@ -211,3 +211,41 @@ async fn an_oversized_inbound_frame_closes_with_1009() {
     };
     assert_eq!(code, CloseCode::Size);
 }
+
+#[tokio::test]
+async fn an_event_published_on_one_instance_reaches_clients_of_another() {
+    let first = spawn_app().await;
+    if first.state.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        eprintln!("cross-instance delivery needs PostgreSQL (TEST_POSTGRES_URL)");
+        return;
+    }
+    let url = first.database_url.clone();
+    let second = spawn_app_with(&[("database-url", &url)]).await;
+    let alice = first.login("alice").await;
+    let bob = first.login("bob").await;
+    let channel = first.create_channel(&alice, "general").await;
+    first.add_member(&alice, channel, &bob).await;
+
+    // Bob listens on the second instance (tokens are per instance secret: log in there).
+    let bob_on_second = second.login("bob").await;
+    assert_eq!(bob_on_second.id, bob.id);
+    let mut socket = connect(&second, &bob_on_second).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let file = first.upload(&alice, channel, None, "a.txt", "text/plain", b"across").await;
+    let event = expect_event(&mut socket, "file_upload_complete").await;
+    assert_eq!(event["file"]["id"], file["id"]);
+
+    // Larger than a NOTIFY payload: relayed through the database.
+    let long = "é".repeat(3990);
+    let resp = first.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": long })).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let event = expect_event(&mut socket, "message_created").await;
+    assert_eq!(event["message"]["content"], long);
+
+    // A removal on the first instance stops delivery on the second.
+    first.delete(&alice, &format!("/channels/{channel}/members/{}", bob.id)).await;
+    assert_eq!(expect_event(&mut socket, "member_left").await["user_id"], bob.id);
+    first.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "after" })).await;
+    assert!(next_event(&mut socket, Duration::from_millis(500)).await.is_none());
+}
