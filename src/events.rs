@@ -7,47 +7,101 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use poem_openapi::{Object, Union};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::wire::{FileInfo, MessageInfo};
 
-/// Something that happened in a channel. Serialised as `{"type": ..., "channel_id": ..., ...}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A file was confirmed and is ready to download.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FileUploadComplete {
+    /// Channel of the file.
+    pub channel_id: i32,
+    /// Message the file is attached to, if any.
+    pub message_id: Option<i32>,
+    /// The file.
+    pub file: FileInfo,
+}
+
+/// A file was deleted by its owner; it no longer lists or downloads.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FileDeleted {
+    /// Channel of the file.
+    pub channel_id: i32,
+    /// Message it was attached to, if any.
+    pub message_id: Option<i32>,
+    /// Id of the deleted file.
+    pub file_id: i32,
+}
+
+/// A message was posted (with the files attached at once).
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MessageCreated {
+    /// Channel of the message.
+    pub channel_id: i32,
+    /// The message with its files.
+    pub message: MessageInfo,
+}
+
+/// Files were attached to or removed from a message.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MessageUpdated {
+    /// Channel of the message.
+    pub channel_id: i32,
+    /// The message with its live files.
+    pub message: MessageInfo,
+}
+
+/// A user joined the channel (delivery to them starts now).
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemberJoined {
+    /// The channel.
+    pub channel_id: i32,
+    /// The user who joined.
+    pub user_id: i32,
+}
+
+/// A user left or was removed (delivery to them stops after this event).
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemberLeft {
+    /// The channel.
+    pub channel_id: i32,
+    /// The user who left.
+    pub user_id: i32,
+}
+
+/// Something that happened in a channel, tagged by `type`. On the WebSocket
+/// each text frame is one event with two more fields: `id` (increasing per
+/// broker instance) and `at` (publish time, RFC 3339).
+#[derive(Union, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[oai(discriminator_name = "type", one_of)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// A file was confirmed and is ready to download.
-    FileUploadComplete {
-        channel_id: i32,
-        message_id: Option<i32>,
-        file: FileInfo,
-    },
-    /// A file was deleted by its owner; it no longer downloads.
-    FileDeleted {
-        channel_id: i32,
-        message_id: Option<i32>,
-        file_id: i32,
-    },
-    /// A message was posted (with the files attached at once).
-    MessageCreated { channel_id: i32, message: MessageInfo },
-    /// Files were attached to or removed from a message.
-    MessageUpdated { channel_id: i32, message: MessageInfo },
-    /// A user joined the channel.
-    MemberJoined { channel_id: i32, user_id: i32 },
-    /// A user left or was removed from the channel.
-    MemberLeft { channel_id: i32, user_id: i32 },
+    #[oai(mapping = "file_upload_complete")]
+    FileUploadComplete(FileUploadComplete),
+    #[oai(mapping = "file_deleted")]
+    FileDeleted(FileDeleted),
+    #[oai(mapping = "message_created")]
+    MessageCreated(MessageCreated),
+    #[oai(mapping = "message_updated")]
+    MessageUpdated(MessageUpdated),
+    #[oai(mapping = "member_joined")]
+    MemberJoined(MemberJoined),
+    #[oai(mapping = "member_left")]
+    MemberLeft(MemberLeft),
 }
 
 impl Event {
     /// The channel whose members may see this event.
     pub fn channel_id(&self) -> i32 {
         match self {
-            Self::FileUploadComplete { channel_id, .. }
-            | Self::FileDeleted { channel_id, .. }
-            | Self::MessageCreated { channel_id, .. }
-            | Self::MessageUpdated { channel_id, .. }
-            | Self::MemberJoined { channel_id, .. }
-            | Self::MemberLeft { channel_id, .. } => *channel_id,
+            Self::FileUploadComplete(e) => e.channel_id,
+            Self::FileDeleted(e) => e.channel_id,
+            Self::MessageCreated(e) => e.channel_id,
+            Self::MessageUpdated(e) => e.channel_id,
+            Self::MemberJoined(e) => e.channel_id,
+            Self::MemberLeft(e) => e.channel_id,
         }
     }
 }

@@ -102,10 +102,9 @@ async fn receive_loop(db: DatabaseConnection, origin: Uuid, mut listener: PgList
             (None, None) => continue,
         };
         match &stamped.event {
-            Event::MemberJoined { channel_id, user_id } | Event::MemberLeft { channel_id, user_id } => {
-                cache.forget_membership(*channel_id, *user_id);
-            }
-            Event::FileDeleted { file_id, .. } => cache.forget_file(*file_id),
+            Event::MemberJoined(e) => cache.forget_membership(e.channel_id, e.user_id),
+            Event::MemberLeft(e) => cache.forget_membership(e.channel_id, e.user_id),
+            Event::FileDeleted(e) => cache.forget_file(e.file_id),
             _ => {}
         }
         hub.deliver(stamped);

@@ -26,7 +26,7 @@ use crate::{
     relay,
     service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
     sweeper,
-    ws::{self, AllowedOrigins},
+    ws::AllowedOrigins,
     storage::{Storage, StorageSettings},
 };
 
@@ -132,10 +132,10 @@ impl Application {
         let app = Route::new()
             .nest("/docs", api.swagger_ui())
             .at("/openapi.json", api.spec_endpoint())
-            .at("/ws", ws::ws.data(AllowedOrigins(Arc::new(self.cors_origins.clone()))))
             .nest("/", api)
             .with(api_cors(&self.cors_origins))
             .with(Tracing)
+            .data(AllowedOrigins(Arc::new(self.cors_origins.clone())))
             .data(self.state)
             .catch_all_error(render_poem_error);
         let _keep_s3_alive = self.embedded_s3;

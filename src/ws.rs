@@ -11,12 +11,9 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use poem::{
-    IntoResponse, Request, Response, handler,
+    IntoResponse, Request, Response,
     http::StatusCode,
-    web::{
-        Data,
-        websocket::{CloseCode, Message, WebSocket, WebSocketStream},
-    },
+    web::websocket::{CloseCode, Message, WebSocket, WebSocketStream},
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -39,10 +36,10 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct AllowedOrigins(pub Arc<Vec<Origin>>);
 
-#[handler]
-pub async fn ws(req: &Request, socket: WebSocket, state: Data<&AppState>, origins: Data<&AllowedOrigins>) -> Response {
+/// Checks origin and token, then upgrades; refusals are the JSON error body.
+pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &AllowedOrigins) -> Response {
     if let Some(origin) = req.header("origin")
-        && !origins.0.0.iter().any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
+        && !origins.0.iter().any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
     {
         return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not open the event socket")
             .into_response();
@@ -142,12 +139,12 @@ async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {
 /// Whether the user may see the event; keeps the channel set current.
 fn visible(stamped: &Stamped, me: i32, channels: &mut HashSet<i32>) -> bool {
     match &stamped.event {
-        Event::MemberJoined { channel_id, user_id } if *user_id == me => {
-            channels.insert(*channel_id);
+        Event::MemberJoined(e) if e.user_id == me => {
+            channels.insert(e.channel_id);
             true
         }
         // The user sees their own removal, then nothing more of that channel.
-        Event::MemberLeft { channel_id, user_id } if *user_id == me => channels.remove(channel_id),
+        Event::MemberLeft(e) if e.user_id == me => channels.remove(&e.channel_id),
         event => channels.contains(&event.channel_id()),
     }
 }

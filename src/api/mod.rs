@@ -3,6 +3,7 @@
 
 mod auth;
 mod channels;
+mod events;
 mod files;
 mod health;
 mod messages;
@@ -27,6 +28,8 @@ pub enum ApiTags {
     Messages,
     /// Uploading, confirming and reading files.
     Files,
+    /// The WebSocket event stream.
+    Events,
     /// Liveness and readiness probes.
     Health,
 }
@@ -45,12 +48,13 @@ pub fn ok<T: ToJSON + Send + Sync>(value: T) -> Success<T> {
 }
 
 /// Every API of the service, in spec order.
-pub type Apis = (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi);
+pub type Apis =
+    (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi, events::EventsApi);
 
 /// The OpenAPI service (spec, Swagger UI and routes).
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi),
+        (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi, events::EventsApi),
         "ChatGenius Files",
         env!("CARGO_PKG_VERSION"),
     )

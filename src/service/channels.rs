@@ -8,7 +8,7 @@ use sea_orm::{
 
 use super::{OnConflict, ServiceError, now, users};
 use crate::{
-    events::Event,
+    events::{Event, MemberJoined, MemberLeft},
     startup::AppState,
     domain::{ChannelName, Username},
     entity::{channel, channel_member, user},
@@ -99,7 +99,7 @@ pub async fn add_member(state: &AppState, channel_id: i32, caller: i32, username
         .await
         .on_unique_violation("already_member", "the user is already a member of this channel")?;
     state.cache.forget_membership(channel_id, user.id);
-    state.events.publish(Event::MemberJoined { channel_id, user_id: user.id });
+    state.events.publish(Event::MemberJoined(MemberJoined { channel_id, user_id: user.id }));
     Ok(Member { user, joined_at: member.joined_at })
 }
 
@@ -117,6 +117,6 @@ pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_
         .ok_or(ServiceError::NotFound("member"))?;
     member.delete(db).await?;
     state.cache.forget_membership(channel_id, user_id);
-    state.events.publish(Event::MemberLeft { channel_id, user_id });
+    state.events.publish(Event::MemberLeft(MemberLeft { channel_id, user_id }));
     Ok(())
 }

@@ -12,7 +12,7 @@ use super::{ServiceError, batch::Batcher, channels, messages, now};
 use crate::{
     domain::content_disposition,
     entity::{channel_member, file_download, file_upload},
-    events::Event,
+    events::{Event, FileDeleted},
     ratelimit::Action,
     startup::AppState,
 };
@@ -108,7 +108,11 @@ pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), Ser
     if deleted.rows_affected == 0 {
         return Err(ServiceError::NotFound("file"));
     }
-    state.events.publish(Event::FileDeleted { channel_id: file.channel_id, message_id: file.message_id, file_id: file.id });
+    state.events.publish(Event::FileDeleted(FileDeleted {
+        channel_id: file.channel_id,
+        message_id: file.message_id,
+        file_id: file.id,
+    }));
     if let Some(message_id) = file.message_id {
         messages::touch_and_announce(state, message_id).await?;
     }

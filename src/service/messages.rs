@@ -12,7 +12,7 @@ use super::{ServiceError, channels, now};
 use crate::{
     domain::MessageContent,
     entity::{channel_member, file_upload, message},
-    events::Event,
+    events::{Event, MessageCreated, MessageUpdated},
     startup::AppState,
     wire::MessageInfo,
 };
@@ -89,7 +89,7 @@ pub async fn post(
     }
     txn.commit().await?;
     let posted = MessageWithFiles { message, files };
-    state.events.publish(Event::MessageCreated { channel_id, message: posted.clone().into() });
+    state.events.publish(Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() }));
     Ok(posted)
 }
 
@@ -172,7 +172,7 @@ pub async fn touch_and_announce(state: &AppState, message_id: i32) -> Result<(),
         .await?;
     if let Some(updated) = with_files(&state.db, message_id).await? {
         let channel_id = updated.message.channel_id;
-        state.events.publish(Event::MessageUpdated { channel_id, message: updated.into() });
+        state.events.publish(Event::MessageUpdated(MessageUpdated { channel_id, message: updated.into() }));
     }
     Ok(())
 }

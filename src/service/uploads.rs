@@ -13,7 +13,7 @@ use super::{OnConflict, ServiceError, channels, messages, now};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
     entity::{file_upload, message, pending_upload},
-    events::Event,
+    events::{Event, FileUploadComplete},
     ratelimit::Action,
     startup::AppState,
     storage::PresignedRequest,
@@ -301,11 +301,11 @@ fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {
 /// Publishes `file_upload_complete`, and `message_updated` when the file went
 /// straight onto a message.
 async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), ServiceError> {
-    state.events.publish(Event::FileUploadComplete {
+    state.events.publish(Event::FileUploadComplete(FileUploadComplete {
         channel_id: file.channel_id,
         message_id: file.message_id,
         file: file.clone().into(),
-    });
+    }));
     if let Some(message_id) = file.message_id {
         messages::touch_and_announce(state, message_id).await?;
     }

@@ -3,7 +3,11 @@
 
 use std::{sync::{Arc, atomic::{AtomicUsize, Ordering}}, time::Duration};
 
-use chatgenius_files::{events::Event, ratelimit::Action, service::messages};
+use chatgenius_files::{
+    events::{Event, FileDeleted, MessageCreated, MessageUpdated},
+    ratelimit::Action,
+    service::messages,
+};
 use reqwest::{StatusCode, redirect::Policy};
 use serde_json::{Value, json};
 
@@ -33,7 +37,7 @@ async fn files_are_attached_when_posting_and_listed_with_their_messages() {
 
     let created = loop {
         let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-        if let Event::MessageCreated { message, .. } = &event.event {
+        if let Event::MessageCreated(MessageCreated { message, .. }) = &event.event {
             break message.clone();
         }
     };
@@ -76,7 +80,7 @@ async fn uploading_into_an_existing_message_announces_the_updated_message() {
     assert_eq!(file["message_id"], message["id"]);
     let updated = loop {
         let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-        if let Event::MessageUpdated { message, .. } = &event.event {
+        if let Event::MessageUpdated(MessageUpdated { message, .. }) = &event.event {
             break message.clone();
         }
     };
@@ -193,9 +197,14 @@ async fn owner_deletes_and_the_file_disappears_at_once() {
     assert_error(app.delete(&alice, &path).await, StatusCode::NOT_FOUND, "not_found").await;
 
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    assert_eq!(event.event, Event::FileDeleted { channel_id: channel as i32, message_id: message["id"].as_i64().map(|i| i as i32), file_id: file["id"].as_i64().unwrap() as i32 });
+    let expected = FileDeleted {
+        channel_id: channel as i32,
+        message_id: message["id"].as_i64().map(|i| i as i32),
+        file_id: file["id"].as_i64().unwrap() as i32,
+    };
+    assert_eq!(event.event, Event::FileDeleted(expected));
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    assert!(matches!(&event.event, Event::MessageUpdated { message, .. } if message.files.is_empty()));
+    assert!(matches!(&event.event, Event::MessageUpdated(MessageUpdated { message, .. }) if message.files.is_empty()));
 
     assert_error(app.get(&alice, &path).await, StatusCode::NOT_FOUND, "not_found").await;
     assert_error(app.get(&alice, &format!("/files/download/{}", file["id"])).await, StatusCode::NOT_FOUND, "not_found").await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chatgenius_files::events::Event;
+use chatgenius_files::events::{Event, FileUploadComplete};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -116,7 +116,7 @@ async fn presign_put_confirm_records_the_file_and_announces_it(store: Store) {
     assert_eq!(file["download_url"], format!("/files/download/{}", file["id"]));
 
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    let Event::FileUploadComplete { channel_id, file: announced, .. } = &event.event else { panic!("{event:?}") };
+    let Event::FileUploadComplete(FileUploadComplete { channel_id, file: announced, .. }) = &event.event else { panic!("{event:?}") };
     assert_eq!(i64::from(*channel_id), s.channel);
     assert_eq!(i64::from(announced.id), file["id"].as_i64().unwrap());
 

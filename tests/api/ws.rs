@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chatgenius_files::{
     auth::CurrentUser,
-    events::Event,
+    events::{Event, MessageCreated},
     wire::MessageInfo,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -167,7 +167,7 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
                     updated_at: chrono::Utc::now(),
                     files: Vec::new(),
                 };
-                events.publish(Event::MessageCreated { channel_id: channel as i32, message });
+                events.publish(Event::MessageCreated(MessageCreated { channel_id: channel as i32, message }));
                 if i % 20 == 19 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

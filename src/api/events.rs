@@ -1,0 +1,83 @@
+//! `GET /ws`: the event stream, documented here so its payloads are in the spec.
+
+use poem::{IntoResponse, Request, Response, web::{Data, websocket::WebSocket}};
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+};
+
+use super::ApiTags;
+use crate::{
+    error::ErrorBody,
+    events::Event,
+    startup::AppState,
+    ws::{self, AllowedOrigins},
+};
+
+/// Event stream operations.
+pub struct EventsApi;
+
+/// The upgraded socket, or the JSON error that refused it.
+pub struct EventStream(Response);
+
+impl IntoResponse for EventStream {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl ApiResponse for EventStream {
+    fn meta() -> MetaResponses {
+        let json = |schema| vec![MetaMediaType { content_type: "application/json; charset=utf-8", schema }];
+        let response = |status, description, content| MetaResponse {
+            description,
+            status: Some(status),
+            status_range: None,
+            content,
+            headers: vec![],
+        };
+        MetaResponses {
+            responses: vec![
+                response(
+                    101,
+                    "Switched to WebSocket. Every text frame is one `Event` (schema below) plus `id` and `at`.",
+                    json(Event::schema_ref()),
+                ),
+                response(400, "Not a WebSocket upgrade request (`invalid_request`).", json(ErrorBody::schema_ref())),
+                response(401, "Missing, malformed, badly signed or expired token (`unauthorized`).", json(ErrorBody::schema_ref())),
+                response(403, "The browser's Origin is not allowed (`origin_not_allowed`).", json(ErrorBody::schema_ref())),
+            ],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        Event::register(registry);
+        ErrorBody::register(registry);
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Events")]
+impl EventsApi {
+    /// Subscribe to the events of the caller's channels (WebSocket).
+    ///
+    /// Authenticate with `Authorization: Bearer <token>`, `?token=<token>` or,
+    /// from browsers, `Sec-WebSocket-Protocol: bearer, <token>` (the server
+    /// answers `bearer`). A browser `Origin` must be in CORS_ALLOWED_ORIGINS or
+    /// the broker's own. Delivers `file_upload_complete`, `file_deleted`,
+    /// `message_created`, `message_updated`, `member_joined` and `member_left`
+    /// of every channel the user belongs to, following membership changes at
+    /// once. Frames from the client over 64 KiB close the socket with 1009; a
+    /// client that does not read within WS_SEND_TIMEOUT_MS is disconnected.
+    /// After a reconnect, catch up through `GET /channels/{id}/messages`.
+    #[oai(path = "/ws", method = "get", operation_id = "subscribe_events")]
+    async fn subscribe(
+        &self,
+        req: &Request,
+        socket: WebSocket,
+        state: Data<&AppState>,
+        origins: Data<&AllowedOrigins>,
+    ) -> EventStream {
+        EventStream(ws::upgrade(req, socket, &state, &origins))
+    }
+}
