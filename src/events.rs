@@ -115,6 +115,20 @@ pub struct Stamped {
     pub at: chrono::DateTime<chrono::Utc>,
     #[serde(flatten)]
     pub event: Event,
+    /// The JSON text, made once however many sockets send it.
+    #[serde(skip)]
+    json: OnceLock<String>,
+}
+
+impl Stamped {
+    pub fn new(id: u64, at: chrono::DateTime<chrono::Utc>, event: Event) -> Self {
+        Self { id, at, event, json: OnceLock::new() }
+    }
+
+    /// `{"id", "at", "type", ...}` as sent on the WebSocket.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| serde_json::to_string(self).expect("events serialise"))
+    }
 }
 
 /// Fan-out of events to every subscriber of this process.
@@ -140,7 +154,7 @@ impl EventHub {
     /// Publishes an event here and, with a relay, to the other instances.
     pub fn publish(&self, event: Event) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stamped = Arc::new(Stamped { id, at: chrono::Utc::now(), event });
+        let stamped = Arc::new(Stamped::new(id, chrono::Utc::now(), event));
         if let Some(relay) = self.relay.get() {
             let _ = relay.send(stamped.clone());
         }

@@ -52,7 +52,10 @@ pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &All
         Err(err) => return ApiError::unauthorized(err.to_string()).into_response(),
     };
     let state = state.clone();
+    // Small buffers: clients send little, and 10k idle sockets should not cost 10k × 256 KiB.
     let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(Some(MAX_INBOUND_BYTES))
         .max_frame_size(Some(MAX_INBOUND_BYTES));
     socket
@@ -97,8 +100,7 @@ async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {
                     if !visible(&stamped, user.id, &mut channels) {
                         continue;
                     }
-                    let text = serde_json::to_string(&*stamped).expect("events serialise");
-                    match tokio::time::timeout(send_timeout, sink.send(Message::text(text))).await {
+                    match tokio::time::timeout(send_timeout, sink.send(Message::text(stamped.json()))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break "send failed",
                         // The client does not read: drop it rather than make anyone wait.

@@ -3,6 +3,8 @@
 //! in the same run (same machine load), and the ratio is what the targets
 //! are about. Not a test: nothing here fails on a slow machine.
 
+mod ws;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -17,7 +19,7 @@ const PHASE: Duration = Duration::from_secs(4);
 /// Confirms (and raw baselines) measured one after the other.
 const CONFIRMS: usize = 300;
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+pub(crate) const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 #[handler]
 fn bare(Json(body): Json<Value>) -> Json<Value> {
@@ -46,7 +48,7 @@ impl Stats {
     }
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
@@ -122,6 +124,12 @@ async fn postgres_database() -> Option<String> {
 }
 
 async fn run() {
+    // `cargo bench --bench broker -- ws` runs the WebSocket fan-out alone.
+    let only_ws = std::env::args().any(|a| a == "ws");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    if only_ws {
+        return ws::run(&client).await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (addr, state) = start(dir.path(), None).await;
 
@@ -130,7 +138,6 @@ async fn run() {
     let bare_routes = Route::new().at("/bare", post(bare)).at("/bare-redirect", poem::get(bare_redirect));
     tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes));
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
     let channel: Value = client
@@ -305,6 +312,7 @@ async fn run() {
         .await;
         println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
     }
+    ws::run(&client).await;
 }
 
 fn redirected(status: reqwest::StatusCode) -> reqwest::StatusCode {

@@ -1,0 +1,151 @@
+//! WebSocket fan-out: N subscribers of one channel on loopback, latency from
+//! confirm to receipt across all of them, and the broker's RSS per connection.
+//! The broker runs as its own process so its memory is measured alone.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    connect_async_with_config,
+    tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
+};
+
+use crate::{PNG, ms};
+
+struct Broker {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, s3) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_chatgenius-files"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", dir.path())
+        .env("BIND_ADDR", format!("127.0.0.1:{api}"))
+        .env("EMBEDDED_S3_ADDR", format!("127.0.0.1:{s3}"))
+        .env("PRESIGN_RATE_PER_MIN", "1000000")
+        .env("CONFIRM_RATE_PER_MIN", "1000000")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("broker binary");
+    let addr = format!("127.0.0.1:{api}");
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{addr}/health")).await.is_ok_and(|r| r.status().is_success()) {
+            return Broker { child, addr, _dir: dir };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("broker did not start");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Prints the fan-out table for each subscriber count.
+pub async fn run(client: &reqwest::Client) {
+    println!("\n## WebSocket fan-out: subscribers of one channel (broker in its own process)\n");
+    println!("| subscribers | rounds | confirm → receipt p50 ms | p99 ms | max ms | broker RSS idle MiB | with sockets MiB | KiB per connection |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for subscribers in [1_000usize, 10_000] {
+        let broker = start_broker().await;
+        let addr = broker.addr.clone();
+        let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "fan"})).send().await.unwrap().json().await.unwrap();
+        let token = login["token"].as_str().unwrap().to_owned();
+        let channel: Value = client.post(format!("http://{addr}/channels")).bearer_auth(&token).json(&json!({"name": "fan"})).send().await.unwrap().json().await.unwrap();
+        let channel = channel["id"].as_i64().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = rss_kib(broker.child.id());
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let mut sockets = Vec::with_capacity(subscribers);
+        for _ in 0..subscribers {
+            let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            // Small client buffers too: 10k × 128 KiB defaults would swamp this process.
+            let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
+            let (socket, _) = connect_async_with_config(req, Some(config), false).await.expect("websocket connects");
+            let tx = tx.clone();
+            sockets.push(tokio::spawn(async move {
+                let (_, mut read) = socket.split();
+                while let Some(Ok(frame)) = read.next().await {
+                    if let Message::Text(text) = frame
+                        && text.contains("\"file_upload_complete\"")
+                    {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let connected = rss_kib(broker.child.id());
+
+        let rounds = 5;
+        let mut latencies = Vec::with_capacity(rounds * subscribers);
+        for i in 0..rounds {
+            let p: Value = client
+                .post(format!("http://{addr}/files/presign"))
+                .bearer_auth(&token)
+                .json(&json!({ "channel_id": channel, "file_name": format!("{i}.png"), "content_type": "image/png", "size": PNG.len() }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
+            let start = Instant::now();
+            let confirmed = client
+                .post(format!("http://{addr}/files/uploads/{}/confirm", p["upload_id"].as_str().unwrap()))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(confirmed.status(), 201);
+            for _ in 0..subscribers {
+                let at = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("every subscriber receives").unwrap();
+                latencies.push(at.duration_since(start));
+            }
+        }
+        latencies.sort();
+        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "| {subscribers} | {rounds} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+            ms(pct(0.5)),
+            ms(pct(0.99)),
+            ms(*latencies.last().unwrap()),
+            idle as f64 / 1024.0,
+            connected as f64 / 1024.0,
+            (connected.saturating_sub(idle)) as f64 / subscribers as f64
+        );
+        for socket in sockets {
+            socket.abort();
+        }
+    }
+}
