@@ -129,6 +129,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub ws_send_timeout_ms: u64,
 
+    /// Seconds between WebSocket pings; a client silent for two intervals
+    /// (no pong, no frame) is disconnected.
+    #[arg(long, env = "WS_PING_INTERVAL_SECS", value_name = "WS_PING_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_ping_interval_secs: u64,
+
     /// Days a deleted file's object is kept before the sweeper purges it (0: next sweep).
     #[arg(long, env = "DELETED_FILE_RETENTION_DAYS", value_name = "DELETED_FILE_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(0..=3650))]

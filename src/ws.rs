@@ -29,8 +29,6 @@ use crate::{
 
 /// Largest inbound frame or message; larger ones close the socket with 1009.
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
-/// How often the server pings; a peer silent for two intervals is dropped.
-const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Browser origins allowed to open the socket.
 #[derive(Clone)]
@@ -90,7 +88,8 @@ async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {
     };
     let send_timeout = Duration::from_millis(state.config.ws_send_timeout_ms);
     let (mut sink, mut inbound) = stream.split();
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let ping_every = Duration::from_secs(state.config.ws_ping_interval_secs);
+    let mut ping = tokio::time::interval(ping_every);
     let mut last_seen = tokio::time::Instant::now();
     let close = |code, reason: &str| Message::Close(Some((code, reason.to_owned())));
     let outcome = loop {
@@ -126,7 +125,7 @@ async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {
                 }
             },
             _ = ping.tick() => {
-                if last_seen.elapsed() > 2 * PING_EVERY {
+                if last_seen.elapsed() > 2 * ping_every {
                     break "peer silent";
                 }
                 if tokio::time::timeout(send_timeout, sink.send(Message::Ping(Vec::new()))).await.is_err() {

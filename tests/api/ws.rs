@@ -249,3 +249,37 @@ async fn an_event_published_on_one_instance_reaches_clients_of_another() {
     first.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "after" })).await;
     assert!(next_event(&mut socket, Duration::from_millis(500)).await.is_none());
 }
+
+#[tokio::test]
+async fn a_silent_client_is_reaped_after_two_ping_intervals() {
+    let app = spawn_app_with(&[("ws-ping-interval-secs", "1")]).await;
+    let alice = app.login("alice").await;
+    let mut answering = connect(&app, &alice).await;
+    let mut silent = connect(&app, &alice).await;
+
+    // The answering client reads, so tungstenite answers every ping with a pong.
+    let keep_reading = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(3500) {
+            if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) = tokio::time::timeout(Duration::from_millis(100), answering.next()).await {
+                return false;
+            }
+        }
+        true
+    });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(keep_reading.await.unwrap(), "a client that answers pings stays connected");
+
+    // The silent one finds the pings it never answered, then the end of the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match silent.next().await {
+                Some(Ok(Message::Ping(_))) => continue,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent client was disconnected");
+}
