@@ -288,14 +288,15 @@ impl Storage {
     }
 }
 
+impl StorageSettings {
+    /// The static credentials both clients sign with.
+    pub fn credentials(&self) -> Credentials {
+        Credentials::new(&self.access_key_id, self.secret_access_key.expose(), None, None, "chatgenius-files")
+    }
+}
+
 fn build_client(settings: &StorageSettings, endpoint: Option<&Origin>) -> Client {
-    let credentials = Credentials::new(
-        &settings.access_key_id,
-        settings.secret_access_key.expose(),
-        None,
-        None,
-        "chatgenius-files",
-    );
+    let credentials = settings.credentials();
     let mut builder = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))

@@ -8,7 +8,6 @@
 
 use std::{borrow::Cow, time::{Duration, SystemTime}};
 
-use aws_credential_types::Credentials;
 use aws_sigv4::{
     http_request::{PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings, UriPathNormalizationMode, sign},
     sign::v4,
@@ -57,14 +56,7 @@ impl Presigner {
             let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
             (format!("{scheme}://{bucket}.{host}"), String::new())
         };
-        let credentials = Credentials::new(
-            &settings.access_key_id,
-            settings.secret_access_key.expose(),
-            None,
-            None,
-            "chatgenius-files",
-        );
-        Self { origin, bucket_path, identity: credentials.into(), region: settings.region.clone() }
+        Self { origin, bucket_path, identity: settings.credentials().into(), region: settings.region.clone() }
     }
 
     /// A PUT of exactly `content_length` bytes of `content_type` (and, when
