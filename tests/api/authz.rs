@@ -69,7 +69,7 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
         (Method::GET, format!("/channels/{channel}/messages"), None, [404, 200, 404]),
         (Method::POST, format!("/channels/{channel}/messages"), Some(json!({ "content": "x" })), [404, 201, 404]),
         (Method::POST, "/files/presign".into(), Some(presign.clone()), [404, 201, 404]),
-        (Method::POST, format!("/files/presign"), Some(json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 })), [404, 403, 404]),
+        (Method::POST, "/files/presign".into(), Some(json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 })), [404, 403, 404]),
         (Method::POST, format!("/files/uploads/{upload_id}/confirm"), None, [404, 404, 404]),
         (Method::DELETE, format!("/files/uploads/{upload_id}"), None, [404, 404, 404]),
         (Method::GET, format!("/files/{f}"), None, [404, 200, 404]),

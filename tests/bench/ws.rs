@@ -50,9 +50,10 @@ async fn start_broker() -> Broker {
         .spawn()
         .expect("broker binary");
     let addr = format!("127.0.0.1:{api}");
+    let broker = Broker { child, addr, _dir: dir };
     for _ in 0..200 {
-        if reqwest::get(format!("http://{addr}/health")).await.is_ok_and(|r| r.status().is_success()) {
-            return Broker { child, addr, _dir: dir };
+        if reqwest::get(format!("http://{}/health", broker.addr)).await.is_ok_and(|r| r.status().is_success()) {
+            return broker;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
