@@ -1,6 +1,8 @@
 //! chatgenius-files: the file service of the ChatGenius chat app, a
 //! presigned-URL direct-upload broker.
 
+/// Request logging that never prints query strings.
+pub mod access_log;
 /// HTTP handlers (poem-openapi), one module per resource.
 pub mod api;
 /// Bearer JWTs and the authenticated caller.

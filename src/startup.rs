@@ -7,7 +7,7 @@ use migration::{Migrator, MigratorTrait};
 use poem::{
     EndpointExt, Route, Server,
     http::Method,
-    middleware::{Cors, Tracing},
+    middleware::Cors,
 };
 use sea_orm::{
     ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
@@ -15,7 +15,7 @@ use sea_orm::{
 };
 
 use crate::{
-    api,
+    access_log, api,
     auth::{self, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
@@ -134,7 +134,7 @@ impl Application {
             .at("/openapi.json", api.spec_endpoint())
             .nest("/", api)
             .with(api_cors(&self.cors_origins))
-            .with(Tracing)
+            .around(access_log::log_request)
             .data(AllowedOrigins(Arc::new(self.cors_origins.clone())))
             .data(self.state)
             .catch_all_error(render_poem_error);

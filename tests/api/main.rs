@@ -12,6 +12,7 @@ mod embedded_s3;
 mod errors;
 mod files;
 mod health;
+mod logs;
 mod messages;
 mod uploads;
 mod ws;
