@@ -69,12 +69,31 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Raises this process's open-file limit to the hard limit (the broker child
+/// inherits it); returns the new soft limit.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    limit.rlim_cur
+}
+
 /// Prints the fan-out table for each subscriber count.
 pub async fn run(client: &reqwest::Client) {
+    let fds = raise_fd_limit();
     println!("\n## WebSocket fan-out: subscribers of one channel (broker in its own process)\n");
     println!("| subscribers | rounds | confirm → receipt p50 ms | p99 ms | max ms | broker RSS idle MiB | with sockets MiB | KiB per connection |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for subscribers in [1_000usize, 10_000] {
+        if fds < subscribers as u64 + 1_000 {
+            println!("| {subscribers} | – | open-file limit {fds} is too low for this many sockets | | | | | |");
+            continue;
+        }
         let broker = start_broker().await;
         let addr = broker.addr.clone();
         let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "fan"})).send().await.unwrap().json().await.unwrap();
