@@ -135,6 +135,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ws_ping_interval_secs: u64,
 
+    /// Log lines as human-readable `text` or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Days a deleted file's object is kept before the sweeper purges it (0: next sweep).
     #[arg(long, env = "DELETED_FILE_RETENTION_DAYS", value_name = "DELETED_FILE_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(0..=3650))]
@@ -156,6 +160,15 @@ application/pdf,application/zip,application/json,\
 application/msword,application/vnd.openxmlformats-officedocument.wordprocessingml.document,\
 application/vnd.ms-excel,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet,\
 application/vnd.ms-powerpoint,application/vnd.openxmlformats-officedocument.presentationml.presentation";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, coloured on a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
 
 /// A configuration error, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use chatgenius_files::{
     auth::{self, CurrentUser, TokenKeys},
-    config::Config,
+    config::{Config, LogFormat},
     domain::Username,
     service::users,
     startup::{self, Application},
@@ -76,7 +76,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: {err}");
         return std::process::ExitCode::from(2);
     }
-    init_tracing();
+    init_tracing(cli.config.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -125,13 +125,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     // s3s logs whole requests (presigned signatures included) at debug level: keep it quiet.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
         .add_directive("s3s=warn".parse().expect("static directive"))
         .add_directive("s3s_fs=warn".parse().expect("static directive"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 async fn shutdown_signal() {
