@@ -19,6 +19,8 @@ pub mod events;
 pub mod entity;
 /// The one JSON error body and its statuses.
 pub mod error;
+/// Prometheus metrics.
+pub mod metrics;
 /// TCP listener settings.
 pub mod net;
 /// Cross-instance event fan-out over PostgreSQL LISTEN/NOTIFY.

@@ -19,6 +19,7 @@ use crate::{
     auth::{self, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
+    metrics::Metrics,
     net::NoDelayAcceptor,
     error::render_poem_error,
     events::EventHub,
@@ -42,6 +43,7 @@ pub struct AppState {
     pub pending: PendingWriter,
     pub downloads: DownloadRecorder,
     pub cache: Arc<ReadCache>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A built, not yet serving, application.
@@ -101,6 +103,7 @@ impl Application {
             events: EventHub::default(),
             limits,
             cache: Arc::new(ReadCache::new(Duration::from_millis(config_ttl))),
+            metrics: Arc::default(),
         };
         if state.db.get_database_backend() == DatabaseBackend::Postgres {
             relay::start(state.db.clone(), &database_url, &state.events, state.cache.clone())
@@ -132,6 +135,7 @@ impl Application {
         let app = Route::new()
             .nest("/docs", api.swagger_ui())
             .at("/openapi.json", api.spec_endpoint())
+            .at("/metrics", poem::get(metrics_endpoint))
             .nest("/", api)
             .with(api_cors(&self.cors_origins))
             .around(access_log::log_request)
@@ -165,6 +169,14 @@ impl Application {
         }
         tasks
     }
+}
+
+/// Prometheus text exposition of this instance's metrics.
+#[poem::handler]
+fn metrics_endpoint(state: poem::web::Data<&AppState>) -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(state.limits.len()))
 }
 
 async fn storage_settings(

@@ -99,6 +99,13 @@ pub async fn sweep_once(state: &AppState, delete_orphans: bool) -> Result<SweepR
         Err(err) => return Err(err),
     }
     (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, delete_orphans).await?;
+    state.metrics.swept(&[
+        ("deleted_files_purged", report.deleted_files_purged),
+        ("expired_uploads_removed", report.expired_uploads_removed),
+        ("multipart_aborted", report.multipart_aborted),
+        ("orphans_found", report.orphans_found),
+        ("orphans_deleted", report.orphans_deleted),
+    ]);
     if let Some(txn) = lock {
         // Relayed events are read within moments; an hour is plenty.
         txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;

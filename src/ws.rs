@@ -78,6 +78,12 @@ fn token_of(req: &Request) -> Option<String> {
 }
 
 async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {
+    state.metrics.ws_opened();
+    connection(&state, user, stream).await;
+    state.metrics.ws_closed();
+}
+
+async fn connection(state: &AppState, user: CurrentUser, stream: WebSocketStream) {
     let mut events = state.events.subscribe();
     let mut channels: HashSet<i32> = match channels::list_for_member(&state.db, user.id).await {
         Ok(found) => found.into_iter().map(|c| c.id).collect(),

@@ -167,6 +167,7 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
         expires_at: created + chrono::Duration::seconds(ttl.as_secs() as i64),
     };
     state.pending.record(upload.clone()).await?;
+    state.metrics.presigned();
     Ok(Presigned { upload, request })
 }
 
@@ -182,6 +183,17 @@ async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Resu
 /// Verifies the uploaded object and records the file. Idempotent: confirming
 /// again returns the same file.
 pub async fn confirm(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
+    let result = confirm_inner(state, user, upload_id).await;
+    match &result {
+        Ok(Confirmation::Created(file)) => state.metrics.confirmed("created", file.file_size.unwrap_or(0) as u64),
+        Ok(Confirmation::AlreadyConfirmed(_)) => state.metrics.confirmed("already_confirmed", 0),
+        Err(ServiceError::Unverified { code, .. }) => state.metrics.confirmed(code, 0),
+        Err(_) => state.metrics.confirmed("error", 0),
+    }
+    result
+}
+
+async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     rate_limit(state, Action::Confirm, user)?;
     let upload = own_upload(&state.db, user, upload_id).await?;
     match upload.state.as_str() {
@@ -395,6 +407,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     };
     match new_file(&upload).insert(&state.db).await {
         Ok(recorded) => {
+            state.metrics.confirmed("uploaded_through_broker", size);
             announce(state, &recorded).await?;
             Ok(recorded)
         }

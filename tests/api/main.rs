@@ -14,6 +14,7 @@ mod files;
 mod health;
 mod logs;
 mod messages;
+mod metrics;
 mod uploads;
 mod ws;
 mod migrations;
