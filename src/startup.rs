@@ -44,6 +44,8 @@ pub struct AppState {
     pub downloads: DownloadRecorder,
     pub cache: Arc<ReadCache>,
     pub metrics: Arc<Metrics>,
+    /// Turns true when shutdown starts: WebSockets say goodbye, the sweeper stops.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A built, not yet serving, application.
@@ -53,6 +55,7 @@ pub struct Application {
     state: AppState,
     cors_origins: Vec<Origin>,
     embedded_s3: Option<EmbeddedS3>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -92,6 +95,7 @@ impl Application {
             config.download_rate_per_min,
         ));
         let config_ttl = config.read_cache_ttl_ms;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let database_url = config.database_url();
         let state = AppState {
             pending: PendingWriter::spawn(db.clone()),
@@ -104,13 +108,14 @@ impl Application {
             limits,
             cache: Arc::new(ReadCache::new(Duration::from_millis(config_ttl))),
             metrics: Arc::default(),
+            closing: closing_rx,
         };
         if state.db.get_database_backend() == DatabaseBackend::Postgres {
             relay::start(state.db.clone(), &database_url, &state.events, state.cache.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
         }
-        Ok(Self { addr, acceptor, state, cors_origins, embedded_s3 })
+        Ok(Self { addr, acceptor, state, cors_origins, embedded_s3, closing })
     }
 
     /// The address the API listens on.
@@ -128,9 +133,16 @@ impl Application {
         self.embedded_s3.as_ref()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes. Then: WebSocket clients get a close
+    /// frame (1001), in-flight requests finish (up to 10 s), and the sweeper
+    /// stops between sweeps.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
-        let background = self.spawn_background();
+        let (timers, sweeper) = self.spawn_background();
+        let closing = self.closing;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        };
         let api = api::service();
         let app = Route::new()
             .nest("/docs", api.swagger_ui())
@@ -146,28 +158,34 @@ impl Application {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;
-        for task in background {
-            task.abort();
+        timers.abort();
+        if let Some(sweeper) = sweeper {
+            // A sweep under way finishes; the loop then ends on its own.
+            let _ = tokio::time::timeout(Duration::from_secs(30), sweeper).await;
         }
         served
     }
 
     /// Timers: limiter and cache cleanup and, unless switched off, the sweeper.
-    fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+    fn spawn_background(&self) -> (tokio::task::JoinHandle<()>, Option<tokio::task::JoinHandle<()>>) {
         let (limits, cache) = (self.state.limits.clone(), self.state.cache.clone());
         let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
-        let mut tasks = vec![tokio::spawn(async move {
+        let timers = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 limits.retain_recent();
                 cache.evict_expired();
             }
-        })];
-        if self.state.config.sweep_interval_secs > 0 {
-            tasks.push(tokio::spawn(sweeper::run_periodically(self.state.clone())));
-        }
-        tasks
+        });
+        let sweeper = (self.state.config.sweep_interval_secs > 0)
+            .then(|| tokio::spawn(sweeper::run_periodically(self.state.clone())));
+        (timers, sweeper)
+    }
+
+    /// Starts shutdown as `run_until`'s future would (for tests and tools).
+    pub fn closer(&self) -> tokio::sync::watch::Sender<bool> {
+        self.closing.clone()
     }
 }
 

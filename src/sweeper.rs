@@ -65,12 +65,16 @@ impl SweepReport {
     }
 }
 
-/// Sweeps every SWEEP_INTERVAL_SECS until the task is dropped.
+/// Sweeps every SWEEP_INTERVAL_SECS until shutdown starts (never mid-sweep).
 pub async fn run_periodically(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(state.config.sweep_interval_secs));
     tick.tick().await;
+    let mut closing = state.closing.clone();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = closing.changed() => return,
+        }
         match sweep_once(&state, false).await {
             Ok(report) if report != SweepReport { multipart_supported: report.multipart_supported, ..Default::default() } => {
                 tracing::info!(?report, "sweep done");

@@ -98,8 +98,13 @@ async fn connection(state: &AppState, user: CurrentUser, stream: WebSocketStream
     let mut ping = tokio::time::interval(ping_every);
     let mut last_seen = tokio::time::Instant::now();
     let close = |code, reason: &str| Message::Close(Some((code, reason.to_owned())));
+    let mut closing = state.closing.clone();
     let outcome = loop {
         tokio::select! {
+            _ = closing.changed() => {
+                let _ = tokio::time::timeout(send_timeout, sink.send(close(CloseCode::Away, "server shutting down"))).await;
+                break "server shutting down";
+            }
             received = events.recv() => match received {
                 Ok(stamped) => {
                     if !visible(&stamped, user.id, &mut channels) {

@@ -150,6 +150,11 @@ pub struct TestUser {
 }
 
 impl TestApp {
+    /// Starts a graceful shutdown, as SIGTERM does.
+    pub fn shut_down(&self) {
+        self.shutdown.notify_one();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -283,3 +283,20 @@ async fn a_silent_client_is_reaped_after_two_ping_intervals() {
     .await;
     assert!(ended.is_ok(), "the silent client was disconnected");
 }
+
+#[tokio::test]
+async fn shutdown_sends_websocket_clients_a_going_away_close_frame() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let mut socket = connect(&app, &alice).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.shut_down();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a close frame") {
+            Some(Ok(Message::Close(Some(frame)))) => break frame.code,
+            Some(Ok(Message::Ping(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Away);
+}
