@@ -2,7 +2,7 @@
 //! queued up meanwhile in one go. Under load many small writes become a few
 //! batched ones (SQLite has a single writer; PostgreSQL saves round trips).
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
@@ -22,9 +22,10 @@ impl<T, R> Clone for Batcher<T, R> {
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts a writer calling `write` with up to `max_batch` items at a time;
-    /// `write` returns one result per item, in order. The task stops when every
-    /// handle is dropped.
-    pub fn spawn<F, Fut>(db: DatabaseConnection, max_batch: usize, write: F) -> Self
+    /// `write` returns one result per item, in order. With a `linger`, the
+    /// writer waits that long after the first item for more to join the batch
+    /// (for writes nobody waits on). The task stops when every handle is dropped.
+    pub fn spawn<F, Fut>(db: DatabaseConnection, max_batch: usize, linger: Duration, write: F) -> Self
     where
         F: Fn(DatabaseConnection, Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, DbErr>> + Send,
@@ -33,6 +34,15 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut queued, max_batch).await > 0 {
+                if !linger.is_zero() && queued.len() < max_batch {
+                    tokio::time::sleep(linger).await;
+                    while queued.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(item) => queued.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 let (items, replies): (Vec<T>, Vec<Option<Reply<R>>>) = queued.drain(..).unzip();
                 match write(db.clone(), items).await {
                     Ok(results) => {

@@ -15,7 +15,7 @@ pub struct PendingWriter(Batcher<pending_upload::Model, ()>);
 
 impl PendingWriter {
     pub fn spawn(db: DatabaseConnection) -> Self {
-        Self(Batcher::spawn(db, MAX_BATCH, |db, rows| async move { write_batch(&db, rows).await }))
+        Self(Batcher::spawn(db, MAX_BATCH, std::time::Duration::ZERO, |db, rows| async move { write_batch(&db, rows).await }))
     }
 
     /// Records `row` with the next batch.

@@ -169,34 +169,13 @@ async fn run() {
             async move { c.post(&url).bearer_auth(&t).json(&presign_body(i)).send().await.unwrap().status() }
         })
         .await;
-        for (name, s) in [("bare poem", &bare_stats), ("POST /files/presign", &presign_stats)] {
-            println!(
-                "| {name} | {concurrency} | {:.0} | {} | {} | {:.2} |",
-                s.rps(),
-                ms(s.pct(0.5)),
-                ms(s.pct(0.99)),
-                s.rps() / bare_stats.rps()
-            );
-        }
+        print_beside(concurrency, ("bare poem", &bare_stats), ("POST /files/presign", &presign_stats));
     }
 
     // Confirm: prepare uploads, then time confirms one by one.
     let mut uploads = Vec::new();
     for i in 0..CONFIRMS {
-        let p: Value = client
-            .post(format!("http://{addr}/files/presign"))
-            .bearer_auth(&token)
-            .json(&json!({ "channel_id": channel, "file_name": format!("c{i}.png"), "content_type": "image/png", "size": PNG.len() }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut put = client.put(p["url"].as_str().unwrap()).body(PNG);
-        put = put.header("content-type", "image/png");
-        assert!(put.send().await.unwrap().status().is_success());
-        uploads.push(p["upload_id"].as_str().unwrap().to_owned());
+        uploads.push(presign_and_put(&client, addr, &token, channel, None, &format!("c{i}.png")).await);
     }
     let mut confirm = Vec::new();
     for id in &uploads {
@@ -265,15 +244,7 @@ async fn run() {
             async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
         })
         .await;
-        for (name, s) in [("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats)] {
-            println!(
-                "| {name} | {concurrency} | {:.0} | {} | {} | {:.2} |",
-                s.rps(),
-                ms(s.pct(0.5)),
-                ms(s.pct(0.99)),
-                s.rps() / bare_stats.rps()
-            );
-        }
+        print_beside(concurrency, ("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats));
     }
 
     // A page of 50 messages with 2 files each, on SQLite and PostgreSQL.
@@ -330,17 +301,44 @@ async fn make_channel(client: &reqwest::Client, addr: std::net::SocketAddr, toke
 }
 
 async fn upload_into(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str, channel: i64, message: i64, n: usize) {
+    let upload_id = presign_and_put(client, addr, token, channel, Some(message), &format!("{n}.png")).await;
+    let confirmed = client.post(format!("http://{addr}/files/uploads/{upload_id}/confirm")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(confirmed.status(), 201);
+}
+
+/// Presigns a small PNG and PUTs it to the store; returns the upload id to confirm.
+pub(crate) async fn presign_and_put(
+    client: &reqwest::Client,
+    addr: impl std::fmt::Display,
+    token: &str,
+    channel: i64,
+    message: Option<i64>,
+    name: &str,
+) -> String {
     let p: Value = client
         .post(format!("http://{addr}/files/presign"))
         .bearer_auth(token)
-        .json(&json!({ "channel_id": channel, "message_id": message, "file_name": format!("{n}.png"), "content_type": "image/png", "size": PNG.len() }))
+        .json(&json!({ "channel_id": channel, "message_id": message, "file_name": name, "content_type": "image/png", "size": PNG.len() }))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
-    let confirmed = client.post(format!("http://{addr}/files/uploads/{}/confirm", p["upload_id"].as_str().unwrap())).bearer_auth(token).send().await.unwrap();
-    assert_eq!(confirmed.status(), 201);
+    let put = client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
+    assert!(put.status().is_success(), "PUT {}", put.status());
+    p["upload_id"].as_str().unwrap().to_owned()
+}
+
+/// Two table rows: a baseline and an endpoint measured beside it.
+fn print_beside(concurrency: usize, baseline: (&str, &Stats), measured: (&str, &Stats)) {
+    for (name, s) in [baseline, measured] {
+        println!(
+            "| {name} | {concurrency} | {:.0} | {} | {} | {:.2} |",
+            s.rps(),
+            ms(s.pct(0.5)),
+            ms(s.pct(0.99)),
+            s.rps() / baseline.1.rps()
+        );
+    }
 }

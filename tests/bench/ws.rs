@@ -14,7 +14,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
-use crate::{PNG, ms};
+use crate::{ms, presign_and_put};
 
 struct Broker {
     child: Child,
@@ -129,20 +129,10 @@ pub async fn run(client: &reqwest::Client) {
         let rounds = 5;
         let mut latencies = Vec::with_capacity(rounds * subscribers);
         for i in 0..rounds {
-            let p: Value = client
-                .post(format!("http://{addr}/files/presign"))
-                .bearer_auth(&token)
-                .json(&json!({ "channel_id": channel, "file_name": format!("{i}.png"), "content_type": "image/png", "size": PNG.len() }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
+            let upload_id = presign_and_put(client, &addr, &token, channel, None, &format!("{i}.png")).await;
             let start = Instant::now();
             let confirmed = client
-                .post(format!("http://{addr}/files/uploads/{}/confirm", p["upload_id"].as_str().unwrap()))
+                .post(format!("http://{addr}/files/uploads/{upload_id}/confirm"))
                 .bearer_auth(&token)
                 .send()
                 .await
