@@ -35,6 +35,8 @@ pub mod sweeper;
 pub mod startup;
 /// The S3 facade and presigned URLs.
 pub mod storage;
+/// The embedded browser client.
+pub mod ui;
 /// The WebSocket endpoint delivering channel events.
 pub mod ws;
 /// JSON shapes shared by HTTP responses and WebSocket events.

@@ -55,8 +55,18 @@ JSON
   export TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 }
 
+# Debian's Chromium and the npm packages of the browser tests.
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 ensure_postgres
 start_seaweedfs
+ensure_browser
 
 log "building"
 cargo build --locked --workspace --all-targets
@@ -66,3 +76,6 @@ cargo test --locked --workspace
 
 log "the integration suite on PostgreSQL"
 TEST_POSTGRES_URL="$PG_URL" cargo test --locked --test api
+
+log "browser tests (Chromium, against the debug binary)"
+(cd tests/ui && npm test)

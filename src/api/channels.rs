@@ -109,7 +109,7 @@ impl ChannelsApi {
     #[oai(path = "/channels", method = "post", operation_id = "create_channel")]
     async fn create(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<CreateChannelRequest>) -> Result<ChannelCreated, ApiError> {
         let name = ChannelName::parse(&body.name)?;
-        let created = channels::create(&state.db, auth.0.id, &name).await?;
+        let created = channels::create(&state, auth.0.id, &name).await?;
         Ok(ChannelCreated::Created(Json(created.into())))
     }
 

@@ -3,6 +3,7 @@
 
 mod auth;
 mod channels;
+mod config;
 mod events;
 mod files;
 mod health;
@@ -32,6 +33,8 @@ pub enum ApiTags {
     Events,
     /// Liveness and readiness probes.
     Health,
+    /// Settings for clients.
+    Client,
 }
 
 /// A successful answer carrying a JSON body.
@@ -48,13 +51,28 @@ pub fn ok<T: ToJSON + Send + Sync>(value: T) -> Success<T> {
 }
 
 /// Every API of the service, in spec order.
-pub type Apis =
-    (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi, events::EventsApi);
+pub type Apis = (
+    health::HealthApi,
+    config::ConfigApi,
+    auth::AuthApi,
+    channels::ChannelsApi,
+    messages::MessagesApi,
+    files::FilesApi,
+    events::EventsApi,
+);
 
 /// The OpenAPI service (spec, Swagger UI and routes).
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (health::HealthApi, auth::AuthApi, channels::ChannelsApi, messages::MessagesApi, files::FilesApi, events::EventsApi),
+        (
+            health::HealthApi,
+            config::ConfigApi,
+            auth::AuthApi,
+            channels::ChannelsApi,
+            messages::MessagesApi,
+            files::FilesApi,
+            events::EventsApi,
+        ),
         "ChatGenius Files",
         env!("CARGO_PKG_VERSION"),
     )

@@ -40,8 +40,8 @@ pub async fn is_member_cached(state: &AppState, channel_id: i32, user_id: i32) -
 }
 
 /// Creates a channel with its creator as first member.
-pub async fn create(db: &DatabaseConnection, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
-    let txn = db.begin().await?;
+pub async fn create(state: &AppState, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
+    let txn = state.db.begin().await?;
     let created = channel::ActiveModel {
         name: Set(name.as_str().to_owned()),
         created_by: Set(creator),
@@ -54,6 +54,8 @@ pub async fn create(db: &DatabaseConnection, creator: i32, name: &ChannelName) -
         .insert(&txn)
         .await?;
     txn.commit().await?;
+    // The creator's open sockets start delivering the new channel's events.
+    state.events.publish(Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator }));
     Ok(created)
 }
 

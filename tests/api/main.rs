@@ -8,6 +8,7 @@ mod auth;
 mod authz;
 mod boot;
 mod channels;
+mod client;
 mod embedded_s3;
 mod errors;
 mod files;

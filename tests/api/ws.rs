@@ -142,6 +142,20 @@ async fn joining_starts_delivery_and_removal_stops_it_at_once() {
 }
 
 #[tokio::test]
+async fn a_channel_created_while_connected_delivers_at_once() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let mut socket = connect(&app, &alice).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let channel = app.create_channel(&alice, "fresh").await;
+    let joined = expect_event(&mut socket, "member_joined").await;
+    assert_eq!((joined["channel_id"].as_i64(), joined["user_id"].as_i64()), (Some(channel), Some(alice.id)));
+    app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "first" })).await;
+    assert_eq!(expect_event(&mut socket, "message_created").await["message"]["content"], "first");
+}
+
+#[tokio::test]
 async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     let app = spawn_app_with(&[("ws-send-timeout-ms", "300")]).await;
     let alice = app.login("alice").await;

@@ -1,0 +1,417 @@
+// Browser tests of the embedded client: a real broker (the debug binary, on
+// its embedded default of SQLite + in-process S3) driven through Debian's
+// Chromium by playwright-core. Run by tests/run.sh; alone:
+//   cargo build && (cd tests/ui && npm ci && npm test)
+// Screenshots of the main states land in target/ui-artifacts/.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '../..');
+const broker = process.env.BROKER_BIN ?? join(root, 'target/debug/chatgenius-files');
+const artifacts = join(root, 'target/ui-artifacts');
+const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+const MAX_MB = 8;
+
+let base;
+let dataDir;
+let child;
+let browser;
+
+/** A port nobody listens on right now. */
+function freePort() {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.on('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+}
+
+function brokerEnv(extra = {}) {
+  return { ...process.env, DATA_DIR: dataDir, MAX_FILE_SIZE_MB: String(MAX_MB), RUST_LOG: 'warn', ...extra };
+}
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  dataDir = mkdtempSync(join(tmpdir(), 'cgf-ui-'));
+  const [http, s3] = [await freePort(), await freePort()];
+  base = `http://127.0.0.1:${http}`;
+  child = spawn(broker, ['serve'], {
+    env: brokerEnv({ BIND_ADDR: `127.0.0.1:${http}`, EMBEDDED_S3_ADDR: `127.0.0.1:${s3}` }),
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  for (let i = 0; i < 100; i += 1) {
+    const up = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+    if (up) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  child?.kill('SIGTERM');
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+// ----------------------------------------------------------------- helpers
+
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+let counter = 0;
+const unique = (prefix) => `${prefix}${Date.now().toString(36)}${(counter += 1)}`;
+
+/** A new browser context (its own session storage) signed in as `username`. */
+async function signedIn(username) {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 800 } });
+  const page = await context.newPage();
+  page.on('filechooser', () => {});
+  page.on('pageerror', (error) => console.error(`[${username}] page error:`, error));
+  await page.goto(base);
+  await page.fill('#username', username);
+  await page.press('#username', 'Enter');
+  await page.waitForSelector(`#whoami:has-text("${username}")`);
+  await page.waitForSelector('body[data-ready]');
+  return { context, page };
+}
+
+async function createChannel(page, name) {
+  await page.fill('#channel-name', name);
+  await page.press('#channel-name', 'Enter');
+  await page.waitForSelector(`#channel-title:has-text("${name}")`);
+}
+
+/** Waits until the composer's upload of `name` reaches `status`. */
+async function uploadStatus(page, name, status) {
+  await page.waitForSelector(`#previews li[data-status="${status}"]:has(.name:text-is("${name}"))`);
+}
+
+async function send(page, text) {
+  await page.fill('#composer-input', text);
+  await page.press('#composer-input', 'Enter');
+  await page.waitForSelector(`#messages .content:text-is("${text}")`);
+}
+
+/** Slows uploads down (bytes per second) so progress and cancel can be seen. */
+async function throttleUploads(page, bytesPerSecond) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: bytesPerSecond,
+  });
+  return cdp;
+}
+
+async function downloadBytes(page, fileName) {
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click(`button[aria-label="Download ${fileName}"]`),
+  ]);
+  return readFileSync(await download.path());
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
+
+/** Objects under uploads/ in the embedded store's folder. */
+function storedObjects() {
+  const found = [];
+  const walk = (dir) => {
+    for (const entry of readdirSync(dir)) {
+      const path = join(dir, entry);
+      if (statSync(path).isDirectory()) walk(path);
+      else found.push(path);
+    }
+  };
+  const uploads = join(dataDir, 's3', 'chatgenius-files', 'uploads');
+  try {
+    walk(uploads);
+  } catch {
+    // No upload yet.
+  }
+  return found;
+}
+
+/** One sweep with the CLI, against the same data (another embedded S3 port). */
+async function sweep() {
+  const run = spawnSync(broker, ['sweep', '--delete-orphans'], {
+    env: brokerEnv({ EMBEDDED_S3_ADDR: `127.0.0.1:${await freePort()}` }),
+    encoding: 'utf8',
+  });
+  assert.equal(run.status, 0, `sweep failed: ${run.stderr}`);
+  return run.stdout;
+}
+
+async function axeViolations(page) {
+  // Evaluated through the DevTools protocol: the page's CSP forbids inline scripts.
+  await page.evaluate(readFileSync(axePath, 'utf8'));
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
+
+/** Presses Tab until `selector` has the focus; fails after `max` presses. */
+async function tabTo(page, selector, { max = 60, backwards = false } = {}) {
+  for (let i = 0; i < max; i += 1) {
+    if (await page.evaluate((s) => document.activeElement?.matches(s), selector)) return;
+    await page.keyboard.press(backwards ? 'Shift+Tab' : 'Tab');
+  }
+  assert.fail(`Tab never reached ${selector}`);
+}
+
+const focusedId = (page) => page.evaluate(() => document.activeElement?.id);
+
+// ------------------------------------------------------------------- tests
+
+describe('browser client', () => {
+  test('a picked file is sent with a message, and downloads byte-identical', async () => {
+    const { context, page } = await signedIn(unique('alice'));
+    await shot(page, '01-signed-in');
+    await createChannel(page, unique('general'));
+    const bytes = Buffer.from(`quarterly notes ${'x'.repeat(5000)}\n`);
+    await page.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: bytes });
+    await uploadStatus(page, 'notes.txt', 'done');
+    assert.match(await page.textContent('#previews .size'), /KB/);
+    await send(page, 'here are the notes');
+    const attachment = page.locator('#messages .attachment:has(.name:text-is("notes.txt"))');
+    await attachment.waitFor();
+    assert.equal(await page.locator('#previews li').count(), 0, 'the composer is emptied after send');
+    assert.equal(await focusedId(page), 'composer-input', 'focus returns to the composer after send');
+    await shot(page, '02-message-with-attachment');
+    assert.deepEqual(await downloadBytes(page, 'notes.txt'), bytes);
+    await context.close();
+  });
+
+  test('progress is shown while the bytes go to S3 and reaches 100%', async () => {
+    const { context, page } = await signedIn(unique('paula'));
+    await createChannel(page, unique('progress'));
+    await throttleUploads(page, 2 * 1024 * 1024);
+    await page.evaluate(() => {
+      window.seenProgress = new Set();
+      new MutationObserver(() => {
+        for (const bar of document.querySelectorAll('#previews progress')) window.seenProgress.add(Number(bar.value));
+      }).observe(document.querySelector('#previews'), { subtree: true, attributes: true, childList: true, characterData: true });
+    });
+    const bytes = Buffer.alloc(3 * 1024 * 1024, 'a');
+    await page.setInputFiles('#file-input', { name: 'big.txt', mimeType: 'text/plain', buffer: bytes });
+    await page.waitForSelector('#previews li[data-status="uploading"] .state:text-matches("Uploading… [1-9]")');
+    await shot(page, '03-upload-in-progress');
+    await uploadStatus(page, 'big.txt', 'done');
+    const seen = await page.evaluate(() => [...window.seenProgress]);
+    assert.ok(seen.some((v) => v > 0 && v < 100), `intermediate progress was shown: ${seen}`);
+    assert.ok(seen.includes(100), `progress reached 100%: ${seen}`);
+    assert.equal(await page.evaluate(() => window.chatgenius.state.uploads[0].progress), 1);
+    await context.close();
+  });
+
+  test('cancel mid-upload stops the PUT, and nothing stays in S3 after a sweep', async () => {
+    const { context, page } = await signedIn(unique('carl'));
+    await createChannel(page, unique('cancel'));
+    await throttleUploads(page, 512 * 1024);
+    const before = storedObjects().length;
+    await page.setInputFiles('#file-input', { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc(6 * 1024 * 1024, 'b') });
+    await page.waitForSelector('#previews li[data-status="uploading"] .state:text-matches("Uploading… [1-9]")');
+    const uploadId = await page.evaluate(() => window.chatgenius.state.uploads[0].presigned.upload_id);
+    await page.click('button[aria-label="Cancel upload of huge.txt"]');
+    await page.waitForSelector('#previews li', { state: 'detached' });
+    assert.equal(await focusedId(page), 'composer-input', 'focus returns to the composer after cancel');
+    await page.waitForFunction(() => /huge\.txt canceled/.test(document.querySelector('#announce').textContent));
+    // The broker closed the upload: confirming it now is refused.
+    const token = await page.evaluate(() => window.chatgenius.state.token);
+    const confirm = await fetch(`${base}/files/uploads/${uploadId}/confirm`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    assert.equal(confirm.status, 409);
+    await sweep();
+    assert.equal(storedObjects().length, before, 'no object of the canceled upload is left');
+    await context.close();
+  });
+
+  test('a failed upload shows an error, and retry succeeds', async () => {
+    const { context, page } = await signedIn(unique('rita'));
+    await createChannel(page, unique('retry'));
+    const s3 = await page.evaluate(async () => (await fetch('/config')).ok);
+    assert.ok(s3);
+    // The object store drops the first PUT (a network failure), then works again.
+    let dropped = 0;
+    await page.route((url) => url.pathname.startsWith('/chatgenius-files/'), (route) => {
+      if (route.request().method() === 'PUT' && dropped === 0) {
+        dropped += 1;
+        return route.abort('connectionreset');
+      }
+      return route.continue();
+    });
+    await page.setInputFiles('#file-input', { name: 'flaky.txt', mimeType: 'text/plain', buffer: Buffer.from('flaky bytes') });
+    await uploadStatus(page, 'flaky.txt', 'error');
+    await page.waitForFunction(() => /flaky\.txt failed/.test(document.querySelector('#announce-error').textContent));
+    assert.match(await page.textContent('#previews .error'), /network/);
+    assert.equal(await focusedId(page), 'composer-input', 'focus returns to the composer after an error');
+    await shot(page, '04-upload-error');
+    await page.click('button[aria-label="Retry uploading flaky.txt"]');
+    await uploadStatus(page, 'flaky.txt', 'done');
+    assert.equal(dropped, 1);
+    await send(page, 'after a retry');
+    assert.deepEqual(await downloadBytes(page, 'flaky.txt'), Buffer.from('flaky bytes'));
+    await context.close();
+  });
+
+  test('files dropped on the conversation are highlighted and uploaded', async () => {
+    const { context, page } = await signedIn(unique('dora'));
+    await createChannel(page, unique('drop'));
+    const transfer = await page.evaluateHandle(() => {
+      const data = new DataTransfer();
+      data.items.add(new File(['dropped bytes'], 'dropped.txt', { type: 'text/plain' }));
+      return data;
+    });
+    await page.dispatchEvent('#messages', 'dragenter', { dataTransfer: transfer });
+    assert.ok(await page.locator('#composer.dragging').isVisible(), 'the drop zone is highlighted');
+    assert.ok(await page.locator('#drop-hint').isVisible());
+    await shot(page, '05-drag-over');
+    await page.dispatchEvent('#messages', 'drop', { dataTransfer: transfer });
+    assert.equal(await page.locator('#composer.dragging').count(), 0, 'highlight ends on drop');
+    await uploadStatus(page, 'dropped.txt', 'done');
+    await context.close();
+  });
+
+  test('a pasted image is attached, and images show thumbnails', async () => {
+    const { context, page } = await signedIn(unique('ivan'));
+    await createChannel(page, unique('images'));
+    await page.evaluate((bytes) => {
+      const data = new DataTransfer();
+      data.items.add(new File([new Uint8Array(bytes)], 'pixel.png', { type: 'image/png' }));
+      const paste = new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true });
+      document.querySelector('#composer-input').dispatchEvent(paste);
+    }, [...PNG]);
+    await uploadStatus(page, 'pixel.png', 'done');
+    assert.equal(await page.locator('#previews img.thumb').count(), 1, 'the preview shows the picture');
+    await send(page, 'a picture');
+    const thumb = page.locator('#messages .attachment img.thumb');
+    await thumb.waitFor();
+    await page.waitForFunction(() => document.querySelector('#messages .attachment img.thumb')?.naturalWidth === 2);
+    assert.equal(await thumb.getAttribute('alt'), 'Preview of pixel.png');
+    await shot(page, '06-image-thumbnail');
+    await context.close();
+  });
+
+  test('a file uploaded into an existing message appears there live, for others too', async () => {
+    const owner = await signedIn(unique('olga'));
+    const friend = await signedIn(unique('fred'));
+    const channel = unique('live');
+    await createChannel(owner.page, channel);
+    const friendName = await friend.page.evaluate(() => window.chatgenius.state.user.username);
+    await owner.page.fill('#member-name', friendName);
+    await owner.page.press('#member-name', 'Enter');
+    await friend.page.waitForSelector(`#channel-list button:has-text("${channel}")`);
+    await friend.page.click(`#channel-list button:has-text("${channel}")`);
+    await send(owner.page, 'files follow');
+    await friend.page.waitForSelector('#messages .content:text-is("files follow")');
+    const [chooser] = await Promise.all([
+      owner.page.waitForEvent('filechooser'),
+      owner.page.click('#messages button[aria-label="Add file to this message"]'),
+    ]);
+    await chooser.setFiles({ name: 'later.txt', mimeType: 'text/plain', buffer: Buffer.from('added later') });
+    for (const { page } of [owner, friend]) {
+      await page.waitForSelector('#messages .message:has(.content:text-is("files follow")) .attachment .name:text-is("later.txt")');
+    }
+    // The owner deletes it; the friend sees it go without reloading.
+    assert.equal(await friend.page.locator('button[aria-label="Delete later.txt"]').count(), 0, 'only the owner may delete');
+    await owner.page.click('button[aria-label="Delete later.txt"]');
+    await friend.page.waitForSelector('.attachment .name:text-is("later.txt")', { state: 'detached' });
+    await owner.page.waitForSelector('.attachment .name:text-is("later.txt")', { state: 'detached' });
+    await shot(friend.page, '07-after-live-delete');
+    await owner.context.close();
+    await friend.context.close();
+  });
+
+  test('oversize and disallowed files are refused before any upload, readably', async () => {
+    const { context, page } = await signedIn(unique('vera'));
+    await createChannel(page, unique('limits'));
+    const presigns = [];
+    page.on('request', (request) => {
+      if (request.url().includes('/files/presign') || request.method() === 'PUT') presigns.push(request.url());
+    });
+    await page.setInputFiles('#file-input', { name: 'movie.mp4', mimeType: 'video/mp4', buffer: Buffer.alloc((MAX_MB + 1) * 1024 * 1024) });
+    await page.waitForFunction(() => /too large/.test(document.querySelector('#announce-error').textContent));
+    assert.match(await page.textContent('#notices'), new RegExp(`movie\\.mp4 is too large .* at most ${MAX_MB} MB`));
+    await page.setInputFiles('#file-input', { name: 'setup.exe', mimeType: 'application/x-msdownload', buffer: Buffer.from('MZ') });
+    await page.waitForFunction(() => /not allowed/.test(document.querySelector('#announce-error').textContent));
+    assert.match(await page.textContent('#notices'), /setup\.exe is a file type that is not allowed here/);
+    await shot(page, '08-refused-files');
+    assert.deepEqual(presigns, [], 'nothing was presigned or uploaded');
+    assert.equal(await page.locator('#previews li').count(), 0);
+    await context.close();
+  });
+
+  test('the whole flow works by keyboard alone', async () => {
+    const context = await browser.newContext({ acceptDownloads: true });
+    const page = await context.newPage();
+    // Playwright turns file-chooser interception on when the first listener
+    // comes; listening from the start keeps a key press from racing it.
+    page.on('filechooser', () => {});
+    await page.goto(base);
+    const name = unique('kim');
+    await page.waitForFunction(() => document.activeElement?.id === 'username');
+    await page.keyboard.type(name);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('body[data-ready]');
+    assert.equal(await focusedId(page), 'channel-name', 'with no channel yet, focus goes to creating one');
+    await page.keyboard.type(unique('keys'));
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.activeElement?.id === 'composer-input');
+    await tabTo(page, '#attach', { backwards: true });
+    const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
+    await chooser.setFiles({ name: 'typed.txt', mimeType: 'text/plain', buffer: Buffer.from('typed bytes') });
+    await uploadStatus(page, 'typed.txt', 'done');
+    await page.waitForFunction(() => document.activeElement?.id === 'composer-input');
+    await page.keyboard.type('sent with the keyboard');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#messages .attachment .name:text-is("typed.txt")');
+    await tabTo(page, 'button[aria-label="Download typed.txt"]', { backwards: true });
+    const [download] = await Promise.all([page.waitForEvent('download'), page.keyboard.press('Enter')]);
+    assert.deepEqual(readFileSync(await download.path()), Buffer.from('typed bytes'));
+    await tabTo(page, 'button[aria-label="Delete typed.txt"]');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('.attachment .name:text-is("typed.txt")', { state: 'detached' });
+    assert.equal(await focusedId(page), 'composer-input');
+    await context.close();
+  });
+
+  test('axe-core finds no serious or critical violations', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(base);
+    await page.waitForSelector('#login:not([hidden])');
+    assert.deepEqual(await axeViolations(page), [], 'sign-in page');
+    await context.close();
+
+    const { context: other, page: chat } = await signedIn(unique('axel'));
+    await createChannel(chat, unique('a11y'));
+    await chat.setInputFiles('#file-input', { name: 'pixel.png', mimeType: 'image/png', buffer: PNG });
+    await uploadStatus(chat, 'pixel.png', 'done');
+    await send(chat, 'accessible');
+    await chat.setInputFiles('#file-input', { name: 'draft.txt', mimeType: 'text/plain', buffer: Buffer.from('draft') });
+    await uploadStatus(chat, 'draft.txt', 'done');
+    await chat.waitForSelector('#messages .attachment img.thumb');
+    assert.deepEqual(await axeViolations(chat), [], 'chat with a message, a thumbnail and a pending file');
+    await other.close();
+  });
+});
