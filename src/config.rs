@@ -153,6 +153,18 @@ pub struct Config {
     #[arg(long, env = "MULTIPART_UPLOAD_TTL_SECS", value_name = "MULTIPART_UPLOAD_TTL_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
     pub multipart_upload_ttl_secs: u64,
+
+    /// Part size of multipart direct uploads, in MiB (S3's minimum is 5); raised
+    /// for files that would otherwise need more than 10,000 parts.
+    #[arg(long, env = "MULTIPART_PART_SIZE_MB", value_name = "MULTIPART_PART_SIZE_MB", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub multipart_part_size_mb: u64,
+
+    /// Files larger than this many MiB are uploaded by the browser client in
+    /// parts (`POST /files/multipart`); advertised by `GET /config`.
+    #[arg(long, env = "MULTIPART_THRESHOLD_MB", value_name = "MULTIPART_THRESHOLD_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub multipart_threshold_mb: u64,
 }
 
 const DEFAULT_ALLOWED_TYPES: &str = "image/*,video/*,audio/*,text/plain,text/csv,text/markdown,\

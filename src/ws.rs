@@ -30,6 +30,9 @@ use crate::{
 /// Largest inbound frame or message; larger ones close the socket with 1009.
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
+/// How long a socket stays open after a close frame sent mid-frame.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
 /// Browser origins allowed to open the socket.
 #[derive(Clone)]
 pub struct AllowedOrigins(pub Arc<Vec<Origin>>);
@@ -131,6 +134,9 @@ async fn connection(state: &AppState, user: CurrentUser, stream: WebSocketStream
                         || err.to_string().to_ascii_lowercase().contains("size");
                     if too_big {
                         let _ = tokio::time::timeout(send_timeout, sink.send(close(CloseCode::Size, "frame too large"))).await;
+                        // The rest of the frame is still arriving; closing the socket
+                        // now would reset it and the client could lose the close frame.
+                        tokio::time::sleep(CLOSE_LINGER).await;
                     }
                     break "inbound error";
                 }

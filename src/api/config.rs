@@ -18,6 +18,8 @@ pub struct ClientConfig {
     pub max_file_size_bytes: u64,
     /// MIME patterns accepted (ALLOWED_FILE_TYPES), e.g. `image/*`.
     pub allowed_file_types: Vec<String>,
+    /// Files larger than this (bytes) go up in parts (`POST /files/multipart`).
+    pub multipart_threshold_bytes: u64,
     /// Whether `POST /auth/dev-login` is available.
     pub dev_login: bool,
 }
@@ -35,6 +37,7 @@ impl ConfigApi {
             max_file_size_mb: config.max_file_size_mb,
             max_file_size_bytes: config.max_file_size_bytes(),
             allowed_file_types: config.allowed_file_types.patterns().to_vec(),
+            multipart_threshold_bytes: config.multipart_threshold_mb * 1024 * 1024,
             dev_login: config.dev_login_enabled(),
         })
     }

@@ -45,6 +45,20 @@ pub struct PresignRequest {
     pub sha256: Option<String>,
 }
 
+impl PresignRequest {
+    /// The use case's input, every field parsed.
+    pub(super) fn parse(self) -> Result<UploadRequest, ApiError> {
+        let size = u64::try_from(self.size).map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
+        Ok(UploadRequest {
+            target: Target { channel_id: Some(self.channel_id), message_id: self.message_id },
+            file_name: FileName::parse(&self.file_name)?,
+            content_type: ContentType::parse(&self.content_type)?,
+            size,
+            sha256: self.sha256.as_deref().map(Sha256Hex::parse).transpose()?,
+        })
+    }
+}
+
 /// Where and how to upload the bytes.
 #[derive(Object)]
 pub struct PresignResponse {
@@ -80,6 +94,15 @@ pub enum Confirmed {
     /// The upload had been confirmed before; the same file.
     #[oai(status = 200)]
     AlreadyConfirmed(Json<FileInfo>),
+}
+
+impl From<Confirmation> for Confirmed {
+    fn from(confirmation: Confirmation) -> Self {
+        match confirmation {
+            Confirmation::Created(file) => Self::Created(Json(file.into())),
+            Confirmation::AlreadyConfirmed(file) => Self::AlreadyConfirmed(Json(file.into())),
+        }
+    }
 }
 
 /// An upload was aborted.
@@ -135,16 +158,7 @@ impl FilesApi {
     /// so the store refuses any other body.
     #[oai(path = "/files/presign", method = "post", operation_id = "presign_upload")]
     async fn presign(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<Presigned, ApiError> {
-        let body = body.0;
-        let size = u64::try_from(body.size)
-            .map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
-        let request = UploadRequest {
-            target: Target { channel_id: Some(body.channel_id), message_id: body.message_id },
-            file_name: FileName::parse(&body.file_name)?,
-            content_type: ContentType::parse(&body.content_type)?,
-            size,
-            sha256: body.sha256.as_deref().map(Sha256Hex::parse).transpose()?,
-        };
+        let request = body.0.parse()?;
         let presigned = uploads::presign(&state, auth.0.id, request).await?;
         Ok(Presigned::Created(Json(PresignResponse {
             upload_id: presigned.upload.id,
@@ -164,10 +178,7 @@ impl FilesApi {
     /// `file_upload_complete`. Idempotent.
     #[oai(path = "/files/uploads/:upload_id/confirm", method = "post", operation_id = "confirm_upload")]
     async fn confirm(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Confirmed, ApiError> {
-        Ok(match uploads::confirm(&state, auth.0.id, upload_id.0).await? {
-            Confirmation::Created(file) => Confirmed::Created(Json(file.into())),
-            Confirmation::AlreadyConfirmed(file) => Confirmed::AlreadyConfirmed(Json(file.into())),
-        })
+        Ok(uploads::confirm(&state, auth.0.id, upload_id.0).await?.into())
     }
 
     /// Abort an unconfirmed upload.

@@ -8,6 +8,7 @@ mod events;
 mod files;
 mod health;
 mod messages;
+mod multipart;
 
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
@@ -58,6 +59,7 @@ pub type Apis = (
     channels::ChannelsApi,
     messages::MessagesApi,
     files::FilesApi,
+    multipart::MultipartApi,
     events::EventsApi,
 );
 
@@ -71,6 +73,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             channels::ChannelsApi,
             messages::MessagesApi,
             files::FilesApi,
+            multipart::MultipartApi,
             events::EventsApi,
         ),
         "ChatGenius Files",

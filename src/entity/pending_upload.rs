@@ -19,9 +19,12 @@ pub struct Model {
     /// `pending`, `confirmed` or `aborted`.
     pub state: String,
     pub file_id: Option<i32>,
+    /// The store's id of a multipart direct upload.
     pub multipart_upload_id: Option<String>,
     pub created_at: DateTime,
     pub expires_at: DateTime,
+    /// Bytes per part of a multipart direct upload (the last part may be shorter).
+    pub part_size: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

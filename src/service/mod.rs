@@ -6,6 +6,7 @@ pub mod cache;
 pub mod channels;
 pub mod files;
 pub mod messages;
+pub mod multipart;
 pub mod pending;
 pub mod uploads;
 pub mod users;
@@ -53,6 +54,11 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// The uploaded object failed a check (422).
+    pub fn unverified(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unverified { code, message: message.into() }
+    }
+
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid { code, message: message.into() }
     }

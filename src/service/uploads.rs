@@ -24,7 +24,7 @@ use crate::{
 pub const STREAM_PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// States of a `pending_uploads` row.
-mod state {
+pub(super) mod state {
     pub const PENDING: &str = "pending";
     pub const CONFIRMED: &str = "confirmed";
     pub const ABORTED: &str = "aborted";
@@ -64,13 +64,8 @@ pub enum Confirmation {
     AlreadyConfirmed(file_upload::Model),
 }
 
-impl ServiceError {
-    fn unverified(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unverified { code, message: message.into() }
-    }
-}
 
-fn rate_limit(state: &AppState, action: Action, user: i32) -> Result<(), ServiceError> {
+pub(super) fn rate_limit(state: &AppState, action: Action, user: i32) -> Result<(), ServiceError> {
     state.limits.check(action, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })
 }
 
@@ -125,25 +120,30 @@ async fn resolve_target(db: &DatabaseConnection, user: i32, target: Target) -> R
     }
 }
 
-fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
+/// The checks every direct upload passes before anything is signed: rate
+/// limit, size, type, and where the file goes (channel and message).
+pub(super) async fn admit(state: &AppState, user: i32, req: &UploadRequest) -> Result<(i32, Option<i32>), ServiceError> {
+    rate_limit(state, Action::Upload, user)?;
+    check_size(state, req.size)?;
+    check_type(state, &req.file_name, &req.content_type)?;
+    match req.target {
+        Target { channel_id: Some(channel_id), message_id: None } => {
+            if !channels::is_member_cached(state, channel_id, user).await? {
+                return Err(ServiceError::NotFound("channel"));
+            }
+            Ok((channel_id, None))
+        }
+        target => resolve_target(&state.db, user, target).await,
+    }
+}
+
+pub(super) fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
     format!("uploads/{channel_id}/{}/{}", upload_id.simple(), name.key_safe())
 }
 
 /// Validates an upload, records it as pending and signs the PUT the client must send.
 pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
-    rate_limit(state, Action::Upload, user)?;
-    check_size(state, req.size)?;
-    check_type(state, &req.file_name, &req.content_type)?;
-    let (channel_id, message_id) = match req.target {
-        Target { channel_id: Some(channel_id), message_id: None } => {
-            if !channels::is_member_cached(state, channel_id, user).await? {
-                return Err(ServiceError::NotFound("channel"));
-            }
-            (channel_id, None)
-        }
-        target => resolve_target(&state.db, user, target).await?,
-    };
-
+    let (channel_id, message_id) = admit(state, user, &req).await?;
     let id = Uuid::new_v4();
     let key = object_key(channel_id, id, &req.file_name);
     let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
@@ -163,6 +163,7 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
         state: state::PENDING.to_owned(),
         file_id: None,
         multipart_upload_id: None,
+        part_size: None,
         created_at: created,
         expires_at: created + chrono::Duration::seconds(ttl.as_secs() as i64),
     };
@@ -172,7 +173,7 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
 }
 
 /// The caller's own upload; anyone else's looks missing.
-async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
+pub(super) async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
     pending_upload::Entity::find_by_id(upload_id)
         .one(db)
         .await?
@@ -184,13 +185,18 @@ async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Resu
 /// again returns the same file.
 pub async fn confirm(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     let result = confirm_inner(state, user, upload_id).await;
-    match &result {
+    count_confirm(state, &result);
+    result
+}
+
+/// Counts a confirm (or multipart complete) by outcome.
+pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, ServiceError>) {
+    match result {
         Ok(Confirmation::Created(file)) => state.metrics.confirmed("created", file.file_size.unwrap_or(0) as u64),
         Ok(Confirmation::AlreadyConfirmed(_)) => state.metrics.confirmed("already_confirmed", 0),
         Err(ServiceError::Unverified { code, .. }) => state.metrics.confirmed(code, 0),
         Err(_) => state.metrics.confirmed("error", 0),
     }
-    result
 }
 
 async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
@@ -201,18 +207,26 @@ async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<C
         state::CONFIRMED => return already_confirmed(&state.db, &upload).await,
         _ => return Err(ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))),
     }
-    if let Err(err) = verify_object(state, &upload).await {
+    if upload.multipart_upload_id.is_some() {
+        return Err(ServiceError::conflict("upload_is_multipart", "a multipart upload is finished with /complete"));
+    }
+    verify_and_record(state, &upload).await
+}
+
+/// Verifies the stored object (rejecting it unless it is merely missing) and records the file.
+pub(super) async fn verify_and_record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+    if let Err(err) = verify_object(state, upload).await {
         if let ServiceError::Unverified { code, .. } = &err
             && *code != "object_missing"
         {
-            reject(state, &upload).await?;
+            reject(state, upload).await?;
         }
         return Err(err);
     }
-    record(state, &upload).await
+    record(state, upload).await
 }
 
-async fn already_confirmed(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+pub(super) async fn already_confirmed(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     let file = file_upload::Entity::find()
         .filter(file_upload::Column::S3Key.eq(&upload.s3_key))
         .one(db)
@@ -225,7 +239,7 @@ async fn already_confirmed(db: &DatabaseConnection, upload: &pending_upload::Mod
 }
 
 /// HeadObject size, optional SHA-256, magic bytes of the first KiB.
-async fn verify_object(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+pub(super) async fn verify_object(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     let Some(object) = state.storage.head(&upload.s3_key).await? else {
         return Err(ServiceError::unverified("object_missing", "no object was uploaded for this upload yet"));
     };
@@ -253,12 +267,12 @@ async fn verify_object(state: &AppState, upload: &pending_upload::Model) -> Resu
 }
 
 /// Deletes the object of an upload that failed verification and closes the upload.
-async fn reject(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+pub(super) async fn reject(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     state.storage.delete(&upload.s3_key).await?;
     set_state(&state.db, upload.id, state::REJECTED).await
 }
 
-async fn set_state(db: &DatabaseConnection, id: Uuid, to: &str) -> Result<(), ServiceError> {
+pub(super) async fn set_state(db: &DatabaseConnection, id: Uuid, to: &str) -> Result<(), ServiceError> {
     pending_upload::Entity::update_many()
         .col_expr(pending_upload::Column::State, Expr::value(to))
         .filter(pending_upload::Column::Id.eq(id))
@@ -268,7 +282,7 @@ async fn set_state(db: &DatabaseConnection, id: Uuid, to: &str) -> Result<(), Se
 }
 
 /// Inserts the file and closes the upload in one transaction, then announces it.
-async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     let txn = state.db.begin().await?;
     let inserted = new_file(upload).insert(&txn).await.on_unique_violation("already_confirmed", "already confirmed");
     let file = match inserted {
@@ -402,6 +416,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         state: state::CONFIRMED.to_owned(),
         file_id: None,
         multipart_upload_id: None,
+        part_size: None,
         created_at: now(),
         expires_at: now(),
     };

@@ -78,6 +78,15 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// One uploaded part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    pub part_number: u32,
+    /// Without quotes; absent when the store does not report it.
+    pub etag: Option<String>,
+    pub size: u64,
+}
+
 /// Handle on the bucket holding every uploaded object.
 #[derive(Clone, Debug)]
 pub struct Storage {
@@ -247,6 +256,40 @@ impl Storage {
             .await
             .map(|_| ())
             .map_err(StorageError::from_sdk)
+    }
+
+    /// The parts the store holds of a multipart upload, by part number.
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StorageError> {
+        let mut found = Vec::new();
+        let mut marker = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(StorageError::from_sdk)?;
+            for part in out.parts() {
+                if let Some(number) = part.part_number().and_then(|n| u32::try_from(n).ok()) {
+                    let etag = part.e_tag().map(|e| e.trim_matches('"').to_owned()).filter(|e| !e.is_empty());
+                    found.push(StoredPart { part_number: number, etag, size: part.size().unwrap_or(0).max(0) as u64 });
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            marker = out.next_part_number_marker().map(str::to_owned);
+            if marker.is_none() {
+                break;
+            }
+        }
+        found.sort_by_key(|p| p.part_number);
+        found.dedup_by_key(|p| p.part_number);
+        Ok(found)
     }
 
     /// Abandons a multipart upload, dropping its parts.

@@ -77,6 +77,22 @@ impl Presigner {
         Ok(PresignedRequest { method: "PUT", url, headers })
     }
 
+    /// A PUT of part `part_number` of multipart upload `upload_id`, exactly
+    /// `content_length` bytes.
+    pub fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        content_length: u64,
+        ttl: Duration,
+    ) -> Result<PresignedRequest, StorageError> {
+        let headers = vec![("content-length", content_length.to_string())];
+        let part = part_number.to_string();
+        let url = self.sign("PUT", key, &[("partNumber", &part), ("uploadId", upload_id)], &headers, ttl)?;
+        Ok(PresignedRequest { method: "PUT", url, headers })
+    }
+
     /// A GET whose response carries the given `Content-Type` and `Content-Disposition`.
     pub fn get_object(
         &self,

@@ -42,6 +42,13 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
         .await
         .unwrap();
     let upload_id = pending["upload_id"].as_str().unwrap().to_owned();
+    let multipart: Value = app
+        .post(&owner, "/files/multipart", json!({ "channel_id": channel, "file_name": "m.txt", "content_type": "text/plain", "size": 3 }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let multipart_id = multipart["upload_id"].as_str().unwrap().to_owned();
     let resp = app.delete(&owner, &format!("/channels/{channel}/members/{}", removed.id)).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
@@ -72,6 +79,9 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
         (Method::POST, "/files/presign".into(), Some(json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 })), [404, 403, 404]),
         (Method::POST, format!("/files/uploads/{upload_id}/confirm"), None, [404, 404, 404]),
         (Method::DELETE, format!("/files/uploads/{upload_id}"), None, [404, 404, 404]),
+        (Method::POST, "/files/multipart".into(), Some(presign.clone()), [404, 201, 404]),
+        (Method::POST, format!("/files/uploads/{multipart_id}/parts"), Some(json!({ "part_numbers": [1] })), [404, 404, 404]),
+        (Method::POST, format!("/files/uploads/{multipart_id}/complete"), Some(json!({ "parts": [{ "part_number": 1, "etag": "x" }] })), [404, 404, 404]),
         (Method::GET, format!("/files/{f}"), None, [404, 200, 404]),
         (Method::GET, format!("/files/{d}"), None, [404, 404, 404]),
         (Method::GET, format!("/files/download/{f}"), None, [404, 302, 404]),

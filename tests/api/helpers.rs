@@ -242,3 +242,21 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Val
     assert_eq!(body.as_object().unwrap().len(), 1, "only the error member: {body}");
     body
 }
+
+/// Runs each named test once per store; SeaweedFS runs when tests/run.sh started it.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $name() { super::$name(crate::helpers::Store::Embedded).await })*
+        }
+        mod seaweedfs {
+            $(#[tokio::test] async fn $name() {
+                match crate::helpers::Store::seaweedfs() {
+                    Some(store) => super::$name(store).await,
+                    None => eprintln!("SeaweedFS not configured (TEST_S3_ENDPOINT); run tests/run.sh"),
+                }
+            })*
+        }
+    };
+}
+pub(crate) use on_every_store;

@@ -15,6 +15,7 @@ mod files;
 mod health;
 mod logs;
 mod messages;
+mod multipart;
 mod metrics;
 mod uploads;
 mod ws;

@@ -9,26 +9,9 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Store, TestApp, TestUser, assert_error, spawn_app_on};
+use crate::helpers::{Store, TestApp, TestUser, assert_error, on_every_store, spawn_app_on};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\0\x05\0\x01\xff\x89\x99=\x1d\0\0\0\0IEND\xaeB`\x82";
-
-/// Runs each named test once per store; SeaweedFS runs when tests/run.sh started it.
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test] async fn $name() { super::$name(crate::helpers::Store::Embedded).await })*
-        }
-        mod seaweedfs {
-            $(#[tokio::test] async fn $name() {
-                match crate::helpers::Store::seaweedfs() {
-                    Some(store) => super::$name(store).await,
-                    None => eprintln!("SeaweedFS not configured (TEST_S3_ENDPOINT); run tests/run.sh"),
-                }
-            })*
-        }
-    };
-}
 
 on_every_store!(
     presign_put_confirm_records_the_file_and_announces_it,
