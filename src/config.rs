@@ -165,6 +165,16 @@ pub struct Config {
     #[arg(long, env = "MULTIPART_THRESHOLD_MB", value_name = "MULTIPART_THRESHOLD_MB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub multipart_threshold_mb: u64,
+
+    /// `bucket-setup` turns on bucket versioning.
+    #[arg(long, env = "AWS_S3_VERSIONING", value_name = "AWS_S3_VERSIONING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub aws_s3_versioning: bool,
+
+    /// `bucket-setup`'s lifecycle rule aborts incomplete multipart uploads this
+    /// many days after they started (a backstop behind the sweeper).
+    #[arg(long, env = "MULTIPART_ABORT_AFTER_DAYS", value_name = "MULTIPART_ABORT_AFTER_DAYS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub multipart_abort_after_days: u32,
 }
 
 const DEFAULT_ALLOWED_TYPES: &str = "image/*,video/*,audio/*,text/plain,text/csv,text/markdown,\

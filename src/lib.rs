@@ -7,6 +7,8 @@ pub mod access_log;
 pub mod api;
 /// Bearer JWTs and the authenticated caller.
 pub mod auth;
+/// `bucket-setup`: the bucket configuration the service expects.
+pub mod bucket_setup;
 /// Settings from the environment, validated at boot.
 pub mod config;
 /// Newtypes that parse client input at the edge.

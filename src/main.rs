@@ -7,6 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use chatgenius_files::{
     auth::{self, CurrentUser, TokenKeys},
+    bucket_setup,
     config::{Config, LogFormat},
     domain::Username,
     service::users,
@@ -40,6 +41,13 @@ enum Command {
         /// Also delete objects under uploads/ that no row knows (older than an hour).
         #[arg(long)]
         delete_orphans: bool,
+    },
+    /// Configure the bucket (create, block public access, SSE-S3, versioning,
+    /// CORS, multipart lifecycle) and print what was done.
+    BucketSetup {
+        /// Fail (exit 3) when the store does not support a setting.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print a bearer token for a user (created when missing).
     Token {
@@ -112,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = sweeper::sweep_once(app.state(), delete_orphans).await?;
             print!("{}", report.table());
         }
+        Command::BucketSetup { strict } => return bucket_setup(cli.config, strict).await,
         Command::Token { username } => {
             let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
             let db = startup::connect_database(&cli.config).await?;
@@ -121,6 +130,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let keys = TokenKeys::new(&secret, std::time::Duration::from_secs(cli.config.token_ttl_secs));
             println!("{}", keys.issue(&CurrentUser { id: user.id, username: user.username }));
         }
+    }
+    Ok(())
+}
+
+async fn bucket_setup(mut config: Config, strict: bool) -> anyhow::Result<()> {
+    let mut origins = config.cors_allowed_origins.clone();
+    origins.push(config.public_origin(config.bind_addr));
+    config.embedded_s3_addr = "127.0.0.1:0".parse()?;
+    let (storage, _embedded) = startup::open_storage(&config, &origins).await?;
+    let wanted = bucket_setup::Wanted {
+        bucket: storage.bucket().to_owned(),
+        versioning: config.aws_s3_versioning,
+        cors_origins: origins,
+        abort_multipart_after_days: config.multipart_abort_after_days as i32,
+    };
+    let report = bucket_setup::run(storage.client(), &wanted).await;
+    println!("bucket {}\n", wanted.bucket);
+    print!("{}", report.table());
+    if report.any_failed() {
+        anyhow::bail!("some settings could not be applied");
+    }
+    if report.any_unsupported() {
+        if strict {
+            eprintln!("error: this store does not support every setting (--strict)");
+            std::process::exit(3);
+        }
+        eprintln!("warning: this store does not support every setting");
     }
     Ok(())
 }

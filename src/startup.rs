@@ -198,6 +198,13 @@ fn metrics_endpoint(state: poem::web::Data<&AppState>) -> poem::Response {
         .body(state.metrics.render(state.limits.len()))
 }
 
+/// The object store as configured (starting the embedded endpoint when it is
+/// the one), without touching the bucket: for tools like `bucket-setup`.
+pub async fn open_storage(config: &Config, cors_origins: &[Origin]) -> anyhow::Result<(Storage, Option<EmbeddedS3>)> {
+    let (settings, embedded) = storage_settings(config, cors_origins).await?;
+    Ok((Storage::new(&settings), embedded))
+}
+
 async fn storage_settings(
     config: &Config,
     cors_origins: &[Origin],

@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod authz;
 mod boot;
+mod bucket_setup;
 mod channels;
 mod client;
 mod embedded_s3;
