@@ -215,6 +215,7 @@ async function openChannel(channelId) {
   state.messages = new Map(page.messages.map((m) => [m.id, m]));
   const list = $('#messages');
   list.replaceChildren(...[...state.messages.values()].sort((a, b) => a.id - b.id).map(renderMessage));
+  restoreResumable();
   list.parentElement.scrollTop = list.parentElement.scrollHeight;
 }
 
@@ -344,21 +345,22 @@ function removeFile(messageId, fileId) {
 async function sendMessage() {
   if (!state.channelId) return;
   const input = $('#composer-input');
-  const busy = state.uploads.filter((u) => u.status !== 'done');
+  const attached = composerUploads().filter((u) => u.messageId === null);
+  const busy = attached.filter((u) => u.status !== 'done');
   if (busy.length) {
     notify('Wait for the uploads to finish, or remove the ones that failed.', { error: true });
     return;
   }
   const content = input.value.trim();
-  const fileIds = state.uploads.map((u) => u.file_info.id);
+  const fileIds = attached.map((u) => u.file_info.id);
   if (!content && fileIds.length === 0) return;
   $('#send').disabled = true;
   try {
     const message = await api('POST', `/channels/${state.channelId}/messages`, { content, file_ids: fileIds });
     upsertMessage(message);
     input.value = '';
-    for (const upload of state.uploads) upload.release();
-    state.uploads = [];
+    for (const upload of attached) upload.release();
+    state.uploads = state.uploads.filter((u) => !attached.includes(u));
     renderUploads();
     notify(fileIds.length ? `Message sent with ${fileIds.length} file${fileIds.length > 1 ? 's' : ''}` : 'Message sent', { quiet: true });
   } catch (error) {
@@ -371,25 +373,34 @@ async function sendMessage() {
 
 // ------------------------------------------------------------------ uploads
 
+/** Parts of one multipart upload in flight at once. */
+const PART_CONCURRENCY = 3;
+/** Where multipart uploads are remembered so a reloaded page can resume them. */
+const RESUME_KEY = 'cg.resume';
+
 /**
  * One file on its way: validated, presigned, PUT straight to the object
  * store with progress, then confirmed. `status` is one of queued, uploading,
- * confirming, done, error; `stage` remembers where an error happened so a
- * retry resumes there.
+ * confirming, done, error, paused (a multipart upload found after a reload,
+ * waiting for its file); `stage` remembers where a single-PUT upload failed so
+ * a retry resumes there. Files above the server's multipart threshold go up
+ * in parts (`multipart`).
  */
-function newUpload(file, messageId = null) {
+function newUpload(file, { messageId = null, channelId = state.channelId, multipart = null, status = 'queued' } = {}) {
   return {
     key: crypto.randomUUID(),
     file,
+    channelId,
     messageId,
-    status: 'queued',
+    status,
     stage: 'presign',
     progress: 0,
     error: null,
     presigned: null,
-    xhr: null,
+    multipart,
+    xhrs: new Set(),
     file_info: null,
-    preview: thumbnailable(fileType(file)) ? URL.createObjectURL(file) : null,
+    preview: file instanceof Blob && thumbnailable(fileType(file)) ? URL.createObjectURL(file) : null,
     release() {
       if (this.preview) URL.revokeObjectURL(this.preview);
     },
@@ -407,11 +418,22 @@ function addFiles(files, messageId = null) {
       notify(why, { error: true });
       continue;
     }
-    const upload = newUpload(file, messageId);
-    if (messageId === null) state.uploads.push(upload);
+    const upload = newUpload(file, { messageId });
+    state.uploads.push(upload);
     runUpload(upload);
   }
   renderUploads();
+}
+
+function uploadBody(upload) {
+  const body = {
+    channel_id: upload.channelId,
+    file_name: upload.file.name,
+    content_type: fileType(upload.file),
+    size: upload.file.size,
+  };
+  if (upload.messageId !== null) body.message_id = upload.messageId;
+  return body;
 }
 
 /** Runs (or resumes) an upload until it is confirmed or fails. */
@@ -421,38 +443,28 @@ async function runUpload(upload) {
   updateUpload(upload);
   notify(`Uploading ${upload.file.name}`, { quiet: true });
   try {
-    const fresh = upload.presigned && Date.parse(upload.presigned.expires_at) - Date.now() > 10_000;
-    if (upload.stage === 'presign' || (upload.stage === 'put' && !fresh)) {
-      if (upload.presigned) abortOnBroker(upload);
-      upload.stage = 'presign';
-      const body = {
-        channel_id: state.channelId,
-        file_name: upload.file.name,
-        content_type: fileType(upload.file),
-        size: upload.file.size,
-      };
-      if (upload.messageId !== null) body.message_id = upload.messageId;
-      upload.presigned = await api('POST', '/files/presign', body);
-      upload.stage = 'put';
-    }
-    if (upload.stage === 'put') {
-      await put(upload);
-      upload.stage = 'confirm';
-    }
-    upload.status = 'confirming';
-    updateUpload(upload);
-    upload.file_info = await api('POST', `/files/uploads/${upload.presigned.upload_id}/confirm`);
+    const inParts = upload.multipart || upload.file.size > state.config.multipart_threshold_bytes;
+    upload.file_info = inParts ? await runMultipart(upload) : await runSingle(upload);
     upload.status = 'done';
     upload.progress = 1;
     updateUpload(upload);
     notify(`${upload.file.name} uploaded`);
-    if (upload.messageId !== null) upload.release();
+    if (upload.messageId !== null) {
+      state.uploads = state.uploads.filter((u) => u !== upload);
+      renderUploads();
+      upload.release();
+    }
   } catch (error) {
     if (upload.status === 'canceled') return;
+    for (const xhr of upload.xhrs) xhr.abort();
     upload.status = 'error';
     upload.error = error.message;
     if (error.code === 'upload_not_pending' || error.code === 'object_missing' || error.code === 'size_mismatch') {
       upload.stage = error.code === 'object_missing' ? 'put' : 'presign';
+      if (error.code === 'upload_not_pending' && upload.multipart) {
+        forgetResume(upload.multipart.id);
+        upload.multipart = null;
+      }
     }
     updateUpload(upload);
     notify(`Upload of ${upload.file.name} failed: ${error.message}`, { error: true });
@@ -460,73 +472,263 @@ async function runUpload(upload) {
   }
 }
 
-/** PUTs the bytes to the presigned URL, reporting progress. */
-function put(upload) {
-  const { url, method, headers } = upload.presigned;
+/** One presigned PUT of the whole file, then confirm. */
+async function runSingle(upload) {
+  const fresh = upload.presigned && Date.parse(upload.presigned.expires_at) - Date.now() > 10_000;
+  if (upload.stage === 'presign' || (upload.stage === 'put' && !fresh)) {
+    if (upload.presigned) abortOnBroker(upload.presigned.upload_id);
+    upload.stage = 'presign';
+    upload.presigned = await api('POST', '/files/presign', uploadBody(upload));
+    upload.stage = 'put';
+  }
+  if (upload.stage === 'put') {
+    await sendBytes(upload, upload.presigned, upload.file, (loaded) => {
+      upload.progress = loaded / upload.file.size;
+      updateUpload(upload);
+    });
+    upload.stage = 'confirm';
+  }
+  upload.status = 'confirming';
+  updateUpload(upload);
+  return api('POST', `/files/uploads/${upload.presigned.upload_id}/confirm`);
+}
+
+/** Bytes in part `n` (1-based) of a multipart upload. */
+function partLength(m, size, n) {
+  return n < m.partCount ? m.partSize : size - (m.partCount - 1) * m.partSize;
+}
+
+/**
+ * A multipart upload: start it (or, resuming, ask the broker what the store
+ * already holds), PUT the missing parts a few at a time, then complete.
+ * Finished parts' ETags are remembered locally, so a reload loses nothing.
+ */
+async function runMultipart(upload) {
+  const size = upload.file.size;
+  let m = upload.multipart;
+  if (!m) {
+    const started = await api('POST', '/files/multipart', uploadBody(upload));
+    m = {
+      id: started.upload_id,
+      partSize: started.part_size,
+      partCount: started.part_count,
+      urls: new Map(started.parts.map((p) => [p.part_number, p])),
+      urlsExpire: Date.parse(started.expires_at),
+      etags: new Map(),
+    };
+    upload.multipart = m;
+    saveResume(upload);
+  } else {
+    const listing = await api('POST', `/files/uploads/${m.id}/parts`, { part_numbers: [] });
+    m.partSize = listing.part_size;
+    m.partCount = listing.part_count;
+    m.urls = new Map();
+    m.urlsExpire = 0;
+    const stored = new Map(listing.uploaded.map((p) => [p.part_number, p]));
+    for (const n of [...m.etags.keys()]) {
+      if (stored.get(n)?.size !== partLength(m, size, n)) m.etags.delete(n);
+    }
+    for (const part of listing.uploaded) {
+      if (part.etag && part.size === partLength(m, size, part.part_number)) m.etags.set(part.part_number, part.etag);
+    }
+  }
+  m.loaded = new Map();
+  const todo = [];
+  for (let n = 1; n <= m.partCount; n += 1) if (!m.etags.has(n)) todo.push(n);
+  const showProgress = () => {
+    let sent = 0;
+    for (const n of m.etags.keys()) sent += partLength(m, size, n);
+    for (const loaded of m.loaded.values()) sent += loaded;
+    upload.progress = Math.min(1, sent / size);
+    updateUpload(upload);
+  };
+  showProgress();
+  const worker = async () => {
+    for (let n = todo.shift(); n !== undefined; n = todo.shift()) {
+      await uploadPart(upload, n, todo, showProgress);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, todo.length) }, worker));
+  upload.status = 'confirming';
+  updateUpload(upload);
+  const parts = [...m.etags].sort((a, b) => a[0] - b[0]).map(([part_number, etag]) => ({ part_number, etag }));
+  const file = await api('POST', `/files/uploads/${m.id}/complete`, { parts });
+  forgetResume(m.id);
+  return file;
+}
+
+async function uploadPart(upload, n, queued, showProgress) {
+  const m = upload.multipart;
+  if (!m.urls.has(n) || Date.now() > m.urlsExpire - 10_000) {
+    const wanted = [n, ...queued.slice(0, 19)];
+    const listing = await api('POST', `/files/uploads/${m.id}/parts`, { part_numbers: wanted });
+    if (Date.now() > m.urlsExpire - 10_000) m.urls = new Map();
+    m.urlsExpire = Date.parse(listing.expires_at);
+    for (const part of listing.parts) m.urls.set(part.part_number, part);
+  }
+  const from = (n - 1) * m.partSize;
+  const bytes = upload.file.slice(from, from + partLength(m, upload.file.size, n));
+  const etag = await sendBytes(upload, m.urls.get(n), bytes, (loaded) => {
+    m.loaded.set(n, loaded);
+    showProgress();
+  });
+  if (!etag) {
+    throw new ApiError(0, 'no_etag', 'The storage did not reveal the part\'s ETag; its CORS rules must expose it.');
+  }
+  m.loaded.delete(n);
+  m.etags.set(n, etag.replaceAll('"', ''));
+  saveResume(upload);
+  showProgress();
+}
+
+/** PUTs `body` to a presigned request, reporting progress; resolves to the ETag. */
+function sendBytes(upload, request, body, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    upload.xhr = xhr;
-    xhr.open(method, url);
-    for (const [name, value] of Object.entries(headers)) {
+    upload.xhrs.add(xhr);
+    const done = () => upload.xhrs.delete(xhr);
+    xhr.open(request.method, request.url);
+    for (const [name, value] of Object.entries(request.headers)) {
       // Browsers compute these themselves and refuse to be told.
       if (!['content-length', 'host'].includes(name.toLowerCase())) xhr.setRequestHeader(name, value);
     }
     xhr.upload.addEventListener('progress', (event) => {
-      if (!event.lengthComputable) return;
-      upload.progress = event.loaded / event.total;
-      updateUpload(upload);
+      if (event.lengthComputable) onProgress(event.loaded);
     });
     xhr.addEventListener('load', () => {
-      upload.xhr = null;
+      done();
       if (xhr.status >= 200 && xhr.status < 300) {
-        upload.progress = 1;
-        resolve();
-      } else {
-        const expired = xhr.status === 403 && /expired/i.test(xhr.responseText);
-        if (expired) upload.stage = 'presign';
-        reject(new ApiError(xhr.status, 'storage_refused', expired
-          ? 'The upload link expired; retry to get a new one.'
-          : `The storage refused the upload (HTTP ${xhr.status}).`));
+        onProgress(body.size);
+        resolve(xhr.getResponseHeader('ETag'));
+        return;
       }
+      const expired = xhr.status === 403 && /expired/i.test(xhr.responseText);
+      if (expired) {
+        upload.stage = 'presign';
+        if (upload.multipart) upload.multipart.urlsExpire = 0;
+      }
+      reject(new ApiError(xhr.status, 'storage_refused', expired
+        ? 'The upload link expired; retry to get a new one.'
+        : `The storage refused the upload (HTTP ${xhr.status}).`));
     });
     xhr.addEventListener('error', () => {
-      upload.xhr = null;
+      done();
       reject(new ApiError(0, 'network_error', 'The upload was interrupted by a network error.'));
     });
     xhr.addEventListener('abort', () => {
-      upload.xhr = null;
+      done();
       reject(new ApiError(0, 'canceled', 'Canceled'));
     });
-    xhr.send(upload.file);
+    xhr.send(body);
   });
 }
 
-function abortOnBroker(upload) {
-  const id = upload.presigned?.upload_id;
-  if (id) api('DELETE', `/files/uploads/${id}`).catch(() => {});
+function abortOnBroker(uploadId) {
+  if (uploadId) api('DELETE', `/files/uploads/${uploadId}`).catch(() => {});
+}
+
+// Multipart uploads survive a reload: what is needed to resume is kept in
+// localStorage until the upload completes, is canceled, or is found gone.
+
+function savedResumes() {
+  try {
+    return JSON.parse(localStorage.getItem(RESUME_KEY) ?? '[]');
+  } catch {
+    return [];
+  }
+}
+
+function saveResume(upload) {
+  const m = upload.multipart;
+  const entry = {
+    user_id: state.user.id,
+    upload_id: m.id,
+    channel_id: upload.channelId,
+    message_id: upload.messageId,
+    name: upload.file.name,
+    size: upload.file.size,
+    type: fileType(upload.file),
+    last_modified: upload.file.lastModified,
+    part_size: m.partSize,
+    part_count: m.partCount,
+    etags: Object.fromEntries(m.etags),
+  };
+  const others = savedResumes().filter((e) => e.upload_id !== m.id);
+  localStorage.setItem(RESUME_KEY, JSON.stringify([...others, entry]));
+}
+
+function forgetResume(uploadId) {
+  localStorage.setItem(RESUME_KEY, JSON.stringify(savedResumes().filter((e) => e.upload_id !== uploadId)));
+}
+
+/** Paused rows for this channel's unfinished multipart uploads. */
+function restoreResumable() {
+  const known = new Set(state.uploads.map((u) => u.multipart?.id));
+  for (const entry of savedResumes()) {
+    if (entry.user_id !== state.user.id || entry.channel_id !== state.channelId || known.has(entry.upload_id)) continue;
+    const file = { name: entry.name, size: entry.size, type: entry.type, lastModified: entry.last_modified };
+    const multipart = {
+      id: entry.upload_id,
+      partSize: entry.part_size,
+      partCount: entry.part_count,
+      urls: new Map(),
+      urlsExpire: 0,
+      etags: new Map(Object.entries(entry.etags).map(([n, etag]) => [Number(n), etag])),
+    };
+    const upload = newUpload(file, { messageId: entry.message_id, channelId: entry.channel_id, multipart, status: 'paused' });
+    upload.progress = [...multipart.etags.keys()].reduce((sum, n) => sum + partLength(multipart, entry.size, n), 0) / entry.size;
+    state.uploads.push(upload);
+  }
+  renderUploads();
+}
+
+/** A paused upload continues once the user picks the same file again. */
+let resuming = null;
+function pickFileToResume(upload) {
+  resuming = upload;
+  $('#resume-file-input').click();
+}
+
+function resumeWith(upload, file) {
+  const same = file.name === upload.file.name && file.size === upload.file.size && file.lastModified === upload.file.lastModified;
+  if (!same) {
+    notify(`That is not ${upload.file.name} (${humanSize(upload.file.size)}); pick the same file to resume.`, { error: true });
+    return;
+  }
+  upload.file = file;
+  upload.preview = thumbnailable(fileType(file)) ? URL.createObjectURL(file) : null;
+  renderUploads();
+  runUpload(upload);
 }
 
 /** Cancels an upload in progress (or removes a finished one) from the composer. */
 async function removeUpload(upload) {
   const wasDone = upload.status === 'done';
   upload.status = 'canceled';
-  upload.xhr?.abort();
+  for (const xhr of upload.xhrs) xhr.abort();
   state.uploads = state.uploads.filter((u) => u !== upload);
   renderUploads();
   upload.release();
   focusComposer();
+  const uploadId = upload.multipart?.id ?? upload.presigned?.upload_id;
+  if (upload.multipart) forgetResume(upload.multipart.id);
   try {
     if (wasDone) await api('DELETE', `/files/${upload.file_info.id}`);
-    else if (upload.presigned) await api('DELETE', `/files/uploads/${upload.presigned.upload_id}`);
+    else if (uploadId) await api('DELETE', `/files/uploads/${uploadId}`);
   } catch {
-    // Whatever is left is swept when the upload link expires.
+    // Whatever is left is swept when the upload expires.
   }
   notify(wasDone ? `${upload.file.name} removed` : `Upload of ${upload.file.name} canceled`);
 }
 
+/** The composer's uploads: this channel's. */
+function composerUploads() {
+  return state.uploads.filter((u) => u.channelId === state.channelId);
+}
+
 function renderUploads() {
   const list = $('#previews');
-  list.replaceChildren(...state.uploads.map(renderUpload));
+  list.replaceChildren(...composerUploads().map(renderUpload));
 }
 
 /** The composer's row for one file (FilePreview + FileUploadProgress). */
@@ -548,6 +750,14 @@ function renderUpload(upload) {
         'aria-label': `Retry uploading ${name}`,
         onclick: () => runUpload(upload),
         text: 'Retry',
+      }),
+      element('button', {
+        type: 'button',
+        class: 'secondary resume',
+        hidden: true,
+        'aria-label': `Resume uploading ${name}`,
+        onclick: () => pickFileToResume(upload),
+        text: 'Resume',
       }),
       element('button', {
         type: 'button',
@@ -573,18 +783,21 @@ function fillUpload(row, upload) {
   progress.value = percent;
   progress.setAttribute('aria-valuetext', `${percent}%`);
   progress.hidden = upload.status === 'done' || upload.status === 'error';
+  const parts = upload.multipart ? ` (${upload.multipart.partCount} parts)` : '';
   const label = {
     queued: 'Waiting…',
-    uploading: `Uploading… ${percent}%`,
+    uploading: `Uploading… ${percent}%${parts}`,
     confirming: 'Checking…',
-    done: 'Ready to send',
+    done: upload.messageId === null ? 'Ready to send' : 'Added to the message',
     error: 'Upload failed',
+    paused: `Paused at ${percent}%: pick the same file again to resume`,
   }[upload.status] ?? '';
   row.querySelector('.state').textContent = label;
   row.querySelector('.error').textContent = upload.error ?? '';
   row.querySelector('.retry').hidden = upload.status !== 'error';
+  row.querySelector('.resume').hidden = upload.status !== 'paused';
   const remove = row.querySelector('.remove');
-  const inFlight = upload.status === 'uploading' || upload.status === 'confirming' || upload.status === 'queued';
+  const inFlight = ['uploading', 'confirming', 'queued', 'paused'].includes(upload.status);
   remove.textContent = inFlight ? 'Cancel' : 'Remove';
   remove.setAttribute('aria-label', `${inFlight ? 'Cancel upload of' : 'Remove'} ${name}`);
 }
@@ -702,6 +915,13 @@ function wire() {
     const messageId = targetMessage;
     targetMessage = null;
     if (messageId !== null) addFiles([...event.target.files], messageId);
+    event.target.value = '';
+  });
+  $('#resume-file-input').addEventListener('change', (event) => {
+    const upload = resuming;
+    resuming = null;
+    const [file] = event.target.files;
+    if (upload && file) resumeWith(upload, file);
     event.target.value = '';
   });
   $('#composer-input').addEventListener('paste', (event) => {
