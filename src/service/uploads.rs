@@ -379,7 +379,10 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     let key = object_key(channel_id, id, &file.file_name);
     let max = state.config.max_file_size_bytes();
 
-    let first = read_chunk(&mut file.body, STREAM_PART_SIZE.min(max as usize + 1)).await?;
+    // One part-sized buffer per upload, reused for every part: memory stays
+    // flat and no page is faulted in twice.
+    let mut buffer = BytesMut::with_capacity(STREAM_PART_SIZE);
+    let first = read_chunk(&mut file.body, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1)).await?;
     check_size(state, first.len() as u64)?;
     if let Some(found) = sniff_mismatch(&file.content_type, &first[..first.len().min(SNIFF_LEN)]) {
         return Err(ServiceError::unverified(
@@ -394,7 +397,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         size
     } else {
         let multipart = state.storage.create_multipart(&key, file.content_type.as_str()).await?;
-        match stream_parts(state, &key, &multipart, first, &mut file.body, max).await {
+        match stream_parts(state, &key, &multipart, first, &mut file.body, &mut buffer, max).await {
             Ok(size) => size,
             Err(err) => {
                 state.storage.abort_multipart(&key, &multipart).await.ok();
@@ -439,12 +442,13 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     multipart: &str,
     first: Bytes,
     body: &mut R,
+    buffer: &mut BytesMut,
     max: u64,
 ) -> Result<u64, ServiceError> {
     let mut total = first.len() as u64;
     let mut parts = vec![state.storage.upload_part(key, multipart, 1, first).await?];
     loop {
-        let chunk = read_chunk(body, STREAM_PART_SIZE).await?;
+        let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
         if chunk.is_empty() {
             break;
         }
@@ -459,18 +463,20 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     Ok(total)
 }
 
-/// Reads up to `len` bytes, fewer only at the end of the body.
-async fn read_chunk<R: AsyncRead + Unpin>(body: &mut R, len: usize) -> Result<Bytes, ServiceError> {
-    let mut buf = BytesMut::with_capacity(len);
+/// Reads up to `len` bytes into `buf` (taking back its storage once the last
+/// chunk is dropped), fewer only at the end of the body.
+async fn read_chunk<R: AsyncRead + Unpin>(body: &mut R, buf: &mut BytesMut, len: usize) -> Result<Bytes, ServiceError> {
+    buf.clear();
+    buf.reserve(len);
     while buf.len() < len {
         let read = (&mut *body)
             .take((len - buf.len()) as u64)
-            .read_buf(&mut buf)
+            .read_buf(buf)
             .await
             .map_err(|e| ServiceError::invalid("upload_interrupted", format!("reading the upload failed: {e}")))?;
         if read == 0 {
             break;
         }
     }
-    Ok(buf.freeze())
+    Ok(buf.split().freeze())
 }

@@ -3,6 +3,7 @@
 //! in the same run (same machine load), and the ratio is what the targets
 //! are about. Not a test: nothing here fails on a slow machine.
 
+mod large;
 mod ws;
 
 use std::{
@@ -129,6 +130,10 @@ async fn run() {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     if only_ws {
         return ws::run(&client).await;
+    }
+    // `cargo bench --bench broker -- large` runs the 1 GiB upload alone.
+    if std::env::args().any(|a| a == "large") {
+        return large::run(&client).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let (addr, state) = start(dir.path(), None).await;
@@ -284,6 +289,7 @@ async fn run() {
         println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
     }
     ws::run(&client).await;
+    large::run(&client).await;
 }
 
 fn redirected(status: reqwest::StatusCode) -> reqwest::StatusCode {

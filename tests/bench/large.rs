@@ -1,0 +1,214 @@
+//! One 1 GiB file, uploaded the direct way (multipart with presigned part URLs)
+//! and through `POST /files/upload`: the broker's CPU time and peak RSS for
+//! each. The broker runs as its own process, a fresh one per path (so its peak
+//! RSS is that path's); the S3 endpoint runs in this process, so its work is
+//! not counted as the broker's.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use chatgenius_files::embedded_s3::EmbeddedS3;
+use futures_util::stream;
+use serde_json::{Value, json};
+
+const GIB: u64 = 1024 * 1024 * 1024;
+const CHUNK: usize = 1024 * 1024;
+
+struct Broker {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_broker(s3: &EmbeddedS3, part_size_mb: u32) -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_chatgenius-files"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", dir.path())
+        .env("BIND_ADDR", format!("127.0.0.1:{api}"))
+        .env("AWS_S3_ENDPOINT", s3.endpoint().as_str())
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose())
+        .env("MAX_FILE_SIZE_MB", "2048")
+        .env("MULTIPART_PART_SIZE_MB", part_size_mb.to_string())
+        .env("SWEEP_INTERVAL_SECS", "0")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("broker binary");
+    let broker = Broker { child, addr: format!("127.0.0.1:{api}"), _dir: dir };
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{}/health", broker.addr)).await.is_ok_and(|r| r.status().is_success()) {
+            return broker;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("broker did not start");
+}
+
+/// CPU time of every thread of `pid`, from the scheduler (nanosecond resolution).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Peak resident memory of `pid` so far, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (String, i64) {
+    let login: Value =
+        client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "big"})).send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let channel: Value = client
+        .post(format!("http://{addr}/channels"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "big"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (token, channel["id"].as_i64().unwrap())
+}
+
+/// 1 MiB of file content: a PNG signature first, then a pattern.
+fn chunk(first: bool) -> Bytes {
+    let mut bytes: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+    if first {
+        bytes[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
+    }
+    Bytes::from(bytes)
+}
+
+fn body_of(len: u64) -> reqwest::Body {
+    let chunks = (len as usize).div_ceil(CHUNK);
+    reqwest::Body::wrap_stream(stream::iter((0..chunks).map(|i| Ok::<_, std::io::Error>(chunk(i == 0)))))
+}
+
+/// The direct path: start, PUT every part straight to S3, complete.
+async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64) {
+    let started: Value = client
+        .post(format!("http://{addr}/files/multipart"))
+        .bearer_auth(token)
+        .json(&json!({ "channel_id": channel, "file_name": "big.png", "content_type": "image/png", "size": GIB }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upload_id = started["upload_id"].as_str().unwrap();
+    let part_count = started["part_count"].as_u64().unwrap();
+    let part_size = started["part_size"].as_u64().unwrap();
+    let mut urls: Vec<Value> = started["parts"].as_array().unwrap().clone();
+    if (urls.len() as u64) < part_count {
+        let rest: Vec<u64> = (urls.len() as u64 + 1..=part_count).collect();
+        for batch in rest.chunks(100) {
+            let more: Value = client
+                .post(format!("http://{addr}/files/uploads/{upload_id}/parts"))
+                .bearer_auth(token)
+                .json(&json!({ "part_numbers": batch }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            urls.extend(more["parts"].as_array().unwrap().iter().cloned());
+        }
+    }
+    let mut parts = Vec::new();
+    for part in &urls {
+        let n = part["part_number"].as_u64().unwrap();
+        let len = part_size.min(GIB - (n - 1) * part_size);
+        let resp = client.put(part["url"].as_str().unwrap()).header("content-length", len).body(body_of(len)).send().await.unwrap();
+        assert!(resp.status().is_success(), "part {n}: {}", resp.status());
+        let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        parts.push(json!({ "part_number": n, "etag": etag }));
+    }
+    let done = client
+        .post(format!("http://{addr}/files/uploads/{upload_id}/complete"))
+        .bearer_auth(token)
+        .json(&json!({ "parts": parts }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 201, "{}", done.text().await.unwrap());
+}
+
+/// Through the broker: one streamed multipart/form-data request.
+async fn proxied(client: &reqwest::Client, addr: &str, token: &str, channel: i64) {
+    let file = reqwest::multipart::Part::stream_with_length(body_of(GIB), GIB).file_name("big.png").mime_str("image/png").unwrap();
+    let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", file);
+    let resp = client.post(format!("http://{addr}/files/upload")).bearer_auth(token).multipart(form).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+}
+
+struct Measured {
+    cpu_secs: f64,
+    peak_rss_mib: f64,
+    wall_secs: f64,
+}
+
+async fn measure<F: std::future::Future<Output = ()>>(broker: &Broker, upload: F) -> Measured {
+    let pid = broker.child.id();
+    let cpu_before = cpu_ns(pid);
+    let started = Instant::now();
+    upload.await;
+    let wall_secs = started.elapsed().as_secs_f64();
+    Measured {
+        cpu_secs: (cpu_ns(pid) - cpu_before) as f64 / 1e9,
+        peak_rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
+        wall_secs,
+    }
+}
+
+pub async fn run(client: &reqwest::Client) {
+    let s3_dir = tempfile::tempdir().unwrap();
+    let s3 = EmbeddedS3::start(s3_dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await.unwrap();
+    println!("\n## 1 GiB upload: broker CPU and peak RSS (broker in its own process, S3 in the bench process)\n");
+    println!("| path | broker CPU s | broker peak RSS MiB | wall s |");
+    println!("|---|---:|---:|---:|");
+    let broker = start_broker(&s3, 64).await;
+    let (token, channel) = login_and_channel(client, &broker.addr).await;
+    let idle = measure(&broker, tokio::time::sleep(Duration::from_secs(5))).await;
+    println!("| idle broker, 5 s | {:.4} | {:.1} | {:.1} |", idle.cpu_secs, idle.peak_rss_mib, idle.wall_secs);
+    let direct_cost = measure(&broker, direct(client, &broker.addr, &token, channel)).await;
+    println!("| direct (multipart, 64 MiB parts, presigned) | {:.4} | {:.1} | {:.1} |", direct_cost.cpu_secs, direct_cost.peak_rss_mib, direct_cost.wall_secs);
+    drop(broker);
+
+    let broker = start_broker(&s3, 64).await;
+    let (token, channel) = login_and_channel(client, &broker.addr).await;
+    let proxy_cost = measure(&broker, proxied(client, &broker.addr, &token, channel)).await;
+    println!("| `POST /files/upload` (streamed) | {:.4} | {:.1} | {:.1} |", proxy_cost.cpu_secs, proxy_cost.peak_rss_mib, proxy_cost.wall_secs);
+    println!(
+        "\nBroker CPU, proxy / direct: **{:.0}×** (target ≥ 1000×). Proxy peak RSS: **{:.1} MiB** (target < 64 MB).",
+        proxy_cost.cpu_secs / direct_cost.cpu_secs.max(1e-9),
+        proxy_cost.peak_rss_mib
+    );
+}
