@@ -19,6 +19,7 @@ pub struct FileUploadComplete {
     /// Channel of the file.
     pub channel_id: i32,
     /// Message the file is attached to, if any.
+    #[oai(nullable)]
     pub message_id: Option<i32>,
     /// The file.
     pub file: FileInfo,
@@ -30,6 +31,7 @@ pub struct FileDeleted {
     /// Channel of the file.
     pub channel_id: i32,
     /// Message it was attached to, if any.
+    #[oai(nullable)]
     pub message_id: Option<i32>,
     /// Id of the deleted file.
     pub file_id: i32,

@@ -11,24 +11,31 @@ pub struct FileInfo {
     /// File id.
     pub id: i32,
     /// Message the file is attached to, if any.
+    #[oai(nullable)]
     pub message_id: Option<i32>,
     /// Channel the file belongs to.
     pub channel_id: i32,
     /// Original file name, for display.
     pub file_name: String,
     /// MIME type, verified against the file's first bytes.
+    #[oai(nullable)]
     pub content_type: Option<String>,
     /// Size in bytes.
+    #[oai(nullable)]
     pub file_size: Option<i64>,
     /// When the upload was confirmed.
+    #[oai(nullable)]
     pub uploaded_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Id of the uploader.
+    #[oai(nullable)]
     pub uploaded_by: Option<i32>,
     /// SHA-256 (hex) when the uploader declared one; it was verified.
+    #[oai(nullable)]
     pub sha256: Option<String>,
     /// How many download links were handed out for the file.
     pub download_count: i64,
     /// When the last download link was handed out.
+    #[oai(nullable)]
     pub last_downloaded_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Broker URL that redirects members to a short-lived download link.
     pub download_url: String,

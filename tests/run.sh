@@ -79,3 +79,6 @@ TEST_POSTGRES_URL="$PG_URL" cargo test --locked --test api
 
 log "browser tests (Chromium, against the debug binary)"
 (cd tests/ui && npm test)
+
+log "generated clients (Python and TypeScript) against the debug binary"
+tests/clients/run.sh

@@ -33,6 +33,7 @@ pub struct PresignRequest {
     /// Channel the file goes to; the caller must be a member.
     pub channel_id: i32,
     /// Attach to this message, which must be the caller's own in that channel.
+    #[oai(nullable)]
     pub message_id: Option<i32>,
     /// Display name (trimmed; refused when empty, over 255 bytes, or containing
     /// path separators, `..`, control, bidi-override or zero-width characters).
@@ -42,6 +43,7 @@ pub struct PresignRequest {
     /// Exact size in bytes, 1 to MAX_FILE_SIZE_MB MiB.
     pub size: i64,
     /// Optional SHA-256 of the content, 64 hex digits; signed into the URL and verified on confirm.
+    #[oai(nullable)]
     pub sha256: Option<String>,
 }
 

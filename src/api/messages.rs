@@ -38,6 +38,7 @@ pub struct MessagePage {
     /// Newest first, each with its live files.
     pub messages: Vec<MessageInfo>,
     /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[oai(nullable)]
     pub next_before: Option<i32>,
 }
 

@@ -94,6 +94,7 @@ pub struct UploadedPart {
     /// Part number.
     pub part_number: u32,
     /// Its ETag, when the store reports one.
+    #[oai(nullable)]
     pub etag: Option<String>,
     /// Its size in bytes.
     pub size: u64,
