@@ -12,6 +12,7 @@ mod channels;
 mod client;
 mod embedded_s3;
 mod errors;
+mod faults;
 mod files;
 mod health;
 mod logs;

@@ -1,0 +1,352 @@
+//! Faults: the object store or the database going away and coming back, the
+//! broker killed or shut down mid-work, a client vanishing mid-upload. The
+//! outcome must be a clear 503 while it lasts, recovery without a restart, and
+//! nothing left behind after a sweep.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chatgenius_files::{embedded_s3::EmbeddedS3, entity::file_upload, sweeper::sweep_once};
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+use crate::helpers::{TestApp, assert_error, fresh_database_url, spawn_app_with};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+/// A TCP link that can be cut (every connection dropped, new ones refused) and restored.
+struct Link {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Link {
+    async fn to(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (is_down, conns) = (down.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(task);
+            }
+        });
+        Self { addr, down, open }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// An S3 endpoint in the test process, so it outlives the brokers under test.
+async fn outside_store(dir: &std::path::Path) -> EmbeddedS3 {
+    EmbeddedS3::start(dir, "127.0.0.1:0".parse().unwrap(), &[]).await.unwrap()
+}
+
+fn store_args(endpoint: &str, s3: &EmbeddedS3) -> Vec<(&'static str, String)> {
+    vec![
+        ("aws-s3-endpoint", endpoint.to_owned()),
+        ("aws-access-key-id", s3.access_key_id.clone()),
+        ("aws-secret-access-key", s3.secret_access_key.expose().to_owned()),
+        ("aws-s3-bucket-name", "faults".to_owned()),
+    ]
+}
+
+async fn spawn_with(args: &[(&'static str, String)]) -> TestApp {
+    let borrowed: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_app_with(&borrowed).await
+}
+
+async fn presign_and_put(app: &TestApp, user: &crate::helpers::TestUser, channel: i64, name: &str) -> String {
+    let presigned: Value = app
+        .post(user, "/files/presign", json!({ "channel_id": channel, "file_name": name, "content_type": "image/png", "size": PNG.len() }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let put = app
+        .client
+        .put(presigned["url"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "PUT {}", put.status());
+    presigned["upload_id"].as_str().unwrap().to_owned()
+}
+
+async fn confirm(app: &TestApp, user: &crate::helpers::TestUser, upload_id: &str) -> reqwest::Response {
+    app.post(user, &format!("/files/uploads/{upload_id}/confirm"), json!({})).await
+}
+
+#[tokio::test]
+async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = outside_store(dir.path()).await;
+    let link = Link::to(s3.addr).await;
+    let app = spawn_with(&store_args(&format!("http://{}", link.addr), &s3)).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let upload_id = presign_and_put(&app, &alice, channel, "a.png").await;
+
+    link.cut();
+    assert_error(confirm(&app, &alice, &upload_id).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+    assert_error(app.client.get(app.url("/ready")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+
+    link.restore();
+    let resp = confirm(&app, &alice, &upload_id).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_database_going_away_is_503_and_the_broker_recovers_without_a_restart() {
+    let Ok(server) = std::env::var("TEST_POSTGRES_URL") else {
+        eprintln!("PostgreSQL not configured (TEST_POSTGRES_URL); tests/run.sh runs this on PostgreSQL");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let host_port = server.trim_end_matches('/').rsplit('@').next().unwrap().to_owned();
+    let link = Link::to(tokio::net::lookup_host(&host_port).await.unwrap().next().unwrap()).await;
+    let linked = url.replacen(&host_port, &link.addr.to_string(), 1);
+    let app = spawn_app_with(&[("database-url", &linked)]).await;
+    let alice = app.login("alice").await;
+    app.create_channel(&alice, "general").await;
+
+    link.cut();
+    assert_error(app.get(&alice, "/channels").await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    let post = app.post(&alice, "/channels", json!({ "name": "during" })).await;
+    assert_error(post, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    assert_error(app.client.get(app.url("/ready")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+
+    link.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if app.get(&alice, "/channels").await.status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the broker serves again once the database is back");
+    let channels: Value = app.get(&alice, "/channels").await.json().await.unwrap();
+    assert_eq!(channels["channels"].as_array().unwrap().len(), 1, "nothing was half-written: {channels}");
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = outside_store(&dir.path().join("s3")).await;
+    let data_dir = dir.path().join("broker");
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let envs = [
+        ("DATA_DIR", data_dir.to_str().unwrap().to_owned()),
+        ("BIND_ADDR", api.to_string()),
+        ("AWS_S3_ENDPOINT", s3.endpoint().as_str().to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
+        ("UPLOAD_URL_TTL_SECS", "1".to_owned()),
+        ("SWEEP_INTERVAL_SECS", "0".to_owned()),
+        ("RUST_LOG", "error".to_owned()),
+    ];
+    let command = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatgenius-files"));
+        cmd.env_clear().envs(envs.iter().map(|(k, v)| (*k, v.as_str()))).stdout(std::process::Stdio::piped());
+        cmd
+    };
+    let mut broker = command().arg("serve").spawn().unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://{api}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let login: Value = client.post(format!("{base}/auth/dev-login")).json(&json!({ "username": "kim" })).send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap();
+    let channel: Value =
+        client.post(format!("{base}/channels")).bearer_auth(token).json(&json!({ "name": "c" })).send().await.unwrap().json().await.unwrap();
+    let presigned: Value = client
+        .post(format!("{base}/files/presign"))
+        .bearer_auth(token)
+        .json(&json!({ "channel_id": channel["id"], "file_name": "k.png", "content_type": "image/png", "size": PNG.len() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = client.put(presigned["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG.to_vec()).send().await.unwrap();
+    assert!(put.status().is_success());
+    // SIGKILL between the PUT and the confirm.
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    assert_eq!(count_objects(&s3).await, 1);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Run off this test's runtime: the store it sweeps is served by it.
+    let mut sweep = command();
+    sweep.arg("sweep").env("BIND_ADDR", "127.0.0.1:0");
+    let swept = tokio::task::spawn_blocking(move || sweep.output()).await.unwrap().unwrap();
+    let report = String::from_utf8_lossy(&swept.stdout);
+    assert!(swept.status.success(), "{report}{}", String::from_utf8_lossy(&swept.stderr));
+    assert!(report.contains("| expired uploads removed | 1 |"), "{report}");
+    assert_eq!(count_objects(&s3).await, 0, "no orphan object after one sweep");
+}
+
+async fn count_objects(s3: &EmbeddedS3) -> usize {
+    let settings = chatgenius_files::storage::StorageSettings {
+        public_endpoint: Some(s3.endpoint()),
+        endpoint: Some(s3.endpoint()),
+        region: "us-east-1".into(),
+        bucket: "chatgenius-files".parse().unwrap(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key: s3.secret_access_key.clone(),
+        force_path_style: true,
+    };
+    let storage = chatgenius_files::storage::Storage::new(&settings);
+    storage.list_page("uploads/", None).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_client_vanishing_mid_upload_leaves_no_row_and_no_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = outside_store(dir.path()).await;
+    let app = spawn_with(&store_args(s3.endpoint().as_str(), &s3)).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+
+    let boundary = "cgfboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"channel_id\"\r\n\r\n{channel}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n"
+    );
+    let declared = 30 * 1024 * 1024;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "POST /files/upload HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n\r\n",
+        app.addr, alice.token
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(PNG).await.unwrap();
+    // 12 MiB: more than one 8 MiB part has gone to the store.
+    let chunk = vec![7u8; 1024 * 1024];
+    for _ in 0..12 {
+        stream.write_all(&chunk).await.unwrap();
+    }
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let report = sweep_once(&app.state, false).await.unwrap();
+    assert_eq!(report.orphans_found, 0);
+    assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 0, "no row");
+    assert_eq!(app.object_count().await, 0, "no object");
+    if let Ok(pending) = app.state.storage.list_multipart("uploads/").await {
+        assert!(pending.is_empty(), "no multipart upload left: {pending:?}");
+    }
+}
+
+#[tokio::test]
+async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = outside_store(&dir.path().join("s3")).await;
+    let database_url = fresh_database_url(dir.path()).await;
+    let mut args = store_args(s3.endpoint().as_str(), &s3);
+    args.push(("database-url", database_url));
+    args.push(("upload-url-ttl-secs", "2".to_owned()));
+    args.push(("confirm-rate-per-min", "100000".to_owned()));
+    args.push(("presign-rate-per-min", "100000".to_owned()));
+    args.push(("sweep-interval-secs", "0".to_owned()));
+    let app = spawn_with(&args).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let mut uploads = Vec::new();
+    for i in 0..30 {
+        uploads.push(presign_and_put(&app, &alice, channel, &format!("{i}.png")).await);
+    }
+
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A connection per confirm, as many clients would: after shutdown starts, new ones are refused.
+    let unpooled = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let confirms: Vec<_> = uploads
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (client, url, token) = (unpooled.clone(), app.url(&format!("/files/uploads/{id}/confirm")), alice.token.clone());
+            let done = done.clone();
+            tokio::spawn(async move {
+                // A steady stream rather than one instant volley.
+                tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
+                let result = client.post(url).bearer_auth(token).send().await.map(|r| r.status());
+                done.fetch_add(1, Ordering::SeqCst);
+                result
+            })
+        })
+        .collect();
+    // SIGTERM's path (graceful shutdown) once a few confirms went through.
+    while done.load(Ordering::SeqCst) < 5 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    app.shut_down();
+    let (mut answered, mut created) = (0, 0);
+    for confirm in confirms {
+        if let Ok(Ok(status)) = confirm.await {
+            assert!(status == StatusCode::CREATED || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+            answered += 1;
+            created += usize::from(status == StatusCode::CREATED);
+        }
+    }
+
+    // After the links expire, one sweep by a new instance settles everything.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = spawn_with(&args).await;
+    sweep_once(&after.state, false).await.unwrap();
+    let files = file_upload::Entity::find().all(&after.state.db).await.unwrap();
+    let objects: Vec<String> =
+        after.state.storage.list_page("uploads/", None).await.unwrap().into_iter().map(|(key, _)| key).collect();
+    let mut recorded: Vec<&str> = files.iter().map(|f| f.s3_key.as_str()).collect();
+    recorded.sort();
+    let mut stored: Vec<&str> = objects.iter().map(String::as_str).collect();
+    stored.sort();
+    assert_eq!(recorded, stored, "every object has its row and every row its object");
+    assert!(files.len() >= created, "every 201 has its file ({created} answered 201, {} recorded)", files.len());
+    eprintln!("{answered} of 30 confirms answered before shutdown; {} files recorded", files.len());
+}
