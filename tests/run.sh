@@ -82,3 +82,6 @@ log "browser tests (Chromium, against the debug binary)"
 
 log "generated clients (Python and TypeScript) against the debug binary"
 tests/clients/run.sh
+
+log "schemathesis against the debug binary"
+tests/fuzz/run.sh

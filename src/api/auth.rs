@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use super::{ApiTags, Success, ok, utc};
+use super::{JsonString, ApiTags, Success, ok, utc};
 use crate::{
     auth::{BearerAuth, CurrentUser},
     domain::Username,
@@ -37,7 +37,7 @@ impl From<user::Model> for User {
 #[derive(Object)]
 pub struct DevLoginRequest {
     /// Login name (1-64 of letters, digits, `_`, `-`, `.`); the user is created on first login.
-    pub username: String,
+    pub username: JsonString,
 }
 
 /// A bearer token and its user.

@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{ApiTags, Success, ok, auth::User, utc};
+use super::{JsonString, ApiTags, Success, ok, auth::User, utc};
 use crate::{
     auth::BearerAuth,
     domain::{ChannelName, Username},
@@ -40,7 +40,7 @@ impl From<channel::Model> for Channel {
 #[derive(Object)]
 pub struct CreateChannelRequest {
     /// Display name, 1-80 characters (trimmed), no control characters.
-    pub name: String,
+    pub name: JsonString,
 }
 
 /// The channels the caller belongs to.
@@ -76,7 +76,7 @@ pub struct MemberList {
 #[derive(Object)]
 pub struct AddMemberRequest {
     /// Login name of an existing user.
-    pub username: String,
+    pub username: JsonString,
 }
 
 /// A channel was created.

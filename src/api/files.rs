@@ -11,7 +11,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiTags, Success, ok};
+use super::{JsonString, ApiTags, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::{ContentType, FileName, Sha256Hex},
@@ -37,14 +37,14 @@ pub struct PresignRequest {
     pub message_id: Option<i32>,
     /// Display name (trimmed; refused when empty, over 255 bytes, or containing
     /// path separators, `..`, control, bidi-override or zero-width characters).
-    pub file_name: String,
+    pub file_name: JsonString,
     /// MIME type; must be allowed (ALLOWED_FILE_TYPES) and agree with the extension.
-    pub content_type: String,
+    pub content_type: JsonString,
     /// Exact size in bytes, 1 to MAX_FILE_SIZE_MB MiB.
     pub size: i64,
     /// Optional SHA-256 of the content, 64 hex digits; signed into the URL and verified on confirm.
     #[oai(nullable)]
-    pub sha256: Option<String>,
+    pub sha256: Option<JsonString>,
 }
 
 impl PresignRequest {
@@ -56,7 +56,7 @@ impl PresignRequest {
             file_name: FileName::parse(&self.file_name)?,
             content_type: ContentType::parse(&self.content_type)?,
             size,
-            sha256: self.sha256.as_deref().map(Sha256Hex::parse).transpose()?,
+            sha256: self.sha256.as_deref().map(|s| Sha256Hex::parse(s)).transpose()?,
         })
     }
 }

@@ -7,7 +7,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, Success, ok};
+use super::{JsonString, ApiTags, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::MessageContent,
@@ -25,7 +25,7 @@ pub struct MessagesApi;
 pub struct PostMessageRequest {
     /// Text, up to 4000 characters; may be empty only when `file_ids` attaches files.
     #[oai(default)]
-    pub content: String,
+    pub content: JsonString,
     /// Files to attach: the caller's own confirmed, unattached files of this
     /// channel (upload first, then post). All or nothing.
     #[oai(default)]

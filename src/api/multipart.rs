@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
-use super::{
+use super::{JsonString, 
     ApiTags, Success,
     files::{Confirmed, PresignRequest},
     ok,
@@ -127,7 +127,7 @@ pub struct CompletedPartRef {
     /// Part number.
     pub part_number: u32,
     /// The `ETag` header of the part's PUT response (quotes optional).
-    pub etag: String,
+    pub etag: JsonString,
 }
 
 /// The parts that make up the file.
@@ -198,7 +198,7 @@ impl MultipartApi {
         if body.0.parts.len() > 10_000 {
             return Err(ServiceError::invalid("invalid_part_list", "an upload has at most 10,000 parts").into());
         }
-        let parts: Vec<(u32, String)> = body.0.parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
+        let parts: Vec<(u32, String)> = body.0.parts.into_iter().map(|p| (p.part_number, p.etag.0)).collect();
         Ok(multipart::complete(&state, auth.0.id, upload_id.0, &parts).await?.into())
     }
 }
