@@ -24,3 +24,7 @@ mod ws;
 mod migrations;
 mod openapi;
 mod sweeper;
+
+#[path = "../soak/mod.rs"]
+mod soak_driver;
+mod soak;

@@ -4,6 +4,8 @@
 //! are about. Not a test: nothing here fails on a slow machine.
 
 mod large;
+#[path = "../soak/mod.rs"]
+mod soak;
 mod ws;
 
 use std::{
@@ -130,6 +132,26 @@ async fn run() {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     if only_ws {
         return ws::run(&client).await;
+    }
+    // `cargo bench --bench broker -- soak [seconds] [pg]`: the soak alone (600 s
+    // by default; `pg`: PostgreSQL + the SeaweedFS of tests/run.sh).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "soak") {
+        let secs = args.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(600);
+        let (backend, title) = if args.iter().any(|a| a == "pg") {
+            let s3 = (
+                std::env::var("TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:18333".into()),
+                std::env::var("TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "cgftestkey".into()),
+                std::env::var("TEST_S3_SECRET_KEY").unwrap_or_else(|_| "cgftestsecret0123456789".into()),
+            );
+            let database_url = postgres_database().await.expect("PostgreSQL on 127.0.0.1:5432 (or BENCH_POSTGRES_URL)");
+            (soak::Backend { database_url: Some(database_url), s3: Some(s3) }, format!("PostgreSQL + SeaweedFS, {secs} s"))
+        } else {
+            (soak::Backend::default(), format!("embedded default (SQLite + s3s-fs), {secs} s"))
+        };
+        let report = soak::run(env!("CARGO_BIN_EXE_chatgenius-files"), &backend, Duration::from_secs(secs), 20, 20).await;
+        print!("{}", report.table(&title));
+        return;
     }
     // `cargo bench --bench broker -- large` runs the 1 GiB upload alone.
     if std::env::args().any(|a| a == "large") {
