@@ -101,8 +101,19 @@ pub fn ok<T: ToJSON + Send + Sync>(value: T) -> Success<T> {
     Success::Ok(Json(value))
 }
 
-/// Every API of the service, in spec order.
-pub type Apis = (
+/// Declares the tuple of every API (in spec order) once, as a type and a value.
+macro_rules! apis {
+    ($($api:path),* $(,)?) => {
+        /// Every API of the service, in spec order.
+        pub type Apis = ($($api,)*);
+
+        fn apis() -> Apis {
+            ($($api,)*)
+        }
+    };
+}
+
+apis!(
     health::HealthApi,
     config::ConfigApi,
     auth::AuthApi,
@@ -116,16 +127,7 @@ pub type Apis = (
 /// The OpenAPI service (spec, Swagger UI and routes).
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (
-            health::HealthApi,
-            config::ConfigApi,
-            auth::AuthApi,
-            channels::ChannelsApi,
-            messages::MessagesApi,
-            files::FilesApi,
-            multipart::MultipartApi,
-            events::EventsApi,
-        ),
+        apis(),
         "ChatGenius Files",
         env!("CARGO_PKG_VERSION"),
     )

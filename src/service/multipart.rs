@@ -96,23 +96,10 @@ pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<St
     let id = Uuid::new_v4();
     let key = uploads::object_key(channel_id, id, &req.file_name);
     let multipart_id = state.storage.create_multipart(&key, req.content_type.as_str()).await?;
-    let created = now();
     let upload = pending_upload::Model {
-        id,
-        user_id: user,
-        channel_id,
-        message_id,
-        file_name: req.file_name.as_str().to_owned(),
-        s3_key: key,
-        content_type: req.content_type.as_str().to_owned(),
-        file_size: req.size as i64,
-        sha256: req.sha256.map(|s| s.as_str().to_owned()),
-        state: state::PENDING.to_owned(),
-        file_id: None,
         multipart_upload_id: Some(multipart_id.clone()),
         part_size: Some(layout.part_size as i64),
-        created_at: created,
-        expires_at: created + chrono::Duration::seconds(state.config.multipart_upload_ttl_secs as i64),
+        ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, state.config.multipart_upload_ttl_secs)
     };
     if let Err(err) = upload.clone().into_active_model().insert(&state.db).await {
         // Nothing may outlive a failed start.

@@ -141,6 +141,35 @@ pub(super) fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> S
     format!("uploads/{channel_id}/{}/{}", upload_id.simple(), name.key_safe())
 }
 
+/// The row of an upload in progress, living `lifetime_secs` from now.
+pub(super) fn pending_row(
+    id: Uuid,
+    user: i32,
+    (channel_id, message_id): (i32, Option<i32>),
+    req: &UploadRequest,
+    s3_key: String,
+    lifetime_secs: u64,
+) -> pending_upload::Model {
+    let created = now();
+    pending_upload::Model {
+        id,
+        user_id: user,
+        channel_id,
+        message_id,
+        file_name: req.file_name.as_str().to_owned(),
+        s3_key,
+        content_type: req.content_type.as_str().to_owned(),
+        file_size: req.size as i64,
+        sha256: req.sha256.as_ref().map(|s| s.as_str().to_owned()),
+        state: state::PENDING.to_owned(),
+        file_id: None,
+        multipart_upload_id: None,
+        part_size: None,
+        created_at: created,
+        expires_at: created + chrono::Duration::seconds(lifetime_secs as i64),
+    }
+}
+
 /// Validates an upload, records it as pending and signs the PUT the client must send.
 pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
     let (channel_id, message_id) = admit(state, user, &req).await?;
@@ -149,24 +178,7 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
     let request = state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
-    let created = now();
-    let upload = pending_upload::Model {
-        id,
-        user_id: user,
-        channel_id,
-        message_id,
-        file_name: req.file_name.as_str().to_owned(),
-        s3_key: key,
-        content_type: req.content_type.as_str().to_owned(),
-        file_size: req.size as i64,
-        sha256: req.sha256.map(|s| s.as_str().to_owned()),
-        state: state::PENDING.to_owned(),
-        file_id: None,
-        multipart_upload_id: None,
-        part_size: None,
-        created_at: created,
-        expires_at: created + chrono::Duration::seconds(ttl.as_secs() as i64),
-    };
+    let upload = pending_row(id, user, (channel_id, message_id), &req, key, ttl.as_secs());
     state.pending.record(upload.clone()).await?;
     state.metrics.presigned();
     Ok(Presigned { upload, request })

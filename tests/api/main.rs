@@ -25,6 +25,8 @@ mod migrations;
 mod openapi;
 mod sweeper;
 
+#[path = "../support/process.rs"]
+mod process;
 #[path = "../soak/mod.rs"]
 mod soak_driver;
 mod soak;

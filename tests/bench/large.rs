@@ -4,63 +4,28 @@
 //! RSS is that path's); the S3 endpoint runs in this process, so its work is
 //! not counted as the broker's.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatgenius_files::embedded_s3::EmbeddedS3;
 use futures_util::stream;
 use serde_json::{Value, json};
 
+use crate::process::BrokerProcess;
+
 const GIB: u64 = 1024 * 1024 * 1024;
 const CHUNK: usize = 1024 * 1024;
 
-struct Broker {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_broker(s3: &EmbeddedS3, part_size_mb: u32) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_chatgenius-files"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATA_DIR", dir.path())
-        .env("BIND_ADDR", format!("127.0.0.1:{api}"))
-        .env("AWS_S3_ENDPOINT", s3.endpoint().as_str())
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose())
-        .env("MAX_FILE_SIZE_MB", "2048")
-        .env("MULTIPART_PART_SIZE_MB", part_size_mb.to_string())
-        .env("SWEEP_INTERVAL_SECS", "0")
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("broker binary");
-    let broker = Broker { child, addr: format!("127.0.0.1:{api}"), _dir: dir };
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{}/health", broker.addr)).await.is_ok_and(|r| r.status().is_success()) {
-            return broker;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("broker did not start");
+async fn start_broker(s3: &EmbeddedS3, part_size_mb: u32) -> BrokerProcess {
+    let settings = [
+        ("AWS_S3_ENDPOINT", s3.endpoint().as_str().to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
+        ("MAX_FILE_SIZE_MB", "2048".to_owned()),
+        ("MULTIPART_PART_SIZE_MB", part_size_mb.to_string()),
+        ("SWEEP_INTERVAL_SECS", "0".to_owned()),
+    ];
+    BrokerProcess::start(env!("CARGO_BIN_EXE_chatgenius-files"), &settings).await
 }
 
 /// CPU time of every thread of `pid`, from the scheduler (nanosecond resolution).
@@ -71,12 +36,6 @@ fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
-}
-
-/// Peak resident memory of `pid` so far, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (String, i64) {
@@ -175,7 +134,7 @@ struct Measured {
     wall_secs: f64,
 }
 
-async fn measure<F: std::future::Future<Output = ()>>(broker: &Broker, upload: F) -> Measured {
+async fn measure<F: std::future::Future<Output = ()>>(broker: &BrokerProcess, upload: F) -> Measured {
     let pid = broker.child.id();
     let cpu_before = cpu_ns(pid);
     let started = Instant::now();
@@ -183,7 +142,7 @@ async fn measure<F: std::future::Future<Output = ()>>(broker: &Broker, upload: F
     let wall_secs = started.elapsed().as_secs_f64();
     Measured {
         cpu_secs: (cpu_ns(pid) - cpu_before) as f64 / 1e9,
-        peak_rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
+        peak_rss_mib: broker.peak_rss_kib() as f64 / 1024.0,
         wall_secs,
     }
 }

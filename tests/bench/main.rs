@@ -4,6 +4,8 @@
 //! are about. Not a test: nothing here fails on a slow machine.
 
 mod large;
+#[path = "../support/process.rs"]
+mod process;
 #[path = "../soak/mod.rs"]
 mod soak;
 mod ws;

@@ -2,10 +2,7 @@
 //! confirm to receipt across all of them, and the broker's RSS per connection.
 //! The broker runs as its own process so its memory is measured alone.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -14,59 +11,11 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
-use crate::{ms, presign_and_put};
+use crate::{ms, presign_and_put, process::BrokerProcess};
 
-struct Broker {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_broker() -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let (api, s3) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_chatgenius-files"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATA_DIR", dir.path())
-        .env("BIND_ADDR", format!("127.0.0.1:{api}"))
-        .env("EMBEDDED_S3_ADDR", format!("127.0.0.1:{s3}"))
-        .env("PRESIGN_RATE_PER_MIN", "1000000")
-        .env("CONFIRM_RATE_PER_MIN", "1000000")
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("broker binary");
-    let addr = format!("127.0.0.1:{api}");
-    let broker = Broker { child, addr, _dir: dir };
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{}/health", broker.addr)).await.is_ok_and(|r| r.status().is_success()) {
-            return broker;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("broker did not start");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+async fn start_broker() -> BrokerProcess {
+    let limits = [("PRESIGN_RATE_PER_MIN", "1000000".to_owned()), ("CONFIRM_RATE_PER_MIN", "1000000".to_owned())];
+    BrokerProcess::start(env!("CARGO_BIN_EXE_chatgenius-files"), &limits).await
 }
 
 /// Raises this process's open-file limit to the hard limit (the broker child
@@ -101,7 +50,7 @@ pub async fn run(client: &reqwest::Client) {
         let channel: Value = client.post(format!("http://{addr}/channels")).bearer_auth(&token).json(&json!({"name": "fan"})).send().await.unwrap().json().await.unwrap();
         let channel = channel["id"].as_i64().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let idle = rss_kib(broker.child.id());
+        let idle = broker.rss_kib();
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
         let mut sockets = Vec::with_capacity(subscribers);
@@ -124,7 +73,7 @@ pub async fn run(client: &reqwest::Client) {
             }));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let connected = rss_kib(broker.child.id());
+        let connected = broker.rss_kib();
 
         let rounds = 5;
         let mut latencies = Vec::with_capacity(rounds * subscribers);

@@ -6,15 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-tmp=$(mktemp -d)
-broker_pid=
-cleanup() {
-  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source tests/broker.sh
 
 # Generation must not warn (missing operation ids, unnamed schemas…).
 fail_on_warnings() {
@@ -44,12 +36,7 @@ ln -s "$PWD/tests/clients/ts/node_modules" "$tmp/ts/node_modules"
 echo '{"type":"module"}' >"$tmp/ts/out/package.json"
 ln -s "$PWD/tests/clients/ts/node_modules" "$tmp/ts/out/node_modules"
 
-http=$(free_port)
-s3=$(free_port)
-DATA_DIR="$tmp/data" BIND_ADDR="127.0.0.1:$http" EMBEDDED_S3_ADDR="127.0.0.1:$s3" RUST_LOG=warn \
-  target/debug/chatgenius-files serve &
-broker_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http/health" >/dev/null && break; sleep 0.1; done
+start_broker
 
-python3 tests/clients/python_smoke.py "$tmp/py" "http://127.0.0.1:$http"
-node "$tmp/ts/out/smoke.js" "http://127.0.0.1:$http"
+python3 tests/clients/python_smoke.py "$tmp/py" "$base"
+node "$tmp/ts/out/smoke.js" "$base"

@@ -8,22 +8,8 @@ cd "$(dirname "$0")/../.."
 
 python3 -m pip install -q --disable-pip-version-check schemathesis==4.32.5 2>&1 | grep -v "^WARNING: Running pip as" || true
 
-tmp=$(mktemp -d)
-broker_pid=
-cleanup() {
-  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-http=$(free_port)
-base="http://127.0.0.1:$http"
-DATA_DIR="$tmp/data" BIND_ADDR="127.0.0.1:$http" EMBEDDED_S3_ADDR="127.0.0.1:$(free_port)" \
-  PRESIGN_RATE_PER_MIN=1000000 CONFIRM_RATE_PER_MIN=1000000 DOWNLOAD_RATE_PER_MIN=1000000 RUST_LOG=error \
-  target/debug/chatgenius-files serve &
-broker_pid=$!
-for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+source tests/broker.sh
+start_broker PRESIGN_RATE_PER_MIN=1000000 CONFIRM_RATE_PER_MIN=1000000 DOWNLOAD_RATE_PER_MIN=1000000
 
 json() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 token=$(curl -sf "$base/auth/dev-login" -H 'content-type: application/json' -d '{"username":"fuzzer"}' | json "['token']")

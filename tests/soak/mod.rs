@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -20,6 +20,8 @@ use std::{
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::{connect_async, tungstenite::{Message, client::IntoClientRequest}};
+
+use crate::process::BrokerProcess;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
@@ -60,68 +62,24 @@ impl SoakReport {
     }
 }
 
-struct Broker {
-    child: Child,
-    base: String,
-    envs: Vec<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-}
-
-async fn start_broker(binary: &str, backend: &Backend) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let api = free_port();
-    let mut envs: Vec<(String, String)> = vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("DATA_DIR".into(), dir.path().display().to_string()),
-        ("BIND_ADDR".into(), format!("127.0.0.1:{api}")),
-        ("EMBEDDED_S3_ADDR".into(), format!("127.0.0.1:{}", free_port())),
-        ("PRESIGN_RATE_PER_MIN".into(), "1000000".into()),
-        ("CONFIRM_RATE_PER_MIN".into(), "1000000".into()),
-        ("DOWNLOAD_RATE_PER_MIN".into(), "1000000".into()),
-        ("SWEEP_INTERVAL_SECS".into(), "0".into()),
-        ("RUST_LOG".into(), "error".into()),
-        ("AWS_S3_BUCKET_NAME".into(), format!("soak-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])),
+async fn start_broker(binary: &str, backend: &Backend) -> BrokerProcess {
+    let mut settings = vec![
+        ("PRESIGN_RATE_PER_MIN", "1000000".to_owned()),
+        ("CONFIRM_RATE_PER_MIN", "1000000".to_owned()),
+        ("DOWNLOAD_RATE_PER_MIN", "1000000".to_owned()),
+        ("SWEEP_INTERVAL_SECS", "0".to_owned()),
+        ("RUST_LOG", "error".to_owned()),
+        ("AWS_S3_BUCKET_NAME", format!("soak-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])),
     ];
     if let Some(url) = &backend.database_url {
-        envs.push(("DATABASE_URL".into(), url.clone()));
+        settings.push(("DATABASE_URL", url.clone()));
     }
     if let Some((endpoint, key, secret)) = &backend.s3 {
-        envs.push(("AWS_S3_ENDPOINT".into(), endpoint.clone()));
-        envs.push(("AWS_ACCESS_KEY_ID".into(), key.clone()));
-        envs.push(("AWS_SECRET_ACCESS_KEY".into(), secret.clone()));
+        settings.push(("AWS_S3_ENDPOINT", endpoint.clone()));
+        settings.push(("AWS_ACCESS_KEY_ID", key.clone()));
+        settings.push(("AWS_SECRET_ACCESS_KEY", secret.clone()));
     }
-    let child = Command::new(binary)
-        .arg("serve")
-        .env_clear()
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("broker binary");
-    let broker = Broker { child, base: format!("http://127.0.0.1:{api}"), envs, _dir: dir };
-    for _ in 0..200 {
-        if reqwest::get(format!("{}/health", broker.base)).await.is_ok_and(|r| r.status().is_success()) {
-            return broker;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("broker did not start");
+    BrokerProcess::start(binary, &settings).await
 }
 
 #[derive(Clone)]
@@ -291,7 +249,7 @@ pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32,
         files: Mutex::default(),
         expected_per_subscriber: AtomicU64::new(0),
     });
-    let rss_start_kib = rss_kib(broker.child.id());
+    let rss_start_kib = broker.rss_kib();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
@@ -312,7 +270,7 @@ pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32,
     while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rss_end_kib = rss_kib(broker.child.id());
+    let rss_end_kib = broker.rss_kib();
     for socket in sockets {
         socket.abort();
     }
