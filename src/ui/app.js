@@ -729,6 +729,16 @@ function composerUploads() {
 function renderUploads() {
   const list = $('#previews');
   list.replaceChildren(...composerUploads().map(renderUpload));
+  showAttachBusy();
+}
+
+/** The paperclip shows (and tells) when uploads are under way. */
+function showAttachBusy() {
+  const busy = state.uploads.some((u) => ['queued', 'uploading', 'confirming'].includes(u.status));
+  const attach = $('#attach');
+  attach.classList.toggle('busy', busy);
+  attach.setAttribute('aria-busy', String(busy));
+  attach.title = busy ? 'Attach files (uploads in progress)' : 'Attach files';
 }
 
 /** The composer's row for one file (FilePreview + FileUploadProgress). */
@@ -773,6 +783,7 @@ function renderUpload(upload) {
 function updateUpload(upload) {
   const row = document.getElementById(`upload-${upload.key}`);
   if (row) fillUpload(row, upload);
+  showAttachBusy();
 }
 
 function fillUpload(row, upload) {

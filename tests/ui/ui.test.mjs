@@ -225,12 +225,14 @@ describe('browser client', () => {
     const bytes = Buffer.alloc(3 * 1024 * 1024, 'a');
     await page.setInputFiles('#file-input', { name: 'big.txt', mimeType: 'text/plain', buffer: bytes });
     await page.waitForSelector('#previews li[data-status="uploading"] .state:text-matches("Uploading… [1-9]")');
+    assert.equal(await page.getAttribute('#attach', 'aria-busy'), 'true', 'the attach button shows the upload');
     await shot(page, '03-upload-in-progress');
     await uploadStatus(page, 'big.txt', 'done');
     const seen = await page.evaluate(() => [...window.seenProgress]);
     assert.ok(seen.some((v) => v > 0 && v < 100), `intermediate progress was shown: ${seen}`);
     assert.ok(seen.includes(100), `progress reached 100%: ${seen}`);
     assert.equal(await page.evaluate(() => window.chatgenius.state.uploads[0].progress), 1);
+    assert.equal(await page.getAttribute('#attach', 'aria-busy'), 'false');
     await context.close();
   });
 
