@@ -41,6 +41,8 @@ pub struct SoakReport {
     pub unexpected: u64,
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
+    /// RSS at every tenth of the run, KiB.
+    pub rss_samples_kib: Vec<u64>,
     pub orphans_after_sweep: u64,
     pub events_expected: u64,
     pub events_received: u64,
@@ -56,6 +58,8 @@ impl SoakReport {
         }
         out += &format!("| unexpected outcomes | {} |\n", self.unexpected);
         out += &format!("| broker RSS at start / end, MiB | {:.1} / {:.1} |\n", self.rss_start_kib as f64 / 1024.0, self.rss_end_kib as f64 / 1024.0);
+        let samples: Vec<String> = self.rss_samples_kib.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect();
+        out += &format!("| broker RSS every tenth of the run, MiB | {} |\n", samples.join(" → "));
         out += &format!("| orphan objects after the final sweep | {} |\n", self.orphans_after_sweep);
         out += &format!("| events received / expected | {} / {} |\n", self.events_received, self.events_expected);
         out
@@ -255,7 +259,11 @@ pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32,
     let started = Instant::now();
     let mut running = Vec::new();
     let mut n = 0u64;
+    let mut rss_samples_kib = Vec::new();
     while started.elapsed() < duration {
+        if started.elapsed() >= duration.mul_f64(rss_samples_kib.len() as f64 / 10.0) {
+            rss_samples_kib.push(broker.rss_kib());
+        }
         tick.tick().await;
         let (load, users) = (load.clone(), users.clone());
         running.push(tokio::spawn(async move { load.step(&users, n).await }));
@@ -292,6 +300,7 @@ pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32,
         unexpected: load.unexpected.load(Ordering::Relaxed),
         rss_start_kib,
         rss_end_kib,
+        rss_samples_kib,
         orphans_after_sweep,
         events_expected: expected,
         events_received: received.load(Ordering::Relaxed),
