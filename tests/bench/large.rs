@@ -11,7 +11,7 @@ use chatgenius_files::embedded_s3::EmbeddedS3;
 use futures_util::stream;
 use serde_json::{Value, json};
 
-use crate::process::BrokerProcess;
+use crate::{login_and_channel, process::BrokerProcess};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const CHUNK: usize = 1024 * 1024;
@@ -36,23 +36,6 @@ fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
-}
-
-async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (String, i64) {
-    let login: Value =
-        client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "big"})).send().await.unwrap().json().await.unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
-    let channel: Value = client
-        .post(format!("http://{addr}/channels"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "big"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (token, channel["id"].as_i64().unwrap())
 }
 
 /// 1 MiB of file content: a PNG signature first, then a pattern.

@@ -94,6 +94,24 @@ fn main() {
     runtime.block_on(run());
 }
 
+/// Logs in (dev login) and creates a channel; returns the token and the channel id.
+pub(crate) async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (String, i64) {
+    let login: Value =
+        client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let channel: Value = client
+        .post(format!("http://{addr}/channels"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (token, channel["id"].as_i64().unwrap())
+}
+
 /// Starts a broker on the embedded store with limits out of the way, on the
 /// given database (default: SQLite in `dir`).
 async fn start(dir: &std::path::Path, database_url: Option<&str>) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
@@ -167,19 +185,7 @@ async fn run() {
     let bare_routes = Route::new().at("/bare", post(bare)).at("/bare-redirect", poem::get(bare_redirect));
     tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes));
 
-    let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
-    let channel: Value = client
-        .post(format!("http://{addr}/channels"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let channel = channel["id"].as_i64().unwrap();
+    let (token, channel) = login_and_channel(&client, &addr.to_string()).await;
     let presign_body = move |i: usize| json!({ "channel_id": channel, "file_name": format!("f{i}.png"), "content_type": "image/png", "size": 1024 });
 
     println!("\n## Presign vs a bare poem endpoint (embedded default, SQLite)\n");

@@ -5,13 +5,12 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
 use tokio_tungstenite::{
     connect_async_with_config,
     tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
-use crate::{ms, presign_and_put, process::BrokerProcess};
+use crate::{login_and_channel, ms, presign_and_put, process::BrokerProcess};
 
 async fn start_broker() -> BrokerProcess {
     let limits = [("PRESIGN_RATE_PER_MIN", "1000000".to_owned()), ("CONFIRM_RATE_PER_MIN", "1000000".to_owned())];
@@ -45,10 +44,7 @@ pub async fn run(client: &reqwest::Client) {
         }
         let broker = start_broker().await;
         let addr = broker.addr.clone();
-        let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "fan"})).send().await.unwrap().json().await.unwrap();
-        let token = login["token"].as_str().unwrap().to_owned();
-        let channel: Value = client.post(format!("http://{addr}/channels")).bearer_auth(&token).json(&json!({"name": "fan"})).send().await.unwrap().json().await.unwrap();
-        let channel = channel["id"].as_i64().unwrap();
+        let (token, channel) = login_and_channel(client, &addr).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle = broker.rss_kib();
 
