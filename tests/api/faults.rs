@@ -179,7 +179,8 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         ("AWS_S3_ENDPOINT", s3.endpoint().as_str().to_owned()),
         ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
         ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
-        ("UPLOAD_URL_TTL_SECS", "1".to_owned()),
+        // Not 1: X-Amz-Date has whole seconds, so a 1 s URL can die before the PUT.
+        ("UPLOAD_URL_TTL_SECS", "2".to_owned()),
         ("SWEEP_INTERVAL_SECS", "0".to_owned()),
         ("RUST_LOG", "error".to_owned()),
     ];
@@ -218,7 +219,7 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
     broker.wait().unwrap();
     assert_eq!(count_objects(&s3).await, 1);
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // Run off this test's runtime: the store it sweeps is served by it.
     let mut sweep = command();
     sweep.arg("sweep").env("BIND_ADDR", "127.0.0.1:0");

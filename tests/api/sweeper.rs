@@ -11,7 +11,9 @@ use crate::helpers::spawn_app_with;
 
 #[tokio::test]
 async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
-    let app = spawn_app_with(&[("deleted-file-retention-days", "0"), ("upload-url-ttl-secs", "1"), ("sweep-interval-secs", "0")]).await;
+    // Two seconds: X-Amz-Date has whole seconds, so a 1 s URL may live only a few
+    // milliseconds, less than a loaded machine needs between presign and PUT.
+    let app = spawn_app_with(&[("deleted-file-retention-days", "0"), ("upload-url-ttl-secs", "2"), ("sweep-interval-secs", "0")]).await;
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
 
@@ -29,7 +31,7 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     app.post(&alice, "/files/presign", json!({ "channel_id": channel, "file_name": "b.txt", "content_type": "text/plain", "size": 1 })).await;
     assert_eq!(app.object_count().await, 2);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let report = sweep_once(&app.state, false).await.unwrap();
     assert_eq!(report.deleted_files_purged, 1);
     assert_eq!(report.expired_uploads_removed, 2);
