@@ -203,6 +203,8 @@ function renderChannels() {
 
 async function openChannel(channelId) {
   state.channelId = channelId;
+  // Events of this channel arriving while the page loads land here first.
+  state.messages = new Map();
   sessionStorage.setItem('cg.channel', String(channelId));
   const channel = state.channels.find((c) => c.id === channelId);
   $('#channel-title').textContent = channel ? `# ${channel.name}` : 'Channel';
@@ -211,8 +213,12 @@ async function openChannel(channelId) {
     api('GET', `/channels/${channelId}/messages?limit=50`),
     api('GET', `/channels/${channelId}/members`),
   ]);
+  if (state.channelId !== channelId) return; // another channel was picked meanwhile
   state.names = new Map(members.members.map((m) => [m.user.id, m.user.username]));
-  state.messages = new Map(page.messages.map((m) => [m.id, m]));
+  // What arrived live during the load is newer than the page: keep it.
+  for (const message of page.messages) {
+    if (!state.messages.has(message.id)) state.messages.set(message.id, message);
+  }
   const list = $('#messages');
   list.replaceChildren(...[...state.messages.values()].sort((a, b) => a.id - b.id).map(renderMessage));
   restoreResumable();
