@@ -147,10 +147,8 @@ pub async fn complete(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u3
 async fn complete_inner(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u32, String)]) -> Result<Confirmation, ServiceError> {
     uploads::rate_limit(state, Action::Confirm, user)?;
     let upload = uploads::own_upload(&state.db, user, upload_id).await?;
-    match upload.state.as_str() {
-        state::PENDING => {}
-        state::CONFIRMED => return uploads::already_confirmed(&state.db, &upload).await,
-        _ => return Err(ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))),
+    if let Some(done) = uploads::finished(state, &upload).await? {
+        return Ok(done);
     }
     if upload.multipart_upload_id.is_none() && upload.part_size.is_some() {
         // Completed in the store by an earlier call that failed afterwards.
@@ -230,7 +228,7 @@ fn is_part_error(code: &str) -> bool {
 async fn open_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
     let upload = uploads::own_upload(&state.db, user, upload_id).await?;
     if upload.state != state::PENDING {
-        return Err(ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state)));
+        return Err(uploads::not_pending(&upload));
     }
     Ok(upload)
 }

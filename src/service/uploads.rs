@@ -211,13 +211,26 @@ pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, Serv
     }
 }
 
+/// For a confirm or complete: `None` to go on with a pending upload, the
+/// recorded file when it was confirmed before, a conflict otherwise.
+pub(super) async fn finished(state: &AppState, upload: &pending_upload::Model) -> Result<Option<Confirmation>, ServiceError> {
+    match upload.state.as_str() {
+        state::PENDING => Ok(None),
+        state::CONFIRMED => already_confirmed(&state.db, upload).await.map(Some),
+        _ => Err(not_pending(upload)),
+    }
+}
+
+/// The refusal for an upload that was aborted, rejected or already recorded.
+pub(super) fn not_pending(upload: &pending_upload::Model) -> ServiceError {
+    ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))
+}
+
 async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     rate_limit(state, Action::Confirm, user)?;
     let upload = own_upload(&state.db, user, upload_id).await?;
-    match upload.state.as_str() {
-        state::PENDING => {}
-        state::CONFIRMED => return already_confirmed(&state.db, &upload).await,
-        _ => return Err(ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))),
+    if let Some(done) = finished(state, &upload).await? {
+        return Ok(done);
     }
     if upload.multipart_upload_id.is_some() {
         return Err(ServiceError::conflict("upload_is_multipart", "a multipart upload is finished with /complete"));
