@@ -76,7 +76,10 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             // One line naming the variable and the problem.
             let rendered = err.render().to_string();
-            eprintln!("{}", rendered.lines().next().unwrap_or("invalid configuration"));
+            eprintln!(
+                "{}",
+                rendered.lines().next().unwrap_or("invalid configuration")
+            );
             return std::process::ExitCode::from(2);
         }
     };
@@ -102,7 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await?;
         }
         Command::Migrate { action } => {
-            let db = startup::connect_database(&cli.config).await?;
+            let db = startup::connect_database(&cli.config, None).await?;
             match action {
                 MigrateAction::Up => Migrator::up(&db, None).await?,
                 MigrateAction::Down => Migrator::down(&db, Some(1)).await?,
@@ -123,12 +126,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BucketSetup { strict } => return bucket_setup(cli.config, strict).await,
         Command::Token { username } => {
             let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let db = startup::connect_database(&cli.config).await?;
+            let db = startup::connect_database(&cli.config, None).await?;
             Migrator::up(&db, None).await?;
             let user = users::find_or_create(&db, &username).await?;
-            let secret = auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
-            let keys = TokenKeys::new(&secret, std::time::Duration::from_secs(cli.config.token_ttl_secs));
-            println!("{}", keys.issue(&CurrentUser { id: user.id, username: user.username }));
+            let secret =
+                auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
+            let keys = TokenKeys::new(
+                &secret,
+                std::time::Duration::from_secs(cli.config.token_ttl_secs),
+            );
+            println!(
+                "{}",
+                keys.issue(&CurrentUser {
+                    id: user.id,
+                    username: user.username
+                })
+            );
         }
     }
     Ok(())
@@ -167,7 +180,9 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"))
         .add_directive("s3s=warn".parse().expect("static directive"))
         .add_directive("s3s_fs=warn".parse().expect("static directive"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -178,7 +193,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

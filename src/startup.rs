@@ -4,11 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use migration::{Migrator, MigratorTrait};
-use poem::{
-    EndpointExt, Route, Server,
-    http::Method,
-    middleware::Cors,
-};
+use poem::{EndpointExt, Route, Server, http::Method, middleware::Cors};
 use sea_orm::{
     ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
@@ -19,16 +15,16 @@ use crate::{
     auth::{self, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
-    metrics::Metrics,
-    net::NoDelayAcceptor,
     error::render_poem_error,
     events::EventHub,
+    metrics::Metrics,
+    net::NoDelayAcceptor,
     ratelimit::RateLimits,
     relay,
     service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
+    storage::{Storage, StorageSettings},
     sweeper,
     ws::AllowedOrigins,
-    storage::{Storage, StorageSettings},
 };
 
 /// What every handler can reach.
@@ -65,7 +61,9 @@ impl Application {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.bind_addr)
             .await
-            .map_err(|e| anyhow::anyhow!("BIND_ADDR: cannot listen on {}: {e}", config.bind_addr))?;
+            .map_err(|e| {
+                anyhow::anyhow!("BIND_ADDR: cannot listen on {}: {e}", config.bind_addr)
+            })?;
         let (acceptor, addr) = NoDelayAcceptor::new(listener)?;
         let mut cors_origins = config.cors_allowed_origins.clone();
         cors_origins.push(config.public_origin(addr));
@@ -75,14 +73,20 @@ impl Application {
         match (&embedded_s3, storage.ensure_bucket().await) {
             (_, Ok(())) => {}
             (Some(_), Err(err)) => anyhow::bail!("embedded S3: cannot create bucket: {err}"),
-            (None, Err(err)) => tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is"),
+            (None, Err(err)) => {
+                tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is")
+            }
         }
 
-        let db = connect_database(&config).await?;
+        let db = connect_database(&config, None).await?;
         Migrator::up(&db, None).await?;
+        let writer = connect_writer(&config, &db).await?;
 
         let secret = auth::resolve_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
-        let tokens = Arc::new(TokenKeys::new(&secret, Duration::from_secs(config.token_ttl_secs)));
+        let tokens = Arc::new(TokenKeys::new(
+            &secret,
+            Duration::from_secs(config.token_ttl_secs),
+        ));
         tracing::info!(
             %addr,
             dev_login = config.dev_login_enabled(),
@@ -98,8 +102,8 @@ impl Application {
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let database_url = config.database_url();
         let state = AppState {
-            pending: PendingWriter::spawn(db.clone()),
-            downloads: DownloadRecorder::spawn(db.clone()),
+            pending: PendingWriter::spawn(writer.clone()),
+            downloads: DownloadRecorder::spawn(writer),
             db,
             storage,
             tokens,
@@ -111,11 +115,23 @@ impl Application {
             closing: closing_rx,
         };
         if state.db.get_database_backend() == DatabaseBackend::Postgres {
-            relay::start(state.db.clone(), &database_url, &state.events, state.cache.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
+            relay::start(
+                state.db.clone(),
+                &database_url,
+                &state.events,
+                state.cache.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
         }
-        Ok(Self { addr, acceptor, state, cors_origins, embedded_s3, closing })
+        Ok(Self {
+            addr,
+            acceptor,
+            state,
+            cors_origins,
+            embedded_s3,
+            closing,
+        })
     }
 
     /// The address the API listens on.
@@ -168,7 +184,12 @@ impl Application {
     }
 
     /// Timers: limiter and cache cleanup and, unless switched off, the sweeper.
-    fn spawn_background(&self) -> (tokio::task::JoinHandle<()>, Option<tokio::task::JoinHandle<()>>) {
+    fn spawn_background(
+        &self,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        Option<tokio::task::JoinHandle<()>>,
+    ) {
         let (limits, cache) = (self.state.limits.clone(), self.state.cache.clone());
         let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
         let timers = tokio::spawn(async move {
@@ -200,7 +221,10 @@ fn metrics_endpoint(state: poem::web::Data<&AppState>) -> poem::Response {
 
 /// The object store as configured (starting the embedded endpoint when it is
 /// the one), without touching the bucket: for tools like `bucket-setup`.
-pub async fn open_storage(config: &Config, cors_origins: &[Origin]) -> anyhow::Result<(Storage, Option<EmbeddedS3>)> {
+pub async fn open_storage(
+    config: &Config,
+    cors_origins: &[Origin],
+) -> anyhow::Result<(Storage, Option<EmbeddedS3>)> {
     let (settings, embedded) = storage_settings(config, cors_origins).await?;
     Ok((Storage::new(&settings), embedded))
 }
@@ -210,7 +234,10 @@ async fn storage_settings(
     cors_origins: &[Origin],
 ) -> anyhow::Result<(StorageSettings, Option<EmbeddedS3>)> {
     let common = |endpoint: Option<Origin>, key: String, secret, path_style| StorageSettings {
-        public_endpoint: config.aws_s3_public_endpoint.clone().or_else(|| endpoint.clone()),
+        public_endpoint: config
+            .aws_s3_public_endpoint
+            .clone()
+            .or_else(|| endpoint.clone()),
         endpoint,
         region: config.aws_s3_region.clone(),
         bucket: config.aws_s3_bucket_name.clone(),
@@ -220,35 +247,79 @@ async fn storage_settings(
     };
     Ok(match config.storage_mode() {
         StorageMode::Embedded => {
-            let s3 = EmbeddedS3::start(&config.data_dir.join("s3"), config.embedded_s3_addr, cors_origins)
-                .await
-                .map_err(|e| anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}"))?;
+            let s3 = EmbeddedS3::start(
+                &config.data_dir.join("s3"),
+                config.embedded_s3_addr,
+                cors_origins,
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}")
+            })?;
             tracing::info!(endpoint = %s3.endpoint(), bucket = config.aws_s3_bucket_name.as_str(), "storage: embedded S3 endpoint (SigV4 checked)");
-            let settings = common(Some(s3.endpoint()), s3.access_key_id.clone(), s3.secret_access_key.clone(), true);
+            let settings = common(
+                Some(s3.endpoint()),
+                s3.access_key_id.clone(),
+                s3.secret_access_key.clone(),
+                true,
+            );
             (settings, Some(s3))
         }
-        StorageMode::External { endpoint, access_key_id, secret_access_key } => {
+        StorageMode::External {
+            endpoint,
+            access_key_id,
+            secret_access_key,
+        } => {
             let path_style = endpoint.is_some();
             tracing::info!(
                 endpoint = endpoint.as_ref().map_or("AWS", Origin::as_str),
                 bucket = config.aws_s3_bucket_name.as_str(),
                 "storage: external S3"
             );
-            (common(endpoint, access_key_id, secret_access_key, path_style), None)
+            (
+                common(endpoint, access_key_id, secret_access_key, path_style),
+                None,
+            )
         }
     })
 }
 
-/// Connects to DATABASE_URL (creating the SQLite file's folder when needed).
-pub async fn connect_database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+/// The connection the group-commit writers use. On SQLite it is a pool of
+/// its own with one connection: its page cache stays warm between batches
+/// (a pooled connection's is dropped whenever another one wrote). On
+/// PostgreSQL the main pool.
+async fn connect_writer(
+    config: &Config,
+    db: &DatabaseConnection,
+) -> anyhow::Result<DatabaseConnection> {
+    if config.database_url().starts_with("sqlite:") {
+        connect_database(config, Some(1)).await
+    } else {
+        Ok(db.clone())
+    }
+}
+
+/// Connects to DATABASE_URL (creating the SQLite file's folder when needed),
+/// with `connections` or the default pool size.
+pub async fn connect_database(
+    config: &Config,
+    connections: Option<u32>,
+) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     if url.starts_with("sqlite:") && config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", config.data_dir.display())
+        })?;
     }
+    let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url);
+    if sqlite {
+        // A SQLite connection is a file handle: pinging it before every use
+        // (a round trip to its worker thread) finds nothing.
+        options.test_before_acquire(false);
+    }
     options
-        .max_connections(if config.database_url().starts_with("sqlite:") { 8 } else { 16 })
+        .max_connections(connections.unwrap_or(if sqlite { 8 } else { 16 }))
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false)
@@ -258,13 +329,21 @@ pub async fn connect_database(config: &Config) -> anyhow::Result<DatabaseConnect
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
         });
-    Database::connect(options).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))
+    Database::connect(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))
 }
 
 fn api_cors(origins: &[Origin]) -> Cors {
     Cors::new()
         .allow_origins(origins.iter().map(Origin::as_str))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::PATCH])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PUT,
+            Method::PATCH,
+        ])
         .allow_headers(["authorization", "content-type"])
         .max_age(600)
 }
