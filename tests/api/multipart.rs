@@ -387,16 +387,7 @@ async fn an_expired_multipart_upload_is_aborted_by_the_sweeper(store: Store) {
         StatusCode::OK
     );
     let key = started["key"].as_str().unwrap();
-    let multipart_id = started["parts"][0]["url"]
-        .as_str()
-        .unwrap()
-        .split("uploadId=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let multipart_id = percent_decode(multipart_id);
+    let multipart_id = store_upload_id(&started);
     assert_eq!(
         s.app
             .state
@@ -434,15 +425,7 @@ async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished
     let etags = upload_all(&s, &started, &file).await;
     // The broker completed the upload in the store, then failed before recording it.
     let key = started["key"].as_str().unwrap();
-    let url = started["parts"][0]["url"].as_str().unwrap();
-    let multipart_id = percent_decode(
-        url.split("uploadId=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap(),
-    );
+    let multipart_id = store_upload_id(&started);
     let completed = etags
         .iter()
         .map(|(n, etag)| {
@@ -469,6 +452,19 @@ async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished
         StatusCode::OK,
         "a repeated complete returns the recorded file"
     );
+}
+
+/// The store's multipart upload id, as the first part URL carries it.
+fn store_upload_id(started: &Value) -> String {
+    let url = started["parts"][0]["url"].as_str().unwrap();
+    percent_decode(
+        url.split("uploadId=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap(),
+    )
 }
 
 fn percent_decode(text: &str) -> String {
