@@ -287,12 +287,15 @@ async fn storage_settings(
 /// The connection the group-commit writers use. On SQLite it is a pool of
 /// its own with one connection: its page cache stays warm between batches
 /// (a pooled connection's is dropped whenever another one wrote). On
-/// PostgreSQL the main pool.
+/// PostgreSQL (and an in-memory SQLite database, which another pool would
+/// not see) the main pool.
 async fn connect_writer(
     config: &Config,
     db: &DatabaseConnection,
 ) -> anyhow::Result<DatabaseConnection> {
-    if config.database_url().starts_with("sqlite:") {
+    let url = config.database_url();
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if url.starts_with("sqlite:") && !in_memory {
         connect_database(config, Some(1)).await
     } else {
         Ok(db.clone())
