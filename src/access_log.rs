@@ -20,9 +20,7 @@ pub async fn log_request<E: Endpoint>(next: E, req: Request) -> Result<Response>
     };
     tracing::info!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
     if let Some(state) = state {
-        state
-            .metrics
-            .request(method.as_str(), &path, status.as_u16());
+        state.metrics.request(method.as_str(), &path, status.as_u16());
     }
     result
 }

@@ -71,26 +71,19 @@ impl TokenKeys {
             iat: now as u64,
             exp: (now + ttl_secs).max(0) as u64,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
     }
 
     /// The user a token names, when it is well-formed, correctly signed and not expired.
     pub fn verify(&self, token: &str) -> Result<CurrentUser, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data =
-            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    _ => TokenError::Malformed,
-                }
-            })?;
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
         let id = data.claims.sub.parse().map_err(|_| TokenError::Malformed)?;
-        Ok(CurrentUser {
-            id,
-            username: data.claims.name,
-        })
+        Ok(CurrentUser { id, username: data.claims.name })
     }
 }
 
@@ -123,11 +116,6 @@ pub fn resolve_secret(configured: Option<&Secret>, data_dir: &Path) -> std::io::
 pub struct BearerAuth(pub CurrentUser);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
-    let state = req
-        .data::<AppState>()
-        .expect("AppState is attached to every route");
-    state
-        .tokens
-        .verify(&bearer.token)
-        .map_err(|e| ApiError::unauthorized(e.to_string()).into())
+    let state = req.data::<AppState>().expect("AppState is attached to every route");
+    state.tokens.verify(&bearer.token).map_err(|e| ApiError::unauthorized(e.to_string()).into())
 }

@@ -10,10 +10,10 @@ use aws_sdk_s3::{
     config::http::HttpResponse,
     error::{ProvideErrorMetadata, SdkError},
     types::{
-        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus,
-        CorsConfiguration, CorsRule, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
-        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-        ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, CorsConfiguration,
+        CorsRule, ExpirationStatus, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+        VersioningConfiguration,
     },
 };
 
@@ -74,22 +74,15 @@ pub struct Report {
 impl Report {
     /// The outcome of `setting`.
     pub fn outcome(&self, setting: &str) -> Option<&Outcome> {
-        self.steps
-            .iter()
-            .find(|s| s.setting == setting)
-            .map(|s| &s.outcome)
+        self.steps.iter().find(|s| s.setting == setting).map(|s| &s.outcome)
     }
 
     pub fn any_failed(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| matches!(s.outcome, Outcome::Failed(_)))
+        self.steps.iter().any(|s| matches!(s.outcome, Outcome::Failed(_)))
     }
 
     pub fn any_unsupported(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| matches!(s.outcome, Outcome::NotSupported(_)))
+        self.steps.iter().any(|s| matches!(s.outcome, Outcome::NotSupported(_)))
     }
 
     /// A Markdown table: setting, result, detail.
@@ -100,12 +93,7 @@ impl Report {
                 Outcome::Skipped(d) | Outcome::NotSupported(d) | Outcome::Failed(d) => d.as_str(),
                 _ => "",
             };
-            out.push_str(&format!(
-                "| {} | {} | {} |\n",
-                step.setting,
-                step.outcome,
-                detail.replace('|', "/")
-            ));
+            out.push_str(&format!("| {} | {} | {} |\n", step.setting, step.outcome, detail.replace('|', "/")));
         }
         out
     }
@@ -114,33 +102,15 @@ impl Report {
 /// Applies every setting in turn; a failure of one does not stop the others
 /// (except a missing bucket that cannot be created).
 pub async fn run(client: &Client, wanted: &Wanted) -> Report {
-    let mut steps = vec![Step {
-        setting: "bucket exists",
-        outcome: ensure_bucket(client, &wanted.bucket).await,
-    }];
+    let mut steps = vec![Step { setting: "bucket exists", outcome: ensure_bucket(client, &wanted.bucket).await }];
     if matches!(steps[0].outcome, Outcome::Failed(_)) {
         return Report { steps };
     }
-    steps.push(Step {
-        setting: "block public access",
-        outcome: block_public_access(client, &wanted.bucket).await,
-    });
-    steps.push(Step {
-        setting: "default encryption (SSE-S3)",
-        outcome: default_encryption(client, &wanted.bucket).await,
-    });
-    steps.push(Step {
-        setting: "versioning",
-        outcome: versioning(client, wanted).await,
-    });
-    steps.push(Step {
-        setting: "CORS rules",
-        outcome: cors(client, wanted).await,
-    });
-    steps.push(Step {
-        setting: "abort incomplete multipart uploads",
-        outcome: lifecycle(client, wanted).await,
-    });
+    steps.push(Step { setting: "block public access", outcome: block_public_access(client, &wanted.bucket).await });
+    steps.push(Step { setting: "default encryption (SSE-S3)", outcome: default_encryption(client, &wanted.bucket).await });
+    steps.push(Step { setting: "versioning", outcome: versioning(client, wanted).await });
+    steps.push(Step { setting: "CORS rules", outcome: cors(client, wanted).await });
+    steps.push(Step { setting: "abort incomplete multipart uploads", outcome: lifecycle(client, wanted).await });
     Report { steps }
 }
 
@@ -152,27 +122,16 @@ where
 {
     let code = err.code().unwrap_or_default();
     let message = err.message().unwrap_or(code).to_owned();
-    let unsupported = matches!(
-        code,
-        "NotImplemented" | "MethodNotAllowed" | "NotSupported" | "UnsupportedOperation"
-    ) || status_of(err).is_some_and(|s| s == 501 || s == 405);
+    let unsupported = matches!(code, "NotImplemented" | "MethodNotAllowed" | "NotSupported" | "UnsupportedOperation")
+        || status_of(err).is_some_and(|s| s == 501 || s == 405);
     if unsupported {
-        return Err(Outcome::NotSupported(if message.is_empty() {
-            code.to_owned()
-        } else {
-            message
-        }));
+        return Err(Outcome::NotSupported(if message.is_empty() { code.to_owned() } else { message }));
     }
-    let missing =
-        code.starts_with("NoSuch") || code.ends_with("NotFoundError") || code.ends_with("NotFound");
+    let missing = code.starts_with("NoSuch") || code.ends_with("NotFoundError") || code.ends_with("NotFound");
     if missing {
         return Ok(());
     }
-    Err(Outcome::Failed(
-        format!("{code}: {message}")
-            .trim_end_matches(": ")
-            .to_owned(),
-    ))
+    Err(Outcome::Failed(format!("{code}: {message}").trim_end_matches(": ").to_owned()))
 }
 
 fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
@@ -182,20 +141,13 @@ fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 async fn ensure_bucket(client: &Client, bucket: &str) -> Outcome {
     match client.head_bucket().bucket(bucket).send().await {
         Ok(_) => Outcome::AlreadySet,
-        Err(err)
-            if err.as_service_error().is_some_and(|e| e.is_not_found())
-                || status_of(&err) == Some(404) =>
-        {
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) || status_of(&err) == Some(404) => {
             match client.create_bucket().bucket(bucket).send().await {
                 Ok(_) => Outcome::Applied,
-                Err(err) => classify(&err)
-                    .err()
-                    .unwrap_or(Outcome::Failed("cannot create the bucket".into())),
+                Err(err) => classify(&err).err().unwrap_or(Outcome::Failed("cannot create the bucket".into())),
             }
         }
-        Err(err) => classify(&err)
-            .err()
-            .unwrap_or(Outcome::Failed("the bucket cannot be reached".into())),
+        Err(err) => classify(&err).err().unwrap_or(Outcome::Failed("the bucket cannot be reached".into())),
     }
 }
 
@@ -225,14 +177,7 @@ async fn block_public_access(client: &Client, bucket: &str) -> Outcome {
         .block_public_policy(true)
         .restrict_public_buckets(true)
         .build();
-    applied(
-        client
-            .put_public_access_block()
-            .bucket(bucket)
-            .public_access_block_configuration(config)
-            .send()
-            .await,
-    )
+    applied(client.put_public_access_block().bucket(bucket).public_access_block_configuration(config).send().await)
 }
 
 async fn default_encryption(client: &Client, bucket: &str) -> Outcome {
@@ -240,8 +185,7 @@ async fn default_encryption(client: &Client, bucket: &str) -> Outcome {
         Ok(out) => {
             let sse_s3 = out.server_side_encryption_configuration().is_some_and(|c| {
                 c.rules().iter().any(|r| {
-                    r.apply_server_side_encryption_by_default()
-                        .is_some_and(|d| d.sse_algorithm() == &ServerSideEncryption::Aes256)
+                    r.apply_server_side_encryption_by_default().is_some_and(|d| d.sse_algorithm() == &ServerSideEncryption::Aes256)
                 })
             });
             if sse_s3 {
@@ -256,39 +200,19 @@ async fn default_encryption(client: &Client, bucket: &str) -> Outcome {
     }
     let rule = ServerSideEncryptionRule::builder()
         .apply_server_side_encryption_by_default(
-            ServerSideEncryptionByDefault::builder()
-                .sse_algorithm(ServerSideEncryption::Aes256)
-                .build()
-                .expect("algorithm set"),
+            ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build().expect("algorithm set"),
         )
         .build();
-    let config = ServerSideEncryptionConfiguration::builder()
-        .rules(rule)
-        .build()
-        .expect("rules set");
-    applied(
-        client
-            .put_bucket_encryption()
-            .bucket(bucket)
-            .server_side_encryption_configuration(config)
-            .send()
-            .await,
-    )
+    let config = ServerSideEncryptionConfiguration::builder().rules(rule).build().expect("rules set");
+    applied(client.put_bucket_encryption().bucket(bucket).server_side_encryption_configuration(config).send().await)
 }
 
 async fn versioning(client: &Client, wanted: &Wanted) -> Outcome {
     if !wanted.versioning {
         return Outcome::Skipped("AWS_S3_VERSIONING is not true".into());
     }
-    match client
-        .get_bucket_versioning()
-        .bucket(&wanted.bucket)
-        .send()
-        .await
-    {
-        Ok(out) if out.status() == Some(&BucketVersioningStatus::Enabled) => {
-            return Outcome::AlreadySet;
-        }
+    match client.get_bucket_versioning().bucket(&wanted.bucket).send().await {
+        Ok(out) if out.status() == Some(&BucketVersioningStatus::Enabled) => return Outcome::AlreadySet,
         Ok(_) => {}
         Err(err) => {
             if let Err(outcome) = classify(&err) {
@@ -296,17 +220,8 @@ async fn versioning(client: &Client, wanted: &Wanted) -> Outcome {
             }
         }
     }
-    let config = VersioningConfiguration::builder()
-        .status(BucketVersioningStatus::Enabled)
-        .build();
-    applied(
-        client
-            .put_bucket_versioning()
-            .bucket(&wanted.bucket)
-            .versioning_configuration(config)
-            .send()
-            .await,
-    )
+    let config = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    applied(client.put_bucket_versioning().bucket(&wanted.bucket).versioning_configuration(config).send().await)
 }
 
 /// The rule browsers need: the configured origins may PUT parts and objects,
@@ -319,12 +234,7 @@ pub fn cors_rule(origins: &[Origin]) -> CorsRule {
     for method in ["PUT", "GET", "HEAD", "DELETE"] {
         builder = builder.allowed_methods(method);
     }
-    builder
-        .allowed_headers("*")
-        .expose_headers("ETag")
-        .max_age_seconds(3600)
-        .build()
-        .expect("origins and methods set")
+    builder.allowed_headers("*").expose_headers("ETag").max_age_seconds(3600).build().expect("origins and methods set")
 }
 
 fn same_rule(a: &CorsRule, b: &CorsRule) -> bool {
@@ -342,9 +252,7 @@ fn same_rule(a: &CorsRule, b: &CorsRule) -> bool {
 async fn cors(client: &Client, wanted: &Wanted) -> Outcome {
     let rule = cors_rule(&wanted.cors_origins);
     match client.get_bucket_cors().bucket(&wanted.bucket).send().await {
-        Ok(out) if out.cors_rules().len() == 1 && same_rule(&out.cors_rules()[0], &rule) => {
-            return Outcome::AlreadySet;
-        }
+        Ok(out) if out.cors_rules().len() == 1 && same_rule(&out.cors_rules()[0], &rule) => return Outcome::AlreadySet,
         Ok(_) => {}
         Err(err) => {
             if let Err(outcome) = classify(&err) {
@@ -352,48 +260,21 @@ async fn cors(client: &Client, wanted: &Wanted) -> Outcome {
             }
         }
     }
-    let config = CorsConfiguration::builder()
-        .cors_rules(rule)
-        .build()
-        .expect("rules set");
-    applied(
-        client
-            .put_bucket_cors()
-            .bucket(&wanted.bucket)
-            .cors_configuration(config)
-            .send()
-            .await,
-    )
+    let config = CorsConfiguration::builder().cors_rules(rule).build().expect("rules set");
+    applied(client.put_bucket_cors().bucket(&wanted.bucket).cors_configuration(config).send().await)
 }
 
 async fn lifecycle(client: &Client, wanted: &Wanted) -> Outcome {
     let days = wanted.abort_multipart_after_days;
     let mut rules = Vec::new();
-    match client
-        .get_bucket_lifecycle_configuration()
-        .bucket(&wanted.bucket)
-        .send()
-        .await
-    {
+    match client.get_bucket_lifecycle_configuration().bucket(&wanted.bucket).send().await {
         Ok(out) => {
-            let ours = out
-                .rules()
-                .iter()
-                .find(|r| r.id() == Some(LIFECYCLE_RULE_ID));
-            let current = ours
-                .and_then(|r| r.abort_incomplete_multipart_upload())
-                .and_then(|a| a.days_after_initiation());
-            if current == Some(days)
-                && ours.is_some_and(|r| r.status() == &ExpirationStatus::Enabled)
-            {
+            let ours = out.rules().iter().find(|r| r.id() == Some(LIFECYCLE_RULE_ID));
+            let current = ours.and_then(|r| r.abort_incomplete_multipart_upload()).and_then(|a| a.days_after_initiation());
+            if current == Some(days) && ours.is_some_and(|r| r.status() == &ExpirationStatus::Enabled) {
                 return Outcome::AlreadySet;
             }
-            rules.extend(
-                out.rules()
-                    .iter()
-                    .filter(|r| r.id() != Some(LIFECYCLE_RULE_ID))
-                    .cloned(),
-            );
+            rules.extend(out.rules().iter().filter(|r| r.id() != Some(LIFECYCLE_RULE_ID)).cloned());
         }
         Err(err) => {
             if let Err(outcome) = classify(&err) {
@@ -405,33 +286,17 @@ async fn lifecycle(client: &Client, wanted: &Wanted) -> Outcome {
         .id(LIFECYCLE_RULE_ID)
         .status(ExpirationStatus::Enabled)
         .filter(LifecycleRuleFilter::builder().prefix("").build())
-        .abort_incomplete_multipart_upload(
-            AbortIncompleteMultipartUpload::builder()
-                .days_after_initiation(days)
-                .build(),
-        )
+        .abort_incomplete_multipart_upload(AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build())
         .build()
         .expect("status set");
     rules.push(rule);
-    let config = BucketLifecycleConfiguration::builder()
-        .set_rules(Some(rules))
-        .build()
-        .expect("rules set");
-    applied(
-        client
-            .put_bucket_lifecycle_configuration()
-            .bucket(&wanted.bucket)
-            .lifecycle_configuration(config)
-            .send()
-            .await,
-    )
+    let config = BucketLifecycleConfiguration::builder().set_rules(Some(rules)).build().expect("rules set");
+    applied(client.put_bucket_lifecycle_configuration().bucket(&wanted.bucket).lifecycle_configuration(config).send().await)
 }
 
 fn applied<T, E: ProvideErrorMetadata>(result: Result<T, SdkError<E, HttpResponse>>) -> Outcome {
     match result {
         Ok(_) => Outcome::Applied,
-        Err(err) => classify(&err)
-            .err()
-            .unwrap_or_else(|| Outcome::Failed("the store refused the setting".into())),
+        Err(err) => classify(&err).err().unwrap_or_else(|| Outcome::Failed("the store refused the setting".into())),
     }
 }

@@ -11,39 +11,19 @@ use clap::Args;
 pub struct Config {
     /// S3 access key id. Unset together with AWS_S3_ENDPOINT: the embedded S3
     /// endpoint starts with generated credentials.
-    #[arg(
-        long,
-        env = "AWS_ACCESS_KEY_ID",
-        value_name = "AWS_ACCESS_KEY_ID",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub aws_access_key_id: Option<String>,
 
     /// S3 secret access key (never logged).
-    #[arg(
-        long,
-        env = "AWS_SECRET_ACCESS_KEY",
-        value_name = "AWS_SECRET_ACCESS_KEY",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", value_name = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<Secret>,
 
     /// Bucket holding every uploaded object.
-    #[arg(
-        long,
-        env = "AWS_S3_BUCKET_NAME",
-        value_name = "AWS_S3_BUCKET_NAME",
-        default_value = "chatgenius-files"
-    )]
+    #[arg(long, env = "AWS_S3_BUCKET_NAME", value_name = "AWS_S3_BUCKET_NAME", default_value = "chatgenius-files")]
     pub aws_s3_bucket_name: BucketName,
 
     /// S3 region used for signing.
-    #[arg(
-        long,
-        env = "AWS_S3_REGION",
-        value_name = "AWS_S3_REGION",
-        default_value = "us-east-1"
-    )]
+    #[arg(long, env = "AWS_S3_REGION", value_name = "AWS_S3_REGION", default_value = "us-east-1")]
     pub aws_s3_region: String,
 
     /// Largest accepted file, in MiB (1 to 5,000,000).
@@ -56,30 +36,15 @@ pub struct Config {
     pub allowed_file_types: AllowedTypes,
 
     /// Database URL (`sqlite://…` or `postgres://…`). Default: a SQLite file under DATA_DIR.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Directory for the default SQLite database, the embedded S3 store and the dev JWT secret.
-    #[arg(
-        long,
-        env = "DATA_DIR",
-        value_name = "DATA_DIR",
-        default_value = "./data"
-    )]
+    #[arg(long, env = "DATA_DIR", value_name = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
     /// Address the HTTP API listens on.
-    #[arg(
-        long,
-        env = "BIND_ADDR",
-        value_name = "BIND_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "BIND_ADDR", value_name = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind_addr: SocketAddr,
 
     /// The broker's origin as browsers see it (for CORS). Default: `http://` + BIND_ADDR.
@@ -93,38 +58,20 @@ pub struct Config {
 
     /// Endpoint put into presigned URLs when browsers reach S3 by another address
     /// than the broker does. Default: AWS_S3_ENDPOINT.
-    #[arg(
-        long,
-        env = "AWS_S3_PUBLIC_ENDPOINT",
-        value_name = "AWS_S3_PUBLIC_ENDPOINT"
-    )]
+    #[arg(long, env = "AWS_S3_PUBLIC_ENDPOINT", value_name = "AWS_S3_PUBLIC_ENDPOINT")]
     pub aws_s3_public_endpoint: Option<Origin>,
 
     /// Path-style bucket addressing. Default: true with a custom endpoint, false for AWS.
-    #[arg(
-        long,
-        env = "AWS_S3_FORCE_PATH_STYLE",
-        value_name = "AWS_S3_FORCE_PATH_STYLE"
-    )]
+    #[arg(long, env = "AWS_S3_FORCE_PATH_STYLE", value_name = "AWS_S3_FORCE_PATH_STYLE")]
     pub aws_s3_force_path_style: Option<bool>,
 
     /// Address of the embedded S3 endpoint (embedded mode only).
-    #[arg(
-        long,
-        env = "EMBEDDED_S3_ADDR",
-        value_name = "EMBEDDED_S3_ADDR",
-        default_value = "127.0.0.1:9000"
-    )]
+    #[arg(long, env = "EMBEDDED_S3_ADDR", value_name = "EMBEDDED_S3_ADDR", default_value = "127.0.0.1:9000")]
     pub embedded_s3_addr: SocketAddr,
 
     /// HS256 secret for bearer tokens (at least 32 bytes). Unset: a random secret
     /// kept in DATA_DIR, and dev login on.
-    #[arg(
-        long,
-        env = "JWT_SECRET",
-        value_name = "JWT_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
     /// Allow `POST /auth/dev-login`. Default: on when JWT_SECRET is unset.
@@ -138,13 +85,8 @@ pub struct Config {
 
     /// Comma-separated origins allowed to call the API and the embedded S3 from a
     /// browser; the broker's own origin is always allowed.
-    #[arg(
-        long,
-        env = "CORS_ALLOWED_ORIGINS",
-        value_name = "CORS_ALLOWED_ORIGINS",
-        default_value = "http://localhost:3000",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_name = "CORS_ALLOWED_ORIGINS",
+          default_value = "http://localhost:3000", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<Origin>,
 
     /// Lifetime of presigned upload URLs, in seconds (server cap: 3600).
@@ -158,30 +100,15 @@ pub struct Config {
     pub download_url_ttl_secs: u64,
 
     /// Presigns plus uploads through the broker, per user per minute.
-    #[arg(
-        long,
-        env = "PRESIGN_RATE_PER_MIN",
-        value_name = "PRESIGN_RATE_PER_MIN",
-        default_value = "60"
-    )]
+    #[arg(long, env = "PRESIGN_RATE_PER_MIN", value_name = "PRESIGN_RATE_PER_MIN", default_value = "60")]
     pub presign_rate_per_min: NonZeroU32,
 
     /// Confirms per user per minute.
-    #[arg(
-        long,
-        env = "CONFIRM_RATE_PER_MIN",
-        value_name = "CONFIRM_RATE_PER_MIN",
-        default_value = "60"
-    )]
+    #[arg(long, env = "CONFIRM_RATE_PER_MIN", value_name = "CONFIRM_RATE_PER_MIN", default_value = "60")]
     pub confirm_rate_per_min: NonZeroU32,
 
     /// Download links per user per minute.
-    #[arg(
-        long,
-        env = "DOWNLOAD_RATE_PER_MIN",
-        value_name = "DOWNLOAD_RATE_PER_MIN",
-        default_value = "300"
-    )]
+    #[arg(long, env = "DOWNLOAD_RATE_PER_MIN", value_name = "DOWNLOAD_RATE_PER_MIN", default_value = "300")]
     pub download_rate_per_min: NonZeroU32,
 
     /// How often rate limiters forget users whose budget has fully recovered, in seconds.
@@ -209,13 +136,7 @@ pub struct Config {
     pub ws_ping_interval_secs: u64,
 
     /// Log lines as human-readable `text` or one JSON object per line (`json`).
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        value_name = "LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
     /// Days a deleted file's object is kept before the sweeper purges it (0: next sweep).
@@ -285,11 +206,7 @@ pub enum StorageMode {
     /// The in-process S3 endpoint, with credentials generated at boot.
     Embedded,
     /// An external S3-compatible store (AWS when `endpoint` is `None`).
-    External {
-        endpoint: Option<Origin>,
-        access_key_id: String,
-        secret_access_key: Secret,
-    },
+    External { endpoint: Option<Origin>, access_key_id: String, secret_access_key: Secret },
 }
 
 /// Parses a [`Config`] alone, for tools and tests.
@@ -308,34 +225,17 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::Parser;
-        let config = ConfigOnly::try_parse_from(args)
-            .map_err(|e| e.to_string())?
-            .config;
+        let config = ConfigOnly::try_parse_from(args).map_err(|e| e.to_string())?.config;
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 
     /// Cross-field checks clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |var, problem: &str| {
-            Err(ConfigError {
-                var,
-                problem: problem.to_owned(),
-            })
-        };
+        let err = |var, problem: &str| Err(ConfigError { var, problem: problem.to_owned() });
         match (&self.aws_access_key_id, &self.aws_secret_access_key) {
-            (Some(_), None) => {
-                return err(
-                    "AWS_SECRET_ACCESS_KEY",
-                    "required when AWS_ACCESS_KEY_ID is set",
-                );
-            }
-            (None, Some(_)) => {
-                return err(
-                    "AWS_ACCESS_KEY_ID",
-                    "required when AWS_SECRET_ACCESS_KEY is set",
-                );
-            }
+            (Some(_), None) => return err("AWS_SECRET_ACCESS_KEY", "required when AWS_ACCESS_KEY_ID is set"),
+            (None, Some(_)) => return err("AWS_ACCESS_KEY_ID", "required when AWS_SECRET_ACCESS_KEY is set"),
             (None, None) if self.aws_s3_endpoint.is_some() => {
                 return err("AWS_ACCESS_KEY_ID", "required when AWS_S3_ENDPOINT is set");
             }
@@ -367,10 +267,7 @@ impl Config {
     /// The database URL, defaulting to a SQLite file in DATA_DIR.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("chatgenius.db").display()
-            )
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("chatgenius.db").display())
         })
     }
 
@@ -386,9 +283,7 @@ impl Config {
 
     /// The broker's own origin.
     pub fn public_origin(&self, bound: SocketAddr) -> Origin {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| Origin(format!("http://{bound}")))
+        self.public_url.clone().unwrap_or_else(|| Origin(format!("http://{bound}")))
     }
 }
 
@@ -414,11 +309,7 @@ impl fmt::Debug for Secret {
 impl FromStr for Secret {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            Err("must not be empty".into())
-        } else {
-            Ok(Self(s.to_owned()))
-        }
+        if s.is_empty() { Err("must not be empty".into()) } else { Ok(Self(s.to_owned())) }
     }
 }
 
@@ -435,17 +326,13 @@ impl BucketName {
 impl FromStr for BucketName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok_chars = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
         let ok_ends = s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
         if (3..=63).contains(&s.len()) && ok_chars && ok_ends && !s.contains("..") {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!(
-                "'{s}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')"
-            ))
+            Err(format!("'{s}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')"))
         }
     }
 }
@@ -474,13 +361,9 @@ impl FromStr for Origin {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().trim_end_matches('/');
-        let rest = s
-            .strip_prefix("http://")
-            .or_else(|| s.strip_prefix("https://"));
+        let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
         match rest {
-            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => {
-                Ok(Self(s.to_owned()))
-            }
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => Ok(Self(s.to_owned())),
             _ => Err(format!("'{s}' is not an origin like http://host:port")),
         }
     }
@@ -490,32 +373,18 @@ impl FromStr for Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedTypes(Vec<String>);
 
-const TOP_LEVEL_TYPES: &[&str] = &[
-    "application",
-    "audio",
-    "font",
-    "image",
-    "message",
-    "model",
-    "multipart",
-    "text",
-    "video",
-    "*",
-];
+const TOP_LEVEL_TYPES: &[&str] =
+    &["application", "audio", "font", "image", "message", "model", "multipart", "text", "video", "*"];
 
 impl AllowedTypes {
     /// Whether a (lower-case, parameter-free) MIME type matches one of the patterns.
     pub fn allows(&self, mime: &str) -> bool {
-        let Some((top, _)) = mime.split_once('/') else {
-            return false;
-        };
-        self.0
-            .iter()
-            .any(|pattern| match pattern.strip_suffix("/*") {
-                Some("*") => true,
-                Some(prefix) => prefix == top,
-                None => pattern == mime,
-            })
+        let Some((top, _)) = mime.split_once('/') else { return false };
+        self.0.iter().any(|pattern| match pattern.strip_suffix("/*") {
+            Some("*") => true,
+            Some(prefix) => prefix == top,
+            None => pattern == mime,
+        })
     }
 
     /// The patterns, as configured.
@@ -528,24 +397,18 @@ impl FromStr for AllowedTypes {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let is_token = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
         };
         let mut patterns = Vec::new();
         for raw in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let pattern = raw.to_ascii_lowercase();
             let valid = match pattern.split_once('/') {
                 Some(("*", "*")) => true,
-                Some((top, sub)) => {
-                    TOP_LEVEL_TYPES.contains(&top) && top != "*" && (sub == "*" || is_token(sub))
-                }
+                Some((top, sub)) => TOP_LEVEL_TYPES.contains(&top) && top != "*" && (sub == "*" || is_token(sub)),
                 None => false,
             };
             if !valid {
-                return Err(format!(
-                    "unknown MIME pattern '{raw}' (expected type/subtype or type/*)"
-                ));
+                return Err(format!("unknown MIME pattern '{raw}' (expected type/subtype or type/*)"));
             }
             patterns.push(pattern);
         }
@@ -573,19 +436,13 @@ mod tests {
     #[test]
     fn allowed_types_reject_unknown_patterns() {
         for bad in ["imag/png", "image", "image/", "*/png", "", "image/p n g"] {
-            assert!(
-                bad.parse::<AllowedTypes>().is_err(),
-                "{bad:?} should be refused"
-            );
+            assert!(bad.parse::<AllowedTypes>().is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn origins_and_buckets_are_checked() {
-        assert_eq!(
-            "http://localhost:3000/".parse::<Origin>().unwrap().as_str(),
-            "http://localhost:3000"
-        );
+        assert_eq!("http://localhost:3000/".parse::<Origin>().unwrap().as_str(), "http://localhost:3000");
         assert!("localhost:3000".parse::<Origin>().is_err());
         assert!("http://a/b".parse::<Origin>().is_err());
         assert!("chatgenius-files".parse::<BucketName>().is_ok());

@@ -16,10 +16,7 @@ impl fmt::Display for ParseError {
 }
 
 fn refuse<T>(code: &'static str, message: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError {
-        code,
-        message: message.into(),
-    })
+    Err(ParseError { code, message: message.into() })
 }
 
 /// A login name: 1–64 characters of ASCII letters, digits, `_`, `-`, `.`.
@@ -28,14 +25,9 @@ pub struct Username(String);
 
 impl Username {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let ok = raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        let ok = raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         if raw.is_empty() || raw.len() > 64 || !ok {
-            return refuse(
-                "invalid_username",
-                "username must be 1-64 characters of letters, digits, '_', '-' or '.'",
-            );
+            return refuse("invalid_username", "username must be 1-64 characters of letters, digits, '_', '-' or '.'");
         }
         Ok(Self(raw.to_owned()))
     }
@@ -52,10 +44,7 @@ impl ChannelName {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let name = raw.trim();
         if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
-            return refuse(
-                "invalid_channel_name",
-                "channel name must be 1-80 characters without control characters",
-            );
+            return refuse("invalid_channel_name", "channel name must be 1-80 characters without control characters");
         }
         Ok(Self(name.to_owned()))
     }
@@ -74,20 +63,14 @@ pub const MAX_MESSAGE_CHARS: usize = 4000;
 impl MessageContent {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         if raw.trim().is_empty() || raw.chars().count() > MAX_MESSAGE_CHARS {
-            return refuse(
-                "invalid_content",
-                format!("message content must be 1-{MAX_MESSAGE_CHARS} characters"),
-            );
+            return refuse("invalid_content", format!("message content must be 1-{MAX_MESSAGE_CHARS} characters"));
         }
         Ok(Self(raw.to_owned()))
     }
     /// Like [`MessageContent::parse`], but empty text is fine: files carry the message.
     pub fn parse_with_attachments(raw: &str) -> Result<Self, ParseError> {
         if raw.chars().count() > MAX_MESSAGE_CHARS {
-            return refuse(
-                "invalid_content",
-                format!("message content must be at most {MAX_MESSAGE_CHARS} characters"),
-            );
+            return refuse("invalid_content", format!("message content must be at most {MAX_MESSAGE_CHARS} characters"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -110,10 +93,7 @@ mod tests {
 
     #[test]
     fn channel_names_are_trimmed_and_checked() {
-        assert_eq!(
-            ChannelName::parse("  general ").unwrap().as_str(),
-            "general"
-        );
+        assert_eq!(ChannelName::parse("  general ").unwrap().as_str(), "general");
         assert!(ChannelName::parse("   ").is_err());
         assert!(ChannelName::parse("a\nb").is_err());
         assert!(ChannelName::parse(&"x".repeat(81)).is_err());
@@ -198,19 +178,11 @@ impl FileName {
             _ => (clean(&self.0), String::new()),
         };
         let ext: String = ext.chars().take(16).collect();
-        let mut stem: String = stem
-            .trim_matches(['-', '_'])
-            .chars()
-            .take(100 - 1 - ext.len())
-            .collect();
+        let mut stem: String = stem.trim_matches(['-', '_']).chars().take(100 - 1 - ext.len()).collect();
         if stem.is_empty() {
             stem.push_str("file");
         }
-        if ext.is_empty() {
-            stem
-        } else {
-            format!("{stem}.{ext}")
-        }
+        if ext.is_empty() { stem } else { format!("{stem}.{ext}") }
     }
 }
 
@@ -220,25 +192,11 @@ pub struct ContentType(String);
 
 impl ContentType {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let essence = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let is_token = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-        };
+        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let is_token = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
         match essence.split_once('/') {
-            Some((top, sub)) if is_token(top) && is_token(sub) && essence.len() <= 100 => {
-                Ok(Self(essence))
-            }
-            _ => refuse(
-                "invalid_content_type",
-                format!("'{raw}' is not a MIME type like image/png"),
-            ),
+            Some((top, sub)) if is_token(top) && is_token(sub) && essence.len() <= 100 => Ok(Self(essence)),
+            _ => refuse("invalid_content_type", format!("'{raw}' is not a MIME type like image/png")),
         }
     }
 
@@ -249,11 +207,8 @@ impl ContentType {
     /// Whether the type agrees with a file name's extension: true when the
     /// extension is unknown or absent, or lists this type.
     pub fn agrees_with(&self, name: &FileName) -> bool {
-        let Some(ext) = name.extension() else {
-            return true;
-        };
-        let known = mime_guess::get_mime_extensions_str(&self.0)
-            .is_some_and(|exts| exts.contains(&ext.as_str()));
+        let Some(ext) = name.extension() else { return true };
+        let known = mime_guess::get_mime_extensions_str(&self.0).is_some_and(|exts| exts.contains(&ext.as_str()));
         let guesses = mime_guess::from_ext(&ext);
         known || guesses.is_empty() || guesses.iter().any(|m| m.essence_str() == self.0)
     }
@@ -293,9 +248,7 @@ pub fn sniff_mismatch(declared: &ContentType, head: &[u8]) -> Option<String> {
     let declared = declared.as_str();
     let detected = infer::get(head).map(|kind| kind.mime_type());
     match detected {
-        None if infer::is_mime_supported(declared) && !head.is_empty() => {
-            Some("no recognisable signature".to_owned())
-        }
+        None if infer::is_mime_supported(declared) && !head.is_empty() => Some("no recognisable signature".to_owned()),
         None => None,
         Some(found) if compatible(declared, found) => None,
         Some(found) => Some(found.to_owned()),
@@ -313,8 +266,7 @@ fn compatible(declared: &str, detected: &str) -> bool {
     declared == detected
         || (zip_based(declared) && zip_based(detected))
         || (declared.ends_with("+xml") && detected == "text/xml")
-        || (matches!(top(declared).as_str(), "audio" | "video")
-            && matches!(top(detected).as_str(), "audio" | "video"))
+        || (matches!(top(declared).as_str(), "audio" | "video") && matches!(top(detected).as_str(), "audio" | "video"))
 }
 
 #[cfg(test)]
@@ -324,43 +276,20 @@ mod file_tests {
     #[test]
     fn bad_file_names_are_refused() {
         for bad in [
-            "",
-            "   ",
-            "a/b.txt",
-            "a\\b.txt",
-            "..",
-            "../etc/passwd",
-            "a..b",
-            "a\r\nb.txt",
-            "a\0b",
-            "tab\there",
-            "invoice\u{202E}fdp.exe",
-            "zero\u{200B}width.txt",
-            "bom\u{FEFF}.txt",
-            &"x".repeat(256),
+            "", "   ", "a/b.txt", "a\\b.txt", "..", "../etc/passwd", "a..b", "a\r\nb.txt", "a\0b", "tab\there",
+            "invoice\u{202E}fdp.exe", "zero\u{200B}width.txt", "bom\u{FEFF}.txt", &"x".repeat(256),
         ] {
             assert!(FileName::parse(bad).is_err(), "{bad:?} must be refused");
         }
-        assert_eq!(
-            FileName::parse("  report 2026.pdf ").unwrap().as_str(),
-            "report 2026.pdf"
-        );
+        assert_eq!(FileName::parse("  report 2026.pdf ").unwrap().as_str(), "report 2026.pdf");
         assert!(FileName::parse("Résumé — final.docx").is_ok());
     }
 
     #[test]
     fn key_safe_names_are_ascii_and_keep_the_extension() {
-        assert_eq!(
-            FileName::parse("Résumé final.PDF").unwrap().key_safe(),
-            "R_sum_-final.PDF"
-        );
-        assert_eq!(
-            FileName::parse("日本語.png").unwrap().key_safe(),
-            "file.png"
-        );
-        let long = FileName::parse(&format!("{}.txt", "a".repeat(200)))
-            .unwrap()
-            .key_safe();
+        assert_eq!(FileName::parse("Résumé final.PDF").unwrap().key_safe(), "R_sum_-final.PDF");
+        assert_eq!(FileName::parse("日本語.png").unwrap().key_safe(), "file.png");
+        let long = FileName::parse(&format!("{}.txt", "a".repeat(200))).unwrap().key_safe();
         assert!(long.len() <= 100 && long.ends_with(".txt"));
     }
 
@@ -371,11 +300,7 @@ mod file_tests {
         assert!(png.agrees_with(&FileName::parse("a.png").unwrap()));
         assert!(!png.agrees_with(&FileName::parse("a.jpg").unwrap()));
         assert!(png.agrees_with(&FileName::parse("noext").unwrap()));
-        assert!(
-            ContentType::parse("text/plain; charset=utf-8")
-                .unwrap()
-                .agrees_with(&FileName::parse("a.txt").unwrap())
-        );
+        assert!(ContentType::parse("text/plain; charset=utf-8").unwrap().agrees_with(&FileName::parse("a.txt").unwrap()));
         assert!(ContentType::parse("nonsense").is_err());
     }
 
@@ -396,27 +321,11 @@ mod file_tests {
 /// RFC 5987 `filename*`.
 pub fn content_disposition(kind: &str, name: &str) -> String {
     const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'!')
-        .remove(b'#')
-        .remove(b'$')
-        .remove(b'&')
-        .remove(b'+')
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'^')
-        .remove(b'_')
-        .remove(b'`')
-        .remove(b'|')
-        .remove(b'~');
+        .remove(b'!').remove(b'#').remove(b'$').remove(b'&').remove(b'+').remove(b'-')
+        .remove(b'.').remove(b'^').remove(b'_').remove(b'`').remove(b'|').remove(b'~');
     let fallback: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' { c } else { '_' })
         .collect();
     let encoded = percent_encoding::utf8_percent_encode(name, ATTR_CHAR);
     format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")

@@ -34,41 +34,25 @@ pub struct EmbeddedS3 {
 impl EmbeddedS3 {
     /// Binds `addr` and serves the objects kept under `root`, accepting only
     /// requests signed with the generated credentials.
-    pub async fn start(
-        root: &Path,
-        addr: SocketAddr,
-        cors_origins: &[Origin],
-    ) -> anyhow::Result<Self> {
+    pub async fn start(root: &Path, addr: SocketAddr, cors_origins: &[Origin]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let fs = s3s_fs::FileSystem::new(root)
-            .map_err(|e| anyhow::anyhow!("embedded S3 store at {}: {e:?}", root.display()))?;
+        let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("embedded S3 store at {}: {e:?}", root.display()))?;
         let access_key_id = format!("CGF{}", random_string(17).to_uppercase());
         let secret_access_key = Secret::new(random_string(40));
 
         let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(
-            access_key_id.clone(),
-            secret_access_key.expose(),
-        ));
+        builder.set_auth(SimpleAuth::from_single(access_key_id.clone(), secret_access_key.expose()));
         let endpoint = S3Endpoint(builder.build()).with(s3_cors(cors_origins));
 
         let (acceptor, addr) = NoDelayAcceptor::new(tokio::net::TcpListener::bind(addr).await?)?;
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
-        let task = tokio::spawn(
-            Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                endpoint,
-                async move { stopped.notified().await },
-                Some(Duration::from_secs(1)),
-            ),
-        );
-        Ok(Self {
-            addr,
-            access_key_id,
-            secret_access_key,
-            stop,
-            task,
-        })
+        let task = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            endpoint,
+            async move { stopped.notified().await },
+            Some(Duration::from_secs(1)),
+        ));
+        Ok(Self { addr, access_key_id, secret_access_key, stop, task })
     }
 
     /// The endpoint URL clients use.
@@ -92,13 +76,7 @@ impl Drop for EmbeddedS3 {
 fn s3_cors(origins: &[Origin]) -> Cors {
     Cors::new()
         .allow_origins(origins.iter().map(Origin::as_str))
-        .allow_methods([
-            Method::GET,
-            Method::PUT,
-            Method::HEAD,
-            Method::POST,
-            Method::DELETE,
-        ])
+        .allow_methods([Method::GET, Method::PUT, Method::HEAD, Method::POST, Method::DELETE])
         .allow_headers([
             "content-type",
             "content-md5",
@@ -126,29 +104,20 @@ impl Endpoint for S3Endpoint {
         match self.0.call(req).await {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
-                let mut out =
-                    Response::builder()
-                        .status(parts.status)
-                        .body(poem::Body::from_bytes_stream(
-                            body.map_err(io::Error::other),
-                        ));
+                let mut out = Response::builder()
+                    .status(parts.status)
+                    .body(poem::Body::from_bytes_stream(body.map_err(io::Error::other)));
                 *out.headers_mut() = parts.headers;
                 Ok(out)
             }
             Err(err) => {
                 tracing::error!(error = ?err, "embedded S3 failed to handle a request");
-                Ok(Response::builder()
-                    .status(StatusCode::INTERNAL_SERVER_ERROR)
-                    .finish())
+                Ok(Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).finish())
             }
         }
     }
 }
 
 fn random_string(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }

@@ -69,12 +69,7 @@ impl ApiError {
     /// An error with the given status, code and message. Statuses without a
     /// variant of their own become 400 (client side) or 500 (server side).
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        let body = Json(ErrorBody {
-            error: ErrorDetail {
-                code: code.into(),
-                message: message.into(),
-            },
-        });
+        let body = Json(ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } });
         match status.as_u16() {
             401 => Self::Unauthorized(body),
             403 => Self::Forbidden(body),
@@ -98,11 +93,7 @@ impl ApiError {
 
     /// 404 `not_found` for the named kind of resource.
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     /// The error's body (code and message).
@@ -129,9 +120,7 @@ impl ApiError {
 pub async fn render_poem_error(err: poem::Error) -> Response {
     let message = err.to_string();
     let response = err.into_response();
-    let is_json = response
-        .content_type()
-        .is_some_and(|ct| ct.starts_with("application/json"));
+    let is_json = response.content_type().is_some_and(|ct| ct.starts_with("application/json"));
     if is_json {
         return response;
     }

@@ -124,18 +124,12 @@ pub struct Stamped {
 
 impl Stamped {
     pub fn new(id: u64, at: chrono::DateTime<chrono::Utc>, event: Event) -> Self {
-        Self {
-            id,
-            at,
-            event,
-            json: OnceLock::new(),
-        }
+        Self { id, at, event, json: OnceLock::new() }
     }
 
     /// `{"id", "at", "type", ...}` as sent on the WebSocket.
     pub fn json(&self) -> &str {
-        self.json
-            .get_or_init(|| serde_json::to_string(self).expect("events serialise"))
+        self.json.get_or_init(|| serde_json::to_string(self).expect("events serialise"))
     }
 }
 
@@ -151,11 +145,7 @@ pub struct EventHub {
 impl EventHub {
     /// A hub whose subscribers may lag `capacity` events before losing some.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            tx: broadcast::channel(capacity).0,
-            next_id: Arc::new(AtomicU64::new(1)),
-            relay: Arc::default(),
-        }
+        Self { tx: broadcast::channel(capacity).0, next_id: Arc::new(AtomicU64::new(1)), relay: Arc::default() }
     }
 
     /// Sends every event published from now on to `relay` as well.

@@ -76,10 +76,7 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             // One line naming the variable and the problem.
             let rendered = err.render().to_string();
-            eprintln!(
-                "{}",
-                rendered.lines().next().unwrap_or("invalid configuration")
-            );
+            eprintln!("{}", rendered.lines().next().unwrap_or("invalid configuration"));
             return std::process::ExitCode::from(2);
         }
     };
@@ -129,19 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = startup::connect_database(&cli.config, None).await?;
             Migrator::up(&db, None).await?;
             let user = users::find_or_create(&db, &username).await?;
-            let secret =
-                auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
-            let keys = TokenKeys::new(
-                &secret,
-                std::time::Duration::from_secs(cli.config.token_ttl_secs),
-            );
-            println!(
-                "{}",
-                keys.issue(&CurrentUser {
-                    id: user.id,
-                    username: user.username
-                })
-            );
+            let secret = auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
+            let keys = TokenKeys::new(&secret, std::time::Duration::from_secs(cli.config.token_ttl_secs));
+            println!("{}", keys.issue(&CurrentUser { id: user.id, username: user.username }));
         }
     }
     Ok(())
@@ -180,9 +167,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"))
         .add_directive("s3s=warn".parse().expect("static directive"))
         .add_directive("s3s_fs=warn".parse().expect("static directive"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -193,8 +178,7 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

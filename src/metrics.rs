@@ -29,13 +29,8 @@ pub struct Metrics {
 fn route_of(path: &str) -> String {
     path.split('/')
         .map(|seg| {
-            let uuid_like =
-                seg.len() >= 32 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            if !seg.is_empty() && (seg.chars().all(|c| c.is_ascii_digit()) || uuid_like) {
-                "{id}"
-            } else {
-                seg
-            }
+            let uuid_like = seg.len() >= 32 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if !seg.is_empty() && (seg.chars().all(|c| c.is_ascii_digit()) || uuid_like) { "{id}" } else { seg }
         })
         .collect::<Vec<_>>()
         .join("/")
@@ -57,12 +52,7 @@ impl Metrics {
 
     /// A confirm (or upload through the broker) ended with `outcome`; `bytes` recorded.
     pub fn confirmed(&self, outcome: &'static str, bytes: u64) {
-        *self
-            .confirms
-            .lock()
-            .expect("metrics lock")
-            .entry(outcome)
-            .or_default() += 1;
+        *self.confirms.lock().expect("metrics lock").entry(outcome).or_default() += 1;
         self.bytes_confirmed.fetch_add(bytes, Ordering::Relaxed);
     }
 
@@ -88,62 +78,25 @@ impl Metrics {
         let mut family = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        family(
-            "cgf_http_requests_total",
-            "counter",
-            "HTTP requests by method, route and status.",
-        );
+        family("cgf_http_requests_total", "counter", "HTTP requests by method, route and status.");
         let mut body = String::new();
         for ((method, route, status), count) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                body,
-                "cgf_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
-            );
+            let _ = writeln!(body, "cgf_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}");
         }
         out.push_str(&body);
-        let _ = writeln!(
-            out,
-            "# HELP cgf_presigns_total Presigned uploads handed out.\n# TYPE cgf_presigns_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "cgf_presigns_total {}",
-            self.presigns.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cgf_confirms_total Confirms and uploads through the broker by outcome.\n# TYPE cgf_confirms_total counter"
-        );
+        let _ = writeln!(out, "# HELP cgf_presigns_total Presigned uploads handed out.\n# TYPE cgf_presigns_total counter");
+        let _ = writeln!(out, "cgf_presigns_total {}", self.presigns.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP cgf_confirms_total Confirms and uploads through the broker by outcome.\n# TYPE cgf_confirms_total counter");
         for (outcome, count) in self.confirms.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "cgf_confirms_total{{outcome=\"{outcome}\"}} {count}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP cgf_bytes_confirmed_total Bytes of files recorded.\n# TYPE cgf_bytes_confirmed_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "cgf_bytes_confirmed_total {}",
-            self.bytes_confirmed.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cgf_websocket_connections Open WebSocket connections.\n# TYPE cgf_websocket_connections gauge"
-        );
-        let _ = writeln!(
-            out,
-            "cgf_websocket_connections {}",
-            self.ws_connections.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP cgf_rate_limiter_keys Users tracked by the rate limiters.\n# TYPE cgf_rate_limiter_keys gauge"
-        );
+        let _ = writeln!(out, "# HELP cgf_bytes_confirmed_total Bytes of files recorded.\n# TYPE cgf_bytes_confirmed_total counter");
+        let _ = writeln!(out, "cgf_bytes_confirmed_total {}", self.bytes_confirmed.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP cgf_websocket_connections Open WebSocket connections.\n# TYPE cgf_websocket_connections gauge");
+        let _ = writeln!(out, "cgf_websocket_connections {}", self.ws_connections.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP cgf_rate_limiter_keys Users tracked by the rate limiters.\n# TYPE cgf_rate_limiter_keys gauge");
         let _ = writeln!(out, "cgf_rate_limiter_keys {limiter_keys}");
-        let _ = writeln!(
-            out,
-            "# HELP cgf_sweeper_total What the sweeper did, by step.\n# TYPE cgf_sweeper_total counter"
-        );
+        let _ = writeln!(out, "# HELP cgf_sweeper_total What the sweeper did, by step.\n# TYPE cgf_sweeper_total counter");
         for (step, count) in self.sweeper.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "cgf_sweeper_total{{step=\"{step}\"}} {count}");
         }
@@ -158,14 +111,8 @@ mod tests {
     #[test]
     fn ids_are_folded_out_of_routes() {
         assert_eq!(route_of("/files/download/42"), "/files/download/{id}");
-        assert_eq!(
-            route_of("/files/uploads/0b7d1c9e-54f1-4a8e-9d44-2f5d1e7a9c10/confirm"),
-            "/files/uploads/{id}/confirm"
-        );
-        assert_eq!(
-            route_of("/channels/7/members/9"),
-            "/channels/{id}/members/{id}"
-        );
+        assert_eq!(route_of("/files/uploads/0b7d1c9e-54f1-4a8e-9d44-2f5d1e7a9c10/confirm"), "/files/uploads/{id}/confirm");
+        assert_eq!(route_of("/channels/7/members/9"), "/channels/{id}/members/{id}");
         assert_eq!(route_of("/health"), "/health");
     }
 }

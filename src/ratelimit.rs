@@ -35,11 +35,7 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Limits in requests per minute per user (bursts up to the same number).
-    pub fn new(
-        upload_per_min: NonZeroU32,
-        confirm_per_min: NonZeroU32,
-        download_per_min: NonZeroU32,
-    ) -> Self {
+    pub fn new(upload_per_min: NonZeroU32, confirm_per_min: NonZeroU32, download_per_min: NonZeroU32) -> Self {
         Self {
             upload: DefaultKeyedRateLimiter::keyed(Quota::per_minute(upload_per_min)),
             confirm: DefaultKeyedRateLimiter::keyed(Quota::per_minute(confirm_per_min)),
@@ -60,9 +56,7 @@ impl RateLimits {
     pub fn check(&self, action: Action, user: i32) -> Result<(), Limited> {
         self.limiter(action).check_key(&user).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            Limited {
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }
+            Limited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
         })
     }
 

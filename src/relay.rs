@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement, sqlx::postgres::PgListener,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement,
+    sqlx::postgres::PgListener,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -33,12 +34,7 @@ struct Envelope {
 }
 
 /// Starts relaying between `hub` and the other instances on the database at `url`.
-pub async fn start(
-    db: DatabaseConnection,
-    url: &str,
-    hub: &EventHub,
-    cache: Arc<ReadCache>,
-) -> anyhow::Result<()> {
+pub async fn start(db: DatabaseConnection, url: &str, hub: &EventHub, cache: Arc<ReadCache>) -> anyhow::Result<()> {
     let origin = Uuid::new_v4();
     let mut listener = PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
@@ -50,11 +46,7 @@ pub async fn start(
     Ok(())
 }
 
-async fn send_loop(
-    db: DatabaseConnection,
-    origin: Uuid,
-    mut rx: mpsc::UnboundedReceiver<Arc<Stamped>>,
-) {
+async fn send_loop(db: DatabaseConnection, origin: Uuid, mut rx: mpsc::UnboundedReceiver<Arc<Stamped>>) {
     while let Some(stamped) = rx.recv().await {
         if let Err(err) = notify(&db, origin, &stamped).await {
             tracing::warn!(error = %err, "relay: cannot notify other instances");
@@ -62,17 +54,8 @@ async fn send_loop(
     }
 }
 
-async fn notify(
-    db: &DatabaseConnection,
-    origin: Uuid,
-    stamped: &Stamped,
-) -> Result<(), sea_orm::DbErr> {
-    let inline = serde_json::to_string(&Envelope {
-        origin,
-        event: Some(stamped.clone()),
-        relay_id: None,
-    })
-    .expect("serialisable");
+async fn notify(db: &DatabaseConnection, origin: Uuid, stamped: &Stamped) -> Result<(), sea_orm::DbErr> {
+    let inline = serde_json::to_string(&Envelope { origin, event: Some(stamped.clone()), relay_id: None }).expect("serialisable");
     let payload = if inline.len() <= MAX_NOTIFY_BYTES {
         inline
     } else {
@@ -85,12 +68,7 @@ async fn notify(
             .await?
             .ok_or_else(|| sea_orm::DbErr::Custom("no relay id".into()))?;
         let relay_id: i64 = parked.try_get("", "id")?;
-        serde_json::to_string(&Envelope {
-            origin,
-            event: None,
-            relay_id: Some(relay_id),
-        })
-        .expect("serialisable")
+        serde_json::to_string(&Envelope { origin, event: None, relay_id: Some(relay_id) }).expect("serialisable")
     };
     db.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
@@ -101,13 +79,7 @@ async fn notify(
     Ok(())
 }
 
-async fn receive_loop(
-    db: DatabaseConnection,
-    origin: Uuid,
-    mut listener: PgListener,
-    hub: EventHub,
-    cache: Arc<ReadCache>,
-) {
+async fn receive_loop(db: DatabaseConnection, origin: Uuid, mut listener: PgListener, hub: EventHub, cache: Arc<ReadCache>) {
     loop {
         let notification = match listener.recv().await {
             Ok(n) => n,
@@ -117,9 +89,7 @@ async fn receive_loop(
                 continue;
             }
         };
-        let Ok(envelope) = serde_json::from_str::<Envelope>(notification.payload()) else {
-            continue;
-        };
+        let Ok(envelope) = serde_json::from_str::<Envelope>(notification.payload()) else { continue };
         if envelope.origin == origin {
             continue;
         }

@@ -4,7 +4,11 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use migration::{Migrator, MigratorTrait};
-use poem::{EndpointExt, Route, Server, http::Method, middleware::Cors};
+use poem::{
+    EndpointExt, Route, Server,
+    http::Method,
+    middleware::Cors,
+};
 use sea_orm::{
     ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
@@ -15,16 +19,16 @@ use crate::{
     auth::{self, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
-    error::render_poem_error,
-    events::EventHub,
     metrics::Metrics,
     net::NoDelayAcceptor,
+    error::render_poem_error,
+    events::EventHub,
     ratelimit::RateLimits,
     relay,
     service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
-    storage::{Storage, StorageSettings},
     sweeper,
     ws::AllowedOrigins,
+    storage::{Storage, StorageSettings},
 };
 
 /// What every handler can reach.
@@ -61,9 +65,7 @@ impl Application {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.bind_addr)
             .await
-            .map_err(|e| {
-                anyhow::anyhow!("BIND_ADDR: cannot listen on {}: {e}", config.bind_addr)
-            })?;
+            .map_err(|e| anyhow::anyhow!("BIND_ADDR: cannot listen on {}: {e}", config.bind_addr))?;
         let (acceptor, addr) = NoDelayAcceptor::new(listener)?;
         let mut cors_origins = config.cors_allowed_origins.clone();
         cors_origins.push(config.public_origin(addr));
@@ -73,9 +75,7 @@ impl Application {
         match (&embedded_s3, storage.ensure_bucket().await) {
             (_, Ok(())) => {}
             (Some(_), Err(err)) => anyhow::bail!("embedded S3: cannot create bucket: {err}"),
-            (None, Err(err)) => {
-                tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is")
-            }
+            (None, Err(err)) => tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is"),
         }
 
         let db = connect_database(&config, None).await?;
@@ -83,10 +83,7 @@ impl Application {
         let writer = connect_writer(&config, &db).await?;
 
         let secret = auth::resolve_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
-        let tokens = Arc::new(TokenKeys::new(
-            &secret,
-            Duration::from_secs(config.token_ttl_secs),
-        ));
+        let tokens = Arc::new(TokenKeys::new(&secret, Duration::from_secs(config.token_ttl_secs)));
         tracing::info!(
             %addr,
             dev_login = config.dev_login_enabled(),
@@ -115,23 +112,11 @@ impl Application {
             closing: closing_rx,
         };
         if state.db.get_database_backend() == DatabaseBackend::Postgres {
-            relay::start(
-                state.db.clone(),
-                &database_url,
-                &state.events,
-                state.cache.clone(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
+            relay::start(state.db.clone(), &database_url, &state.events, state.cache.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
         }
-        Ok(Self {
-            addr,
-            acceptor,
-            state,
-            cors_origins,
-            embedded_s3,
-            closing,
-        })
+        Ok(Self { addr, acceptor, state, cors_origins, embedded_s3, closing })
     }
 
     /// The address the API listens on.
@@ -184,12 +169,7 @@ impl Application {
     }
 
     /// Timers: limiter and cache cleanup and, unless switched off, the sweeper.
-    fn spawn_background(
-        &self,
-    ) -> (
-        tokio::task::JoinHandle<()>,
-        Option<tokio::task::JoinHandle<()>>,
-    ) {
+    fn spawn_background(&self) -> (tokio::task::JoinHandle<()>, Option<tokio::task::JoinHandle<()>>) {
         let (limits, cache) = (self.state.limits.clone(), self.state.cache.clone());
         let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
         let timers = tokio::spawn(async move {
@@ -221,10 +201,7 @@ fn metrics_endpoint(state: poem::web::Data<&AppState>) -> poem::Response {
 
 /// The object store as configured (starting the embedded endpoint when it is
 /// the one), without touching the bucket: for tools like `bucket-setup`.
-pub async fn open_storage(
-    config: &Config,
-    cors_origins: &[Origin],
-) -> anyhow::Result<(Storage, Option<EmbeddedS3>)> {
+pub async fn open_storage(config: &Config, cors_origins: &[Origin]) -> anyhow::Result<(Storage, Option<EmbeddedS3>)> {
     let (settings, embedded) = storage_settings(config, cors_origins).await?;
     Ok((Storage::new(&settings), embedded))
 }
@@ -234,10 +211,7 @@ async fn storage_settings(
     cors_origins: &[Origin],
 ) -> anyhow::Result<(StorageSettings, Option<EmbeddedS3>)> {
     let common = |endpoint: Option<Origin>, key: String, secret, path_style| StorageSettings {
-        public_endpoint: config
-            .aws_s3_public_endpoint
-            .clone()
-            .or_else(|| endpoint.clone()),
+        public_endpoint: config.aws_s3_public_endpoint.clone().or_else(|| endpoint.clone()),
         endpoint,
         region: config.aws_s3_region.clone(),
         bucket: config.aws_s3_bucket_name.clone(),
@@ -247,39 +221,21 @@ async fn storage_settings(
     };
     Ok(match config.storage_mode() {
         StorageMode::Embedded => {
-            let s3 = EmbeddedS3::start(
-                &config.data_dir.join("s3"),
-                config.embedded_s3_addr,
-                cors_origins,
-            )
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}")
-            })?;
+            let s3 = EmbeddedS3::start(&config.data_dir.join("s3"), config.embedded_s3_addr, cors_origins)
+                .await
+                .map_err(|e| anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}"))?;
             tracing::info!(endpoint = %s3.endpoint(), bucket = config.aws_s3_bucket_name.as_str(), "storage: embedded S3 endpoint (SigV4 checked)");
-            let settings = common(
-                Some(s3.endpoint()),
-                s3.access_key_id.clone(),
-                s3.secret_access_key.clone(),
-                true,
-            );
+            let settings = common(Some(s3.endpoint()), s3.access_key_id.clone(), s3.secret_access_key.clone(), true);
             (settings, Some(s3))
         }
-        StorageMode::External {
-            endpoint,
-            access_key_id,
-            secret_access_key,
-        } => {
+        StorageMode::External { endpoint, access_key_id, secret_access_key } => {
             let path_style = endpoint.is_some();
             tracing::info!(
                 endpoint = endpoint.as_ref().map_or("AWS", Origin::as_str),
                 bucket = config.aws_s3_bucket_name.as_str(),
                 "storage: external S3"
             );
-            (
-                common(endpoint, access_key_id, secret_access_key, path_style),
-                None,
-            )
+            (common(endpoint, access_key_id, secret_access_key, path_style), None)
         }
     })
 }
@@ -289,30 +245,19 @@ async fn storage_settings(
 /// (a pooled connection's is dropped whenever another one wrote). On
 /// PostgreSQL (and an in-memory SQLite database, which another pool would
 /// not see) the main pool.
-async fn connect_writer(
-    config: &Config,
-    db: &DatabaseConnection,
-) -> anyhow::Result<DatabaseConnection> {
+async fn connect_writer(config: &Config, db: &DatabaseConnection) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if url.starts_with("sqlite:") && !in_memory {
-        connect_database(config, Some(1)).await
-    } else {
-        Ok(db.clone())
-    }
+    if url.starts_with("sqlite:") && !in_memory { connect_database(config, Some(1)).await } else { Ok(db.clone()) }
 }
 
 /// Connects to DATABASE_URL (creating the SQLite file's folder when needed),
 /// with `connections` or the default pool size.
-pub async fn connect_database(
-    config: &Config,
-    connections: Option<u32>,
-) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_database(config: &Config, connections: Option<u32>) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     if url.starts_with("sqlite:") && config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", config.data_dir.display()))?;
     }
     let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url);
@@ -332,21 +277,13 @@ pub async fn connect_database(
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
         });
-    Database::connect(options)
-        .await
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))
+    Database::connect(options).await.map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))
 }
 
 fn api_cors(origins: &[Origin]) -> Cors {
     Cors::new()
         .allow_origins(origins.iter().map(Origin::as_str))
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::DELETE,
-            Method::PUT,
-            Method::PATCH,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::PATCH])
         .allow_headers(["authorization", "content-type"])
         .max_age(600)
 }

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    Statement, TransactionTrait,
 };
 
 use crate::{
@@ -47,25 +47,12 @@ impl SweepReport {
     /// The report as a two-column table.
     pub fn table(&self) -> String {
         let rows = [
-            (
-                "skipped (another instance sweeping)",
-                self.skipped.to_string(),
-            ),
-            (
-                "deleted files purged",
-                self.deleted_files_purged.to_string(),
-            ),
-            (
-                "expired uploads removed",
-                self.expired_uploads_removed.to_string(),
-            ),
+            ("skipped (another instance sweeping)", self.skipped.to_string()),
+            ("deleted files purged", self.deleted_files_purged.to_string()),
+            ("expired uploads removed", self.expired_uploads_removed.to_string()),
             (
                 "stale multipart uploads aborted",
-                if self.multipart_supported {
-                    self.multipart_aborted.to_string()
-                } else {
-                    "not supported by this store".into()
-                },
+                if self.multipart_supported { self.multipart_aborted.to_string() } else { "not supported by this store".into() },
             ),
             ("orphan objects found", self.orphans_found.to_string()),
             ("orphan objects deleted", self.orphans_deleted.to_string()),
@@ -80,9 +67,7 @@ impl SweepReport {
 
 /// Sweeps every SWEEP_INTERVAL_SECS until shutdown starts (never mid-sweep).
 pub async fn run_periodically(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
-        state.config.sweep_interval_secs,
-    ));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(state.config.sweep_interval_secs));
     tick.tick().await;
     let mut closing = state.closing.clone();
     loop {
@@ -91,13 +76,7 @@ pub async fn run_periodically(state: AppState) {
             _ = closing.changed() => return,
         }
         match sweep_once(&state, false).await {
-            Ok(report)
-                if report
-                    != SweepReport {
-                        multipart_supported: report.multipart_supported,
-                        ..Default::default()
-                    } =>
-            {
+            Ok(report) if report != SweepReport { multipart_supported: report.multipart_supported, ..Default::default() } => {
                 tracing::info!(?report, "sweep done");
             }
             Ok(_) => {}
@@ -107,19 +86,11 @@ pub async fn run_periodically(state: AppState) {
 }
 
 /// One sweep over everything.
-pub async fn sweep_once(
-    state: &AppState,
-    delete_orphans: bool,
-) -> Result<SweepReport, ServiceError> {
+pub async fn sweep_once(state: &AppState, delete_orphans: bool) -> Result<SweepReport, ServiceError> {
     let lock = match take_lock(state).await? {
         Lock::Held(txn) => Some(txn),
         Lock::NotNeeded => None,
-        Lock::Busy => {
-            return Ok(SweepReport {
-                skipped: true,
-                ..Default::default()
-            });
-        }
+        Lock::Busy => return Ok(SweepReport { skipped: true, ..Default::default() }),
     };
     let mut report = SweepReport {
         deleted_files_purged: purge_deleted(state).await?,
@@ -128,8 +99,7 @@ pub async fn sweep_once(
     };
     match abort_stale_multipart(state).await {
         Ok(count) => (report.multipart_supported, report.multipart_aborted) = (true, count),
-        Err(ServiceError::Storage(StorageError::Service { code, .. }))
-            if code == "NotImplemented" => {}
+        Err(ServiceError::Storage(StorageError::Service { code, .. })) if code == "NotImplemented" => {}
         Err(err) => return Err(err),
     }
     (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, delete_orphans).await?;
@@ -142,10 +112,7 @@ pub async fn sweep_once(
     ]);
     if let Some(txn) = lock {
         // Relayed events are read within moments; an hour is plenty.
-        txn.execute_unprepared(
-            "DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'",
-        )
-        .await?;
+        txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
         txn.commit().await?;
     }
     Ok(report)
@@ -169,10 +136,7 @@ async fn take_lock(state: &AppState) -> Result<Lock, ServiceError> {
             format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY}) AS locked"),
         ))
         .await?;
-    let locked = row
-        .map(|r| r.try_get::<bool>("", "locked"))
-        .transpose()?
-        .unwrap_or(false);
+    let locked = row.map(|r| r.try_get::<bool>("", "locked")).transpose()?.unwrap_or(false);
     Ok(if locked { Lock::Held(txn) } else { Lock::Busy })
 }
 
@@ -186,9 +150,7 @@ async fn purge_deleted(state: &AppState) -> Result<u64, ServiceError> {
         .await?;
     for file in &due {
         state.storage.delete(&file.s3_key).await?;
-        file_upload::Entity::delete_by_id(file.id)
-            .exec(&state.db)
-            .await?;
+        file_upload::Entity::delete_by_id(file.id).exec(&state.db).await?;
     }
     Ok(due.len() as u64)
 }
@@ -203,18 +165,12 @@ async fn remove_expired_uploads(state: &AppState) -> Result<u64, ServiceError> {
     for upload in &expired {
         if upload.state == "pending" {
             if let Some(multipart) = &upload.multipart_upload_id {
-                state
-                    .storage
-                    .abort_multipart(&upload.s3_key, multipart)
-                    .await
-                    .ok();
+                state.storage.abort_multipart(&upload.s3_key, multipart).await.ok();
             }
             state.storage.delete(&upload.s3_key).await?;
             removed += 1;
         }
-        pending_upload::Entity::delete_by_id(upload.id)
-            .exec(&state.db)
-            .await?;
+        pending_upload::Entity::delete_by_id(upload.id).exec(&state.db).await?;
     }
     Ok(removed)
 }
@@ -233,15 +189,11 @@ async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
 
 /// Objects under `uploads/` that neither a file nor a live upload knows.
 async fn sweep_orphans(state: &AppState, delete: bool) -> Result<(u64, u64), ServiceError> {
-    let old_enough = chrono::Utc::now().timestamp()
-        - ORPHAN_MIN_AGE_SECS.min(state.config.upload_url_ttl_secs as i64);
+    let old_enough = chrono::Utc::now().timestamp() - ORPHAN_MIN_AGE_SECS.min(state.config.upload_url_ttl_secs as i64);
     let (mut found, mut deleted) = (0, 0);
     let mut start_after: Option<String> = None;
     loop {
-        let page = state
-            .storage
-            .list_page("uploads/", start_after.as_deref())
-            .await?;
+        let page = state.storage.list_page("uploads/", start_after.as_deref()).await?;
         let Some((last, _)) = page.last() else { break };
         start_after = Some(last.clone());
         let keys: Vec<String> = page.iter().map(|(k, _)| k.clone()).collect();

@@ -23,12 +23,7 @@ const ICON: &str = include_str!("ui/icon.svg");
 /// API is nested at `/`, which would otherwise claim `/` as well).
 pub async fn page_at_root<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
     if req.uri().path() == "/" && req.method() == Method::GET {
-        return Asset {
-            body: INDEX,
-            content_type: "text/html; charset=utf-8",
-        }
-        .call(req)
-        .await;
+        return Asset { body: INDEX, content_type: "text/html; charset=utf-8" }.call(req).await;
     }
     Ok(next.call(req).await?.into_response())
 }
@@ -36,27 +31,9 @@ pub async fn page_at_root<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Resu
 /// Script, style and icon, for nesting under `/ui`.
 pub fn assets() -> Route {
     Route::new()
-        .at(
-            "/app.js",
-            get(Asset {
-                body: SCRIPT,
-                content_type: "text/javascript; charset=utf-8",
-            }),
-        )
-        .at(
-            "/app.css",
-            get(Asset {
-                body: STYLE,
-                content_type: "text/css; charset=utf-8",
-            }),
-        )
-        .at(
-            "/icon.svg",
-            get(Asset {
-                body: ICON,
-                content_type: "image/svg+xml",
-            }),
-        )
+        .at("/app.js", get(Asset { body: SCRIPT, content_type: "text/javascript; charset=utf-8" }))
+        .at("/app.css", get(Asset { body: STYLE, content_type: "text/css; charset=utf-8" }))
+        .at("/icon.svg", get(Asset { body: ICON, content_type: "image/svg+xml" }))
 }
 
 /// One embedded file, served with its type and the page's security headers.
@@ -69,22 +46,11 @@ impl Endpoint for Asset {
     type Output = Response;
 
     async fn call(&self, _req: Request) -> poem::Result<Response> {
-        let mut response = Response::builder()
-            .content_type(self.content_type)
-            .body(self.body);
+        let mut response = Response::builder().content_type(self.content_type).body(self.body);
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         Ok(response)
     }

@@ -38,30 +38,15 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 pub struct AllowedOrigins(pub Arc<Vec<Origin>>);
 
 /// Checks origin and token, then upgrades; refusals are the JSON error body.
-pub fn upgrade(
-    req: &Request,
-    socket: WebSocket,
-    state: &AppState,
-    origins: &AllowedOrigins,
-) -> Response {
+pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &AllowedOrigins) -> Response {
     if let Some(origin) = req.header("origin")
-        && !origins
-            .0
-            .iter()
-            .any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
+        && !origins.0.iter().any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
     {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this origin may not open the event socket",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not open the event socket")
+            .into_response();
     }
     let Some(token) = token_of(req) else {
-        return ApiError::unauthorized(
-            "missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)",
-        )
-        .into_response();
+        return ApiError::unauthorized("missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)").into_response();
     };
     let user = match state.tokens.verify(&token) {
         Ok(user) => user,
@@ -83,26 +68,16 @@ pub fn upgrade(
 
 /// The bearer token from the header, the query or the subprotocol list.
 fn token_of(req: &Request) -> Option<String> {
-    if let Some(bearer) = req
-        .header("authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-    {
+    if let Some(bearer) = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")) {
         return Some(bearer.trim().to_owned());
     }
-    let from_query = req
-        .uri()
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("token="));
+    let from_query = req.uri().query().into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("token="));
     if let Some(token) = from_query {
         return Some(token.to_owned());
     }
     let protocols = req.header("sec-websocket-protocol")?;
     let mut parts = protocols.split(',').map(str::trim);
-    (parts.next() == Some("bearer"))
-        .then(|| parts.next().map(str::to_owned))
-        .flatten()
+    (parts.next() == Some("bearer")).then(|| parts.next().map(str::to_owned)).flatten()
 }
 
 async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {

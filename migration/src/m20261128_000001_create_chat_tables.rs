@@ -112,18 +112,10 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Messages::Table).to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(ChannelMembers::Table).to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Channels::Table).to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Users::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Messages::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(ChannelMembers::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(Channels::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(Users::Table).to_owned()).await
     }
 }
 

@@ -61,22 +61,14 @@ impl MigrationTrait for Migration {
             ("idx_file_uploads_channel_id", FileUploads::ChannelId),
         ] {
             manager
-                .create_index(
-                    Index::create()
-                        .name(name)
-                        .table(FileUploads::Table)
-                        .col(col)
-                        .to_owned(),
-                )
+                .create_index(Index::create().name(name).table(FileUploads::Table).col(col).to_owned())
                 .await?;
         }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(FileUploads::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(FileUploads::Table).to_owned()).await
     }
 }
 

@@ -48,9 +48,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(FileDownloads::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(FileDownloads::Table).to_owned()).await
     }
 }
 

@@ -11,22 +11,14 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(
-                Table::alter()
-                    .table(PendingUploads::Table)
-                    .add_column(big_integer_null(PendingUploads::PartSize))
-                    .to_owned(),
+                Table::alter().table(PendingUploads::Table).add_column(big_integer_null(PendingUploads::PartSize)).to_owned(),
             )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .alter_table(
-                Table::alter()
-                    .table(PendingUploads::Table)
-                    .drop_column(PendingUploads::PartSize)
-                    .to_owned(),
-            )
+            .alter_table(Table::alter().table(PendingUploads::Table).drop_column(PendingUploads::PartSize).to_owned())
             .await
     }
 }

@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use super::{ApiTags, JsonString, Success, ok, utc};
+use super::{JsonString, ApiTags, Success, ok, utc};
 use crate::{
     auth::{BearerAuth, CurrentUser},
     domain::Username,
@@ -29,11 +29,7 @@ pub struct User {
 
 impl From<user::Model> for User {
     fn from(m: user::Model) -> Self {
-        Self {
-            id: m.id,
-            username: m.username,
-            created_at: utc(m.created_at),
-        }
+        Self { id: m.id, username: m.username, created_at: utc(m.created_at) }
     }
 }
 
@@ -69,36 +65,19 @@ impl AuthApi {
     /// Creates the user on first use and returns a bearer token. Off (404
     /// `dev_login_disabled`) when the operator sets JWT_SECRET without DEV_LOGIN=true.
     #[oai(path = "/auth/dev-login", method = "post", operation_id = "dev_login")]
-    async fn dev_login(
-        &self,
-        state: Data<&AppState>,
-        body: Json<DevLoginRequest>,
-    ) -> Result<Success<LoginResponse>, ApiError> {
+    async fn dev_login(&self, state: Data<&AppState>, body: Json<DevLoginRequest>) -> Result<Success<LoginResponse>, ApiError> {
         if !state.config.dev_login_enabled() {
-            return Err(ServiceError::Disabled {
-                code: "dev_login_disabled",
-                message: "dev login is disabled".into(),
-            }
-            .into());
+            return Err(ServiceError::Disabled { code: "dev_login_disabled", message: "dev login is disabled".into() }.into());
         }
         let username = Username::parse(&body.username)?;
         let user = users::find_or_create(&state.db, &username).await?;
-        let token = state.tokens.issue(&CurrentUser {
-            id: user.id,
-            username: user.username.clone(),
-        });
-        Ok(ok(LoginResponse {
-            token,
-            user: user.into(),
-        }))
+        let token = state.tokens.issue(&CurrentUser { id: user.id, username: user.username.clone() });
+        Ok(ok(LoginResponse { token, user: user.into() }))
     }
 
     /// The authenticated caller.
     #[oai(path = "/auth/me", method = "get", operation_id = "current_user")]
     async fn me(&self, auth: BearerAuth) -> Result<Success<Me>, ApiError> {
-        Ok(ok(Me {
-            id: auth.0.id,
-            username: auth.0.username,
-        }))
+        Ok(ok(Me { id: auth.0.id, username: auth.0.username }))
     }
 }

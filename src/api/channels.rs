@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{ApiTags, JsonString, Success, auth::User, ok, utc};
+use super::{JsonString, ApiTags, Success, ok, auth::User, utc};
 use crate::{
     auth::BearerAuth,
     domain::{ChannelName, Username},
@@ -32,12 +32,7 @@ pub struct Channel {
 
 impl From<channel::Model> for Channel {
     fn from(m: channel::Model) -> Self {
-        Self {
-            id: m.id,
-            name: m.name,
-            created_by: m.created_by,
-            created_at: utc(m.created_at),
-        }
+        Self { id: m.id, name: m.name, created_by: m.created_by, created_at: utc(m.created_at) }
     }
 }
 
@@ -66,10 +61,7 @@ pub struct ChannelMember {
 
 impl From<Member> for ChannelMember {
     fn from(m: Member) -> Self {
-        Self {
-            user: m.user.into(),
-            joined_at: utc(m.joined_at),
-        }
+        Self { user: m.user.into(), joined_at: utc(m.joined_at) }
     }
 }
 
@@ -115,12 +107,7 @@ pub enum MemberRemoved {
 impl ChannelsApi {
     /// Create a channel.
     #[oai(path = "/channels", method = "post", operation_id = "create_channel")]
-    async fn create(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        body: Json<CreateChannelRequest>,
-    ) -> Result<ChannelCreated, ApiError> {
+    async fn create(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<CreateChannelRequest>) -> Result<ChannelCreated, ApiError> {
         let name = ChannelName::parse(&body.name)?;
         let created = channels::create(&state, auth.0.id, &name).await?;
         Ok(ChannelCreated::Created(Json(created.into())))
@@ -128,64 +115,28 @@ impl ChannelsApi {
 
     /// List the caller's channels.
     #[oai(path = "/channels", method = "get", operation_id = "list_channels")]
-    async fn list(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-    ) -> Result<Success<ChannelList>, ApiError> {
+    async fn list(&self, state: Data<&AppState>, auth: BearerAuth) -> Result<Success<ChannelList>, ApiError> {
         let found = channels::list_for_member(&state.db, auth.0.id).await?;
-        Ok(ok(ChannelList {
-            channels: found.into_iter().map(Into::into).collect(),
-        }))
+        Ok(ok(ChannelList { channels: found.into_iter().map(Into::into).collect() }))
     }
 
     /// Get one channel.
-    #[oai(
-        path = "/channels/:channel_id",
-        method = "get",
-        operation_id = "get_channel"
-    )]
-    async fn get(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        channel_id: Path<i32>,
-    ) -> Result<Success<Channel>, ApiError> {
-        Ok(ok(channels::require_member(
-            &state.db,
-            channel_id.0,
-            auth.0.id,
-        )
-        .await?
-        .into()))
+    #[oai(path = "/channels/:channel_id", method = "get", operation_id = "get_channel")]
+    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Success<Channel>, ApiError> {
+        Ok(ok(channels::require_member(&state.db, channel_id.0, auth.0.id).await?.into()))
     }
 
     /// List a channel's members.
-    #[oai(
-        path = "/channels/:channel_id/members",
-        method = "get",
-        operation_id = "list_channel_members"
-    )]
-    async fn members(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        channel_id: Path<i32>,
-    ) -> Result<Success<MemberList>, ApiError> {
+    #[oai(path = "/channels/:channel_id/members", method = "get", operation_id = "list_channel_members")]
+    async fn members(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Success<MemberList>, ApiError> {
         let found = channels::members(&state.db, channel_id.0, auth.0.id).await?;
-        Ok(ok(MemberList {
-            members: found.into_iter().map(Into::into).collect(),
-        }))
+        Ok(ok(MemberList { members: found.into_iter().map(Into::into).collect() }))
     }
 
     /// Add a user to a channel.
     ///
     /// Any member may add an existing user; 409 `already_member` when they belong already.
-    #[oai(
-        path = "/channels/:channel_id/members",
-        method = "post",
-        operation_id = "add_channel_member"
-    )]
+    #[oai(path = "/channels/:channel_id/members", method = "post", operation_id = "add_channel_member")]
     async fn add_member(
         &self,
         state: Data<&AppState>,
@@ -201,11 +152,7 @@ impl ChannelsApi {
     /// Remove a member (or leave).
     ///
     /// Members may remove themselves; only the channel's creator may remove others (403).
-    #[oai(
-        path = "/channels/:channel_id/members/:user_id",
-        method = "delete",
-        operation_id = "remove_channel_member"
-    )]
+    #[oai(path = "/channels/:channel_id/members/:user_id", method = "delete", operation_id = "remove_channel_member")]
     async fn remove_member(
         &self,
         state: Data<&AppState>,

@@ -1,9 +1,6 @@
 //! `GET /ws`: the event stream, documented here so its payloads are in the spec.
 
-use poem::{
-    IntoResponse, Request, Response,
-    web::{Data, websocket::WebSocket},
-};
+use poem::{IntoResponse, Request, Response, web::{Data, websocket::WebSocket}};
 use poem_openapi::{
     ApiResponse, OpenApi,
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
@@ -32,12 +29,7 @@ impl IntoResponse for EventStream {
 
 impl ApiResponse for EventStream {
     fn meta() -> MetaResponses {
-        let json = |schema| {
-            vec![MetaMediaType {
-                content_type: "application/json; charset=utf-8",
-                schema,
-            }]
-        };
+        let json = |schema| vec![MetaMediaType { content_type: "application/json; charset=utf-8", schema }];
         let response = |status, description, content| MetaResponse {
             description,
             status: Some(status),
@@ -52,21 +44,9 @@ impl ApiResponse for EventStream {
                     "Switched to WebSocket. Every text frame is one `Event` (schema below) plus `id` and `at`.",
                     json(Event::schema_ref()),
                 ),
-                response(
-                    400,
-                    "Not a WebSocket upgrade request (`invalid_request`).",
-                    json(ErrorBody::schema_ref()),
-                ),
-                response(
-                    401,
-                    "Missing, malformed, badly signed or expired token (`unauthorized`).",
-                    json(ErrorBody::schema_ref()),
-                ),
-                response(
-                    403,
-                    "The browser's Origin is not allowed (`origin_not_allowed`).",
-                    json(ErrorBody::schema_ref()),
-                ),
+                response(400, "Not a WebSocket upgrade request (`invalid_request`).", json(ErrorBody::schema_ref())),
+                response(401, "Missing, malformed, badly signed or expired token (`unauthorized`).", json(ErrorBody::schema_ref())),
+                response(403, "The browser's Origin is not allowed (`origin_not_allowed`).", json(ErrorBody::schema_ref())),
             ],
         }
     }

@@ -2,10 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use poem::{
-    Request, RequestBody,
-    web::{Data, Multipart},
-};
+use poem::{Request, RequestBody, web::{Data, Multipart}};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
     param::{Path, Query},
@@ -14,7 +11,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiTags, JsonString, Success, ok};
+use super::{JsonString, ApiTags, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::{ContentType, FileName, Sha256Hex},
@@ -53,21 +50,13 @@ pub struct PresignRequest {
 impl PresignRequest {
     /// The use case's input, every field parsed.
     pub(super) fn parse(self) -> Result<UploadRequest, ApiError> {
-        let size = u64::try_from(self.size)
-            .map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
+        let size = u64::try_from(self.size).map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
         Ok(UploadRequest {
-            target: Target {
-                channel_id: Some(self.channel_id),
-                message_id: self.message_id,
-            },
+            target: Target { channel_id: Some(self.channel_id), message_id: self.message_id },
             file_name: FileName::parse(&self.file_name)?,
             content_type: ContentType::parse(&self.content_type)?,
             size,
-            sha256: self
-                .sha256
-                .as_deref()
-                .map(|s| Sha256Hex::parse(s))
-                .transpose()?,
+            sha256: self.sha256.as_deref().map(|s| Sha256Hex::parse(s)).transpose()?,
         })
     }
 }
@@ -148,16 +137,10 @@ pub struct DownloadLinkBody {
 pub enum Download {
     /// Redirect to the presigned GET.
     #[oai(status = 302)]
-    Redirect(
-        #[oai(header = "Location")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
+    Redirect(#[oai(header = "Location")] String, #[oai(header = "Cache-Control")] String),
     /// The link itself (`redirect=false`).
     #[oai(status = 200)]
-    Link(
-        Json<DownloadLinkBody>,
-        #[oai(header = "Cache-Control")] String,
-    ),
+    Link(Json<DownloadLinkBody>, #[oai(header = "Cache-Control")] String),
 }
 
 /// A file was uploaded through the broker.
@@ -175,29 +158,15 @@ impl FilesApi {
     /// Validates the file and returns a presigned PUT for the object store.
     /// Content-Type and Content-Length (and the SHA-256 when given) are signed,
     /// so the store refuses any other body.
-    #[oai(
-        path = "/files/presign",
-        method = "post",
-        operation_id = "presign_upload"
-    )]
-    async fn presign(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        body: Json<PresignRequest>,
-    ) -> Result<Presigned, ApiError> {
+    #[oai(path = "/files/presign", method = "post", operation_id = "presign_upload")]
+    async fn presign(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<Presigned, ApiError> {
         let request = body.0.parse()?;
         let presigned = uploads::presign(&state, auth.0.id, request).await?;
         Ok(Presigned::Created(Json(PresignResponse {
             upload_id: presigned.upload.id,
             method: presigned.request.method.to_owned(),
             url: presigned.request.url,
-            headers: presigned
-                .request
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            headers: presigned.request.headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             expires_at: presigned.upload.expires_at.and_utc(),
             key: presigned.upload.s3_key,
         })))
@@ -209,36 +178,16 @@ impl FilesApi {
     /// when one was declared and the magic bytes of its first KiB; a failing
     /// object is deleted (422). On success records the file and announces
     /// `file_upload_complete`. Idempotent.
-    #[oai(
-        path = "/files/uploads/:upload_id/confirm",
-        method = "post",
-        operation_id = "confirm_upload"
-    )]
-    async fn confirm(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        upload_id: Path<Uuid>,
-    ) -> Result<Confirmed, ApiError> {
-        Ok(uploads::confirm(&state, auth.0.id, upload_id.0)
-            .await?
-            .into())
+    #[oai(path = "/files/uploads/:upload_id/confirm", method = "post", operation_id = "confirm_upload")]
+    async fn confirm(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Confirmed, ApiError> {
+        Ok(uploads::confirm(&state, auth.0.id, upload_id.0).await?.into())
     }
 
     /// Abort an unconfirmed upload.
     ///
     /// Deletes any uploaded bytes. 409 `upload_confirmed` once confirmed.
-    #[oai(
-        path = "/files/uploads/:upload_id",
-        method = "delete",
-        operation_id = "abort_upload"
-    )]
-    async fn abort(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        upload_id: Path<Uuid>,
-    ) -> Result<Aborted, ApiError> {
+    #[oai(path = "/files/uploads/:upload_id", method = "delete", operation_id = "abort_upload")]
+    async fn abort(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Aborted, ApiError> {
         uploads::abort(&state, auth.0.id, upload_id.0).await?;
         Ok(Aborted::NoContent)
     }
@@ -247,15 +196,8 @@ impl FilesApi {
     ///
     /// Channel members only; 404 for everyone else and for deleted files.
     #[oai(path = "/files/:file_id", method = "get", operation_id = "get_file")]
-    async fn get(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        file_id: Path<i32>,
-    ) -> Result<Success<FileInfo>, ApiError> {
-        Ok(ok(files::visible_file(&state.db, auth.0.id, file_id.0)
-            .await?
-            .into()))
+    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Success<FileInfo>, ApiError> {
+        Ok(ok(files::visible_file(&state.db, auth.0.id, file_id.0).await?.into()))
     }
 
     /// Delete a file (owner only).
@@ -263,17 +205,8 @@ impl FilesApi {
     /// Soft delete: the file leaves listings and downloads at once, `file_deleted`
     /// is announced, and the sweeper purges the object after the retention
     /// period. Other members get 403; everyone else, and a second delete, 404.
-    #[oai(
-        path = "/files/:file_id",
-        method = "delete",
-        operation_id = "delete_file"
-    )]
-    async fn delete(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        file_id: Path<i32>,
-    ) -> Result<Deleted, ApiError> {
+    #[oai(path = "/files/:file_id", method = "delete", operation_id = "delete_file")]
+    async fn delete(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Deleted, ApiError> {
         files::delete(&state, auth.0.id, file_id.0).await?;
         Ok(Deleted::NoContent)
     }
@@ -286,11 +219,7 @@ impl FilesApi {
     /// type recorded at upload; `redirect=false` returns the link as JSON
     /// instead. `inline=true` is accepted for images (not SVG), audio, video
     /// and PDF only. Counted in the file's statistics; rate limited per user.
-    #[oai(
-        path = "/files/download/:file_id",
-        method = "get",
-        operation_id = "download_file"
-    )]
+    #[oai(path = "/files/download/:file_id", method = "get", operation_id = "download_file")]
     async fn download(
         &self,
         state: Data<&AppState>,
@@ -305,13 +234,7 @@ impl FilesApi {
         Ok(if redirect.0.unwrap_or(true) {
             Download::Redirect(link.url, "no-store".into())
         } else {
-            Download::Link(
-                Json(DownloadLinkBody {
-                    url: link.url,
-                    expires_at: link.expires_at.and_utc(),
-                }),
-                "no-store".into(),
-            )
+            Download::Link(Json(DownloadLinkBody { url: link.url, expires_at: link.expires_at.and_utc() }), "no-store".into())
         })
     }
 
@@ -322,53 +245,25 @@ impl FilesApi {
     /// large files) and never held in memory whole; the size limit is enforced
     /// while streaming (413, nothing kept).
     #[oai(path = "/files/upload", method = "post", operation_id = "upload_file")]
-    async fn upload(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        form: UploadForm,
-    ) -> Result<Uploaded, ApiError> {
+    async fn upload(&self, state: Data<&AppState>, auth: BearerAuth, form: UploadForm) -> Result<Uploaded, ApiError> {
         let max = state.config.max_file_size_bytes();
-        if form
-            .content_length
-            .is_some_and(|len| len > max + FORM_OVERHEAD)
-        {
-            return Err(ServiceError::TooLarge(format!(
-                "files may be at most {} MiB",
-                state.config.max_file_size_mb
-            ))
-            .into());
+        if form.content_length.is_some_and(|len| len > max + FORM_OVERHEAD) {
+            return Err(ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb)).into());
         }
         let mut multipart = form.multipart;
-        let mut target = Target {
-            channel_id: None,
-            message_id: None,
-        };
+        let mut target = Target { channel_id: None, message_id: None };
         while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
             match field.name() {
-                Some("channel_id") => {
-                    target.channel_id = Some(parse_id(field.text().await.map_err(bad_form)?)?)
-                }
-                Some("message_id") => {
-                    target.message_id = Some(parse_id(field.text().await.map_err(bad_form)?)?)
-                }
+                Some("channel_id") => target.channel_id = Some(parse_id(field.text().await.map_err(bad_form)?)?),
+                Some("message_id") => target.message_id = Some(parse_id(field.text().await.map_err(bad_form)?)?),
                 Some("file") => {
                     let file_name = FileName::parse(field.file_name().unwrap_or_default())?;
                     let content_type = match field.content_type() {
                         Some(ct) if ct != "application/octet-stream" => ContentType::parse(ct)?,
-                        _ => ContentType::parse(
-                            mime_guess::from_path(file_name.as_str())
-                                .first_raw()
-                                .unwrap_or("application/octet-stream"),
-                        )?,
+                        _ => ContentType::parse(mime_guess::from_path(file_name.as_str()).first_raw().unwrap_or("application/octet-stream"))?,
                     };
                     let body = Box::pin(field.into_async_read());
-                    let streamed = StreamedFile {
-                        target,
-                        file_name,
-                        content_type,
-                        body,
-                    };
+                    let streamed = StreamedFile { target, file_name, content_type, body };
                     let file = uploads::upload_stream(&state, auth.0.id, streamed).await?;
                     return Ok(Uploaded::Created(Json(file.into())));
                 }
@@ -387,9 +282,7 @@ fn bad_form(err: impl std::fmt::Display) -> ApiError {
 }
 
 fn parse_id(text: String) -> Result<i32, ApiError> {
-    text.trim()
-        .parse()
-        .map_err(|_| ServiceError::invalid("invalid_request", "ids must be integers").into())
+    text.trim().parse().map_err(|_| ServiceError::invalid("invalid_request", "ids must be integers").into())
 }
 
 /// `multipart/form-data` read field by field as it arrives.
@@ -402,9 +295,7 @@ impl Payload for UploadForm {
     const CONTENT_TYPE: &'static str = "multipart/form-data";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type
-            .parse::<mime::Mime>()
-            .is_ok_and(|m| m.essence_str() == Self::CONTENT_TYPE)
+        content_type.parse::<mime::Mime>().is_ok_and(|m| m.essence_str() == Self::CONTENT_TYPE)
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -418,14 +309,8 @@ impl Payload for UploadForm {
         MetaSchemaRef::Inline(Box::new(MetaSchema {
             required: vec!["file"],
             properties: vec![
-                (
-                    "message_id",
-                    integer("Attach to this message (the caller's own); send before `file`."),
-                ),
-                (
-                    "channel_id",
-                    integer("Channel to upload to, when no message_id; send before `file`."),
-                ),
+                ("message_id", integer("Attach to this message (the caller's own); send before `file`.")),
+                ("channel_id", integer("Channel to upload to, when no message_id; send before `file`.")),
                 (
                     "file",
                     MetaSchemaRef::Inline(Box::new(MetaSchema {
@@ -444,14 +329,9 @@ impl ParsePayload for UploadForm {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let content_length = request
-            .header("content-length")
-            .and_then(|v| v.parse().ok());
+        let content_length = request.header("content-length").and_then(|v| v.parse().ok());
         let multipart = <Multipart as poem::FromRequest>::from_request(request, body).await?;
-        Ok(Self {
-            multipart,
-            content_length,
-        })
+        Ok(Self { multipart, content_length })
     }
 }
 
@@ -467,27 +347,15 @@ impl<'a> ApiExtractor<'a> for UploadForm {
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: Self::CONTENT_TYPE,
-                schema: Self::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: Self::CONTENT_TYPE, schema: Self::schema_ref() }],
             required: true,
         })
     }
 
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _: ExtractParamOptions<()>,
-    ) -> poem::Result<Self> {
+    async fn from_request(request: &'a Request, body: &mut RequestBody, _: ExtractParamOptions<()>) -> poem::Result<Self> {
         match request.content_type() {
-            Some(ct) if Self::check_content_type(ct) => {
-                <Self as ParsePayload>::from_request(request, body).await
-            }
-            Some(ct) => Err(poem_openapi::error::ContentTypeError::NotSupported {
-                content_type: ct.to_owned(),
-            }
-            .into()),
+            Some(ct) if Self::check_content_type(ct) => <Self as ParsePayload>::from_request(request, body).await,
+            Some(ct) => Err(poem_openapi::error::ContentTypeError::NotSupported { content_type: ct.to_owned() }.into()),
             None => Err(poem_openapi::error::ContentTypeError::ExpectContentType.into()),
         }
     }

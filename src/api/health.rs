@@ -21,9 +21,7 @@ impl HealthApi {
     /// Liveness: the process is up.
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> Success<Status> {
-        ok(Status {
-            status: "ok".into(),
-        })
+        ok(Status { status: "ok".into() })
     }
 
     /// Readiness: the database and the object store answer.
@@ -42,19 +40,13 @@ impl HealthApi {
             failed.push("storage");
         }
         if failed.is_empty() {
-            return Ok(ok(Status {
-                status: "ok".into(),
-            }));
+            return Ok(ok(Status { status: "ok".into() }));
         }
         let code = match failed.as_slice() {
             ["database"] => "database_unavailable",
             ["storage"] => "storage_unavailable",
             _ => "not_ready",
         };
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code,
-            format!("unavailable: {}", failed.join(", ")),
-        ))
+        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("unavailable: {}", failed.join(", "))))
     }
 }

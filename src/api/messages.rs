@@ -7,7 +7,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, JsonString, Success, ok};
+use super::{JsonString, ApiTags, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::MessageContent,
@@ -56,11 +56,7 @@ impl MessagesApi {
     ///
     /// 409 `file_not_attachable` names a file that is not the caller's own
     /// confirmed, unattached, live file of this channel; nothing is posted then.
-    #[oai(
-        path = "/channels/:channel_id/messages",
-        method = "post",
-        operation_id = "post_message"
-    )]
+    #[oai(path = "/channels/:channel_id/messages", method = "post", operation_id = "post_message")]
     async fn post(
         &self,
         state: Data<&AppState>,
@@ -73,19 +69,14 @@ impl MessagesApi {
         } else {
             MessageContent::parse_with_attachments(&body.content)?
         };
-        let posted =
-            messages::post(&state, channel_id.0, auth.0.id, &content, &body.file_ids).await?;
+        let posted = messages::post(&state, channel_id.0, auth.0.id, &content, &body.file_ids).await?;
         Ok(MessagePosted::Created(Json(posted.into())))
     }
 
     /// List messages with their files, newest first.
     ///
     /// `limit` defaults to 50 and is capped at 100; `before` returns messages older than that id.
-    #[oai(
-        path = "/channels/:channel_id/messages",
-        method = "get",
-        operation_id = "list_messages"
-    )]
+    #[oai(path = "/channels/:channel_id/messages", method = "get", operation_id = "list_messages")]
     async fn list(
         &self,
         state: Data<&AppState>,
@@ -99,12 +90,7 @@ impl MessagesApi {
     ) -> Result<Success<MessagePage>, ApiError> {
         let limit = limit.0.unwrap_or(50).min(MAX_PAGE);
         let page = messages::page(&state.db, channel_id.0, auth.0.id, before.0, limit).await?;
-        let next_before = (page.len() as u64 == limit)
-            .then(|| page.last().map(|m| m.message.id))
-            .flatten();
-        Ok(ok(MessagePage {
-            messages: page.into_iter().map(Into::into).collect(),
-            next_before,
-        }))
+        let next_before = (page.len() as u64 == limit).then(|| page.last().map(|m| m.message.id)).flatten();
+        Ok(ok(MessagePage { messages: page.into_iter().map(Into::into).collect(), next_before }))
     }
 }

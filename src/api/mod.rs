@@ -77,9 +77,7 @@ impl poem_openapi::types::ParseFromJSON for JsonString {
     fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
         match value {
             Some(serde_json::Value::String(text)) => Ok(Self(text)),
-            other => Err(poem_openapi::types::ParseError::expected_type(
-                other.unwrap_or_default(),
-            )),
+            other => Err(poem_openapi::types::ParseError::expected_type(other.unwrap_or_default())),
         }
     }
 }
@@ -154,17 +152,9 @@ impl From<ServiceError> for ApiError {
             E::Invalid { code, message } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
             E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             E::Disabled { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
-            E::TooLarge(message) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message)
-            }
-            E::TypeNotAllowed(message) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "type_not_allowed",
-                message,
-            ),
-            E::Unverified { code, message } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            }
+            E::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message),
+            E::TypeNotAllowed(message) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed", message),
+            E::Unverified { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
             E::RateLimited { retry_after_secs } => ApiError::TooManyRequests(
                 Json(ErrorBody {
                     error: ErrorDetail {
@@ -175,40 +165,21 @@ impl From<ServiceError> for ApiError {
                 retry_after_secs.max(1),
             ),
             E::Database(err) => {
-                if matches!(
-                    err,
-                    sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
-                ) {
+                if matches!(err, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) {
                     tracing::warn!(error = %err, "database unavailable");
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "database_unavailable",
-                        "the database is unavailable",
-                    )
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable")
                 } else {
                     tracing::error!(error = ?err, "database error");
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "internal error",
-                    )
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
                 }
             }
             E::Storage(crate::storage::StorageError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "object store unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "the object store is unavailable",
-                )
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the object store is unavailable")
             }
             E::Storage(err @ crate::storage::StorageError::Service { .. }) => {
                 tracing::error!(error = %err, "object store error");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "storage_error",
-                    "the object store answered with an error",
-                )
+                ApiError::new(StatusCode::BAD_GATEWAY, "storage_error", "the object store answered with an error")
             }
         }
     }

@@ -7,8 +7,8 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
-use super::{
-    ApiTags, JsonString, Success,
+use super::{JsonString, 
+    ApiTags, Success,
     files::{Confirmed, PresignRequest},
     ok,
 };
@@ -47,12 +47,7 @@ impl From<PartUrl> for PartUpload {
             part_number: part.part_number,
             method: part.request.method.to_owned(),
             url: part.request.url,
-            headers: part
-                .request
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            headers: part.request.headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         }
     }
 }
@@ -107,11 +102,7 @@ pub struct UploadedPart {
 
 impl From<StoredPart> for UploadedPart {
     fn from(part: StoredPart) -> Self {
-        Self {
-            part_number: part.part_number,
-            etag: part.etag,
-            size: part.size,
-        }
+        Self { part_number: part.part_number, etag: part.etag, size: part.size }
     }
 }
 
@@ -153,17 +144,8 @@ impl MultipartApi {
     /// For big files. Validated like `presign`; starts a multipart upload in the
     /// object store and returns its part layout with presigned URLs for the
     /// first parts. Each part URL signs the part's exact length.
-    #[oai(
-        path = "/files/multipart",
-        method = "post",
-        operation_id = "start_multipart_upload"
-    )]
-    async fn start(
-        &self,
-        state: Data<&AppState>,
-        auth: BearerAuth,
-        body: Json<PresignRequest>,
-    ) -> Result<MultipartStarted, ApiError> {
+    #[oai(path = "/files/multipart", method = "post", operation_id = "start_multipart_upload")]
+    async fn start(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<MultipartStarted, ApiError> {
         let started = multipart::start(&state, auth.0.id, body.0.parse()?).await?;
         Ok(MultipartStarted::Created(Json(MultipartStart {
             upload_id: started.upload.id,
@@ -181,11 +163,7 @@ impl MultipartApi {
     /// Signs URLs for the given part numbers (again, when earlier ones
     /// expired) and lists the parts the store holds, so a client can resume
     /// after losing its state. Only the uploader; the upload must be pending.
-    #[oai(
-        path = "/files/uploads/:upload_id/parts",
-        method = "post",
-        operation_id = "get_multipart_parts"
-    )]
+    #[oai(path = "/files/uploads/:upload_id/parts", method = "post", operation_id = "get_multipart_parts")]
     async fn parts(
         &self,
         state: Data<&AppState>,
@@ -193,8 +171,7 @@ impl MultipartApi {
         upload_id: Path<Uuid>,
         body: Json<PartsRequest>,
     ) -> Result<Success<PartsResponse>, ApiError> {
-        let listing =
-            multipart::parts(&state, auth.0.id, upload_id.0, &body.0.part_numbers).await?;
+        let listing = multipart::parts(&state, auth.0.id, upload_id.0, &body.0.part_numbers).await?;
         Ok(ok(PartsResponse {
             part_size: listing.layout.part_size,
             part_count: listing.layout.part_count,
@@ -210,11 +187,7 @@ impl MultipartApi {
     /// sizes as signed; 422 `part_missing`, `part_mismatch`, `size_mismatch`),
     /// completes it, then verifies, records and announces the file exactly like
     /// `confirm`. Idempotent.
-    #[oai(
-        path = "/files/uploads/:upload_id/complete",
-        method = "post",
-        operation_id = "complete_multipart_upload"
-    )]
+    #[oai(path = "/files/uploads/:upload_id/complete", method = "post", operation_id = "complete_multipart_upload")]
     async fn complete(
         &self,
         state: Data<&AppState>,
@@ -223,20 +196,9 @@ impl MultipartApi {
         body: Json<CompleteRequest>,
     ) -> Result<Confirmed, ApiError> {
         if body.0.parts.len() > 10_000 {
-            return Err(ServiceError::invalid(
-                "invalid_part_list",
-                "an upload has at most 10,000 parts",
-            )
-            .into());
+            return Err(ServiceError::invalid("invalid_part_list", "an upload has at most 10,000 parts").into());
         }
-        let parts: Vec<(u32, String)> = body
-            .0
-            .parts
-            .into_iter()
-            .map(|p| (p.part_number, p.etag.0))
-            .collect();
-        Ok(multipart::complete(&state, auth.0.id, upload_id.0, &parts)
-            .await?
-            .into())
+        let parts: Vec<(u32, String)> = body.0.parts.into_iter().map(|p| (p.part_number, p.etag.0)).collect();
+        Ok(multipart::complete(&state, auth.0.id, upload_id.0, &parts).await?.into())
     }
 }

@@ -16,9 +16,7 @@ pub struct Batcher<T, R> {
 
 impl<T, R> Clone for Batcher<T, R> {
     fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-        }
+        Self { tx: self.tx.clone() }
     }
 }
 
@@ -27,12 +25,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// `write` returns one result per item, in order. With a `linger`, the
     /// writer waits that long after the first item for more to join the batch
     /// (for writes nobody waits on). The task stops when every handle is dropped.
-    pub fn spawn<F, Fut>(
-        db: DatabaseConnection,
-        max_batch: usize,
-        linger: Duration,
-        write: F,
-    ) -> Self
+    pub fn spawn<F, Fut>(db: DatabaseConnection, max_batch: usize, linger: Duration, write: F) -> Self
     where
         F: Fn(DatabaseConnection, Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, DbErr>> + Send,
@@ -74,10 +67,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Writes `item` with the next batch and waits for its result.
     pub async fn submit(&self, item: T) -> Result<R, DbErr> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((item, Some(reply)))
-            .await
-            .map_err(|_| stopped())?;
+        self.tx.send((item, Some(reply))).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 

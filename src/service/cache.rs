@@ -19,26 +19,17 @@ struct Ttl<K, V> {
 
 impl<K: Eq + Hash, V: Clone> Ttl<K, V> {
     fn new(ttl: Duration) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            ttl,
-        }
+        Self { entries: Mutex::new(HashMap::new()), ttl }
     }
 
     fn get(&self, key: &K) -> Option<V> {
         let entries = self.entries.lock().expect("cache lock");
-        entries
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(v, _)| v.clone())
+        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(v, _)| v.clone())
     }
 
     fn put(&self, key: K, value: V) {
         if !self.ttl.is_zero() {
-            self.entries
-                .lock()
-                .expect("cache lock")
-                .insert(key, (value, Instant::now()));
+            self.entries.lock().expect("cache lock").insert(key, (value, Instant::now()));
         }
     }
 
@@ -47,10 +38,7 @@ impl<K: Eq + Hash, V: Clone> Ttl<K, V> {
     }
 
     fn evict_expired(&self) {
-        self.entries
-            .lock()
-            .expect("cache lock")
-            .retain(|_, (_, at)| at.elapsed() < self.ttl);
+        self.entries.lock().expect("cache lock").retain(|_, (_, at)| at.elapsed() < self.ttl);
     }
 
     fn len(&self) -> usize {
@@ -67,10 +55,7 @@ pub struct ReadCache {
 impl ReadCache {
     /// A cache whose entries live `ttl` (zero: caching off).
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            members: Ttl::new(ttl),
-            files: Ttl::new(ttl),
-        }
+        Self { members: Ttl::new(ttl), files: Ttl::new(ttl) }
     }
 
     pub fn membership(&self, channel_id: i32, user_id: i32) -> Option<bool> {

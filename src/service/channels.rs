@@ -2,24 +2,20 @@
 //! reported exactly like a missing one.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, ModelTrait,
-    QueryFilter, QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, ModelTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
 };
 
 use super::{OnConflict, ServiceError, now, users};
 use crate::{
-    domain::{ChannelName, Username},
-    entity::{channel, channel_member, user},
     events::{Event, MemberJoined, MemberLeft},
     startup::AppState,
+    domain::{ChannelName, Username},
+    entity::{channel, channel_member, user},
 };
 
 /// The channel, when `user_id` is one of its members.
-pub async fn require_member(
-    db: &DatabaseConnection,
-    channel_id: i32,
-    user_id: i32,
-) -> Result<channel::Model, ServiceError> {
+pub async fn require_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -> Result<channel::Model, ServiceError> {
     channel::Entity::find_by_id(channel_id)
         .inner_join(channel_member::Entity)
         .filter(channel_member::Column::UserId.eq(user_id))
@@ -29,23 +25,12 @@ pub async fn require_member(
 }
 
 /// Whether `user_id` belongs to the channel.
-pub async fn is_member(
-    db: &DatabaseConnection,
-    channel_id: i32,
-    user_id: i32,
-) -> Result<bool, ServiceError> {
-    Ok(channel_member::Entity::find_by_id((channel_id, user_id))
-        .one(db)
-        .await?
-        .is_some())
+pub async fn is_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -> Result<bool, ServiceError> {
+    Ok(channel_member::Entity::find_by_id((channel_id, user_id)).one(db).await?.is_some())
 }
 
 /// [`is_member`] through the read cache (hot paths only).
-pub async fn is_member_cached(
-    state: &AppState,
-    channel_id: i32,
-    user_id: i32,
-) -> Result<bool, ServiceError> {
+pub async fn is_member_cached(state: &AppState, channel_id: i32, user_id: i32) -> Result<bool, ServiceError> {
     if let Some(member) = state.cache.membership(channel_id, user_id) {
         return Ok(member);
     }
@@ -55,11 +40,7 @@ pub async fn is_member_cached(
 }
 
 /// Creates a channel with its creator as first member.
-pub async fn create(
-    state: &AppState,
-    creator: i32,
-    name: &ChannelName,
-) -> Result<channel::Model, ServiceError> {
+pub async fn create(state: &AppState, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
     let txn = state.db.begin().await?;
     let created = channel::ActiveModel {
         name: Set(name.as_str().to_owned()),
@@ -69,27 +50,17 @@ pub async fn create(
     }
     .insert(&txn)
     .await?;
-    channel_member::ActiveModel {
-        channel_id: Set(created.id),
-        user_id: Set(creator),
-        joined_at: Set(now()),
-    }
-    .insert(&txn)
-    .await?;
+    channel_member::ActiveModel { channel_id: Set(created.id), user_id: Set(creator), joined_at: Set(now()) }
+        .insert(&txn)
+        .await?;
     txn.commit().await?;
     // The creator's open sockets start delivering the new channel's events.
-    state.events.publish(Event::MemberJoined(MemberJoined {
-        channel_id: created.id,
-        user_id: creator,
-    }));
+    state.events.publish(Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator }));
     Ok(created)
 }
 
 /// The channels `user_id` belongs to, oldest first.
-pub async fn list_for_member(
-    db: &DatabaseConnection,
-    user_id: i32,
-) -> Result<Vec<channel::Model>, ServiceError> {
+pub async fn list_for_member(db: &DatabaseConnection, user_id: i32) -> Result<Vec<channel::Model>, ServiceError> {
     Ok(channel::Entity::find()
         .inner_join(channel_member::Entity)
         .filter(channel_member::Column::UserId.eq(user_id))
@@ -106,11 +77,7 @@ pub struct Member {
 }
 
 /// The members of a channel the caller belongs to.
-pub async fn members(
-    db: &DatabaseConnection,
-    channel_id: i32,
-    caller: i32,
-) -> Result<Vec<Member>, ServiceError> {
+pub async fn members(db: &DatabaseConnection, channel_id: i32, caller: i32) -> Result<Vec<Member>, ServiceError> {
     require_member(db, channel_id, caller).await?;
     let rows = channel_member::Entity::find()
         .filter(channel_member::Column::ChannelId.eq(channel_id))
@@ -120,63 +87,31 @@ pub async fn members(
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(member, user)| {
-            user.map(|user| Member {
-                user,
-                joined_at: member.joined_at,
-            })
-        })
+        .filter_map(|(member, user)| user.map(|user| Member { user, joined_at: member.joined_at }))
         .collect())
 }
 
 /// Adds the user named `username` to a channel the caller belongs to.
-pub async fn add_member(
-    state: &AppState,
-    channel_id: i32,
-    caller: i32,
-    username: &Username,
-) -> Result<Member, ServiceError> {
+pub async fn add_member(state: &AppState, channel_id: i32, caller: i32, username: &Username) -> Result<Member, ServiceError> {
     let db = &state.db;
     require_member(db, channel_id, caller).await?;
-    let user = users::find_by_name(db, username)
-        .await?
-        .ok_or(ServiceError::NotFound("user"))?;
-    let member = channel_member::ActiveModel {
-        channel_id: Set(channel_id),
-        user_id: Set(user.id),
-        joined_at: Set(now()),
-    }
-    .insert(db)
-    .await
-    .on_unique_violation(
-        "already_member",
-        "the user is already a member of this channel",
-    )?;
+    let user = users::find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))?;
+    let member = channel_member::ActiveModel { channel_id: Set(channel_id), user_id: Set(user.id), joined_at: Set(now()) }
+        .insert(db)
+        .await
+        .on_unique_violation("already_member", "the user is already a member of this channel")?;
     state.cache.forget_membership(channel_id, user.id);
-    state.events.publish(Event::MemberJoined(MemberJoined {
-        channel_id,
-        user_id: user.id,
-    }));
-    Ok(Member {
-        user,
-        joined_at: member.joined_at,
-    })
+    state.events.publish(Event::MemberJoined(MemberJoined { channel_id, user_id: user.id }));
+    Ok(Member { user, joined_at: member.joined_at })
 }
 
 /// Removes `user_id` from a channel. Members may remove themselves (leave); only
 /// the channel's creator may remove others.
-pub async fn remove_member(
-    state: &AppState,
-    channel_id: i32,
-    caller: i32,
-    user_id: i32,
-) -> Result<(), ServiceError> {
+pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_id: i32) -> Result<(), ServiceError> {
     let db = &state.db;
     let channel = require_member(db, channel_id, caller).await?;
     if caller != user_id && channel.created_by != caller {
-        return Err(ServiceError::Forbidden(
-            "only the channel's creator may remove other members".into(),
-        ));
+        return Err(ServiceError::Forbidden("only the channel's creator may remove other members".into()));
     }
     let member = channel_member::Entity::find_by_id((channel_id, user_id))
         .one(db)
@@ -184,9 +119,6 @@ pub async fn remove_member(
         .ok_or(ServiceError::NotFound("member"))?;
     member.delete(db).await?;
     state.cache.forget_membership(channel_id, user_id);
-    state.events.publish(Event::MemberLeft(MemberLeft {
-        channel_id,
-        user_id,
-    }));
+    state.events.publish(Event::MemberLeft(MemberLeft { channel_id, user_id }));
     Ok(())
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, ExprTrait, QueryFilter,
-    QuerySelect, QueryTrait, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
+    QueryTrait, TransactionTrait, sea_query::Expr,
 };
 
 use super::{ServiceError, batch::Batcher, channels, messages, now};
@@ -19,11 +19,7 @@ use crate::{
 
 /// A live file of a channel the caller belongs to, in one query; everything
 /// else (missing, deleted, not a member) is the same `NotFound`.
-pub async fn visible_file(
-    db: &DatabaseConnection,
-    user: i32,
-    file_id: i32,
-) -> Result<file_upload::Model, ServiceError> {
+pub async fn visible_file(db: &DatabaseConnection, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
     let my_channels = channel_member::Entity::find()
         .select_only()
         .column(channel_member::Column::ChannelId)
@@ -39,11 +35,7 @@ pub async fn visible_file(
 
 /// [`visible_file`] through the read cache: no query when both the file and
 /// the caller's membership were looked up within READ_CACHE_TTL_MS.
-async fn visible_file_cached(
-    state: &AppState,
-    user: i32,
-    file_id: i32,
-) -> Result<file_upload::Model, ServiceError> {
+async fn visible_file_cached(state: &AppState, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
     let file = match state.cache.file(file_id) {
         Some(file) => file,
         None => {
@@ -84,44 +76,18 @@ pub fn inline_allowed(content_type: &str) -> bool {
 /// Hands out a short-lived presigned GET for a file the caller may see, with
 /// the type from the database and `Content-Disposition: attachment` (or inline
 /// for safe media types when asked), and counts the download.
-pub async fn download(
-    state: &AppState,
-    user: i32,
-    file_id: i32,
-    inline: bool,
-) -> Result<DownloadLink, ServiceError> {
-    state
-        .limits
-        .check(Action::Download, user)
-        .map_err(|l| ServiceError::RateLimited {
-            retry_after_secs: l.retry_after_secs,
-        })?;
+pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -> Result<DownloadLink, ServiceError> {
+    state.limits.check(Action::Download, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
     let file = visible_file_cached(state, user, file_id).await?;
-    let content_type = file
-        .content_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let content_type = file.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
     if inline && !inline_allowed(&content_type) {
-        return Err(ServiceError::invalid(
-            "inline_not_allowed",
-            format!("{content_type} files are only served as attachments"),
-        ));
+        return Err(ServiceError::invalid("inline_not_allowed", format!("{content_type} files are only served as attachments")));
     }
-    let disposition = content_disposition(
-        if inline { "inline" } else { "attachment" },
-        &file.file_name,
-    );
+    let disposition = content_disposition(if inline { "inline" } else { "attachment" }, &file.file_name);
     let ttl = Duration::from_secs(state.config.download_url_ttl_secs);
-    let request =
-        state
-            .storage
-            .presigner()
-            .get_object(&file.s3_key, &content_type, &disposition, ttl);
+    let request = state.storage.presigner().get_object(&file.s3_key, &content_type, &disposition, ttl);
     state.downloads.record(file.id, user).await?;
-    Ok(DownloadLink {
-        url: request.url,
-        expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64),
-    })
+    Ok(DownloadLink { url: request.url, expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64) })
 }
 
 /// Soft-deletes a file: owner only (other members 403, everyone else 404). The
@@ -129,9 +95,7 @@ pub async fn download(
 pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), ServiceError> {
     let file = visible_file(&state.db, user, file_id).await?;
     if file.uploaded_by != Some(user) {
-        return Err(ServiceError::Forbidden(
-            "only the uploader may delete a file".into(),
-        ));
+        return Err(ServiceError::Forbidden("only the uploader may delete a file".into()));
     }
     let deleted = file_upload::Entity::update_many()
         .col_expr(file_upload::Column::IsDeleted, Expr::value(true))
@@ -163,12 +127,7 @@ pub struct DownloadRecorder(Batcher<(i32, i32, chrono::NaiveDateTime), ()>);
 impl DownloadRecorder {
     pub fn spawn(db: DatabaseConnection) -> Self {
         // Nobody waits for these rows: gather up to 50 ms of downloads per write.
-        Self(Batcher::spawn(
-            db,
-            4096,
-            Duration::from_millis(50),
-            |db, rows| async move { write_downloads(&db, rows).await },
-        ))
+        Self(Batcher::spawn(db, 4096, Duration::from_millis(50), |db, rows| async move { write_downloads(&db, rows).await }))
     }
 
     /// Counts one download of `file_id` by `user` (written within about 50 ms).
@@ -177,35 +136,24 @@ impl DownloadRecorder {
     }
 }
 
-async fn write_downloads(
-    db: &DatabaseConnection,
-    rows: Vec<(i32, i32, chrono::NaiveDateTime)>,
-) -> Result<Vec<()>, DbErr> {
-    let mut per_file: std::collections::BTreeMap<i32, (i64, chrono::NaiveDateTime)> =
-        Default::default();
+async fn write_downloads(db: &DatabaseConnection, rows: Vec<(i32, i32, chrono::NaiveDateTime)>) -> Result<Vec<()>, DbErr> {
+    let mut per_file: std::collections::BTreeMap<i32, (i64, chrono::NaiveDateTime)> = Default::default();
     for (file_id, _, at) in &rows {
         let entry = per_file.entry(*file_id).or_insert((0, *at));
         entry.0 += 1;
         entry.1 = Ord::max(entry.1, *at);
     }
     let txn = db.begin().await?;
-    let logs = rows
-        .iter()
-        .map(|(file_id, user_id, at)| file_download::ActiveModel {
-            file_id: Set(*file_id),
-            user_id: Set(*user_id),
-            downloaded_at: Set(*at),
-            ..Default::default()
-        });
-    file_download::Entity::insert_many(logs)
-        .exec_without_returning(&txn)
-        .await?;
+    let logs = rows.iter().map(|(file_id, user_id, at)| file_download::ActiveModel {
+        file_id: Set(*file_id),
+        user_id: Set(*user_id),
+        downloaded_at: Set(*at),
+        ..Default::default()
+    });
+    file_download::Entity::insert_many(logs).exec_without_returning(&txn).await?;
     for (file_id, (count, last)) in per_file {
         file_upload::Entity::update_many()
-            .col_expr(
-                file_upload::Column::DownloadCount,
-                Expr::col(file_upload::Column::DownloadCount).add(count),
-            )
+            .col_expr(file_upload::Column::DownloadCount, Expr::col(file_upload::Column::DownloadCount).add(count))
             .col_expr(file_upload::Column::LastDownloadedAt, Expr::value(last))
             .filter(file_upload::Column::Id.eq(file_id))
             .exec(&txn)

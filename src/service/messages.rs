@@ -4,9 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait, sea_query::Expr,
 };
 
 use super::{ServiceError, channels, now};
@@ -48,10 +47,7 @@ pub async fn post(
 ) -> Result<MessageWithFiles, ServiceError> {
     let file_ids: BTreeSet<i32> = file_ids.iter().copied().collect();
     if file_ids.len() > MAX_FILES_PER_MESSAGE {
-        return Err(ServiceError::invalid(
-            "too_many_files",
-            format!("at most {MAX_FILES_PER_MESSAGE} files per message"),
-        ));
+        return Err(ServiceError::invalid("too_many_files", format!("at most {MAX_FILES_PER_MESSAGE} files per message")));
     }
     channels::require_member(&state.db, channel_id, author).await?;
     let txn = state.db.begin().await?;
@@ -78,14 +74,7 @@ pub async fn post(
         };
         let attached = file_upload::Entity::update_many()
             .col_expr(file_upload::Column::MessageId, Expr::value(message.id))
-            .filter(
-                file_upload::Column::Id.in_subquery(
-                    attachable()
-                        .select_only()
-                        .column(file_upload::Column::Id)
-                        .into_query(),
-                ),
-            )
+            .filter(file_upload::Column::Id.in_subquery(attachable().select_only().column(file_upload::Column::Id).into_query()))
             .exec(&txn)
             .await?;
         if attached.rows_affected != file_ids.len() as u64 {
@@ -100,10 +89,7 @@ pub async fn post(
     }
     txn.commit().await?;
     let posted = MessageWithFiles { message, files };
-    state.events.publish(Event::MessageCreated(MessageCreated {
-        channel_id,
-        message: posted.clone().into(),
-    }));
+    state.events.publish(Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() }));
     Ok(posted)
 }
 
@@ -130,15 +116,9 @@ async fn not_attachable(
             Some(f) if f.message_id.is_some() => "is already attached to a message",
             Some(_) => continue,
         };
-        return Ok(ServiceError::conflict(
-            "file_not_attachable",
-            format!("file {id} {problem}; nothing was posted"),
-        ));
+        return Ok(ServiceError::conflict("file_not_attachable", format!("file {id} {problem}; nothing was posted")));
     }
-    Ok(ServiceError::conflict(
-        "file_not_attachable",
-        "a file could not be attached; nothing was posted",
-    ))
+    Ok(ServiceError::conflict("file_not_attachable", "a file could not be attached; nothing was posted"))
 }
 
 /// One page of a channel's messages with their live files, newest first,
@@ -163,11 +143,7 @@ pub async fn page(
     if let Some(before) = before {
         query = query.filter(message::Column::Id.lt(before));
     }
-    let messages = query
-        .order_by_desc(message::Column::Id)
-        .limit(limit.clamp(1, MAX_PAGE))
-        .all(db)
-        .await?;
+    let messages = query.order_by_desc(message::Column::Id).limit(limit.clamp(1, MAX_PAGE)).all(db).await?;
     if messages.is_empty() {
         // Empty page or not a member: only now does it matter which.
         channels::require_member(db, channel_id, caller).await?;
@@ -176,25 +152,14 @@ pub async fn page(
     let mut files = live_files_of(db, messages.iter().map(|m| m.id)).await?;
     Ok(messages
         .into_iter()
-        .map(|message| MessageWithFiles {
-            files: files.remove(&message.id).unwrap_or_default(),
-            message,
-        })
+        .map(|message| MessageWithFiles { files: files.remove(&message.id).unwrap_or_default(), message })
         .collect())
 }
 
 /// A message with its live files (for `message_updated` events).
-pub async fn with_files(
-    db: &impl ConnectionTrait,
-    message_id: i32,
-) -> Result<Option<MessageWithFiles>, ServiceError> {
-    let Some(message) = message::Entity::find_by_id(message_id).one(db).await? else {
-        return Ok(None);
-    };
-    let files = live_files_of(db, [message_id])
-        .await?
-        .remove(&message_id)
-        .unwrap_or_default();
+pub async fn with_files(db: &impl ConnectionTrait, message_id: i32) -> Result<Option<MessageWithFiles>, ServiceError> {
+    let Some(message) = message::Entity::find_by_id(message_id).one(db).await? else { return Ok(None) };
+    let files = live_files_of(db, [message_id]).await?.remove(&message_id).unwrap_or_default();
     Ok(Some(MessageWithFiles { message, files }))
 }
 
@@ -207,10 +172,7 @@ pub async fn touch_and_announce(state: &AppState, message_id: i32) -> Result<(),
         .await?;
     if let Some(updated) = with_files(&state.db, message_id).await? {
         let channel_id = updated.message.channel_id;
-        state.events.publish(Event::MessageUpdated(MessageUpdated {
-            channel_id,
-            message: updated.into(),
-        }));
+        state.events.publish(Event::MessageUpdated(MessageUpdated { channel_id, message: updated.into() }));
     }
     Ok(())
 }

@@ -56,24 +56,15 @@ pub enum ServiceError {
 impl ServiceError {
     /// The uploaded object failed a check (422).
     pub fn unverified(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unverified {
-            code,
-            message: message.into(),
-        }
+        Self::Unverified { code, message: message.into() }
     }
 
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            code,
-            message: message.into(),
-        }
+        Self::Invalid { code, message: message.into() }
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            message: message.into(),
-        }
+        Self::Conflict { code, message: message.into() }
     }
 }
 

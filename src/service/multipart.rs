@@ -69,95 +69,52 @@ impl Layout {
     pub fn new(size: u64, configured_part_size: u64) -> Self {
         let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
         let part_size = configured_part_size.max(needed);
-        Self {
-            size,
-            part_size,
-            part_count: size.div_ceil(part_size).max(1) as u32,
-        }
+        Self { size, part_size, part_count: size.div_ceil(part_size).max(1) as u32 }
     }
 
     fn of(upload: &pending_upload::Model) -> Result<Self, ServiceError> {
         match (upload.multipart_upload_id.as_ref(), upload.part_size) {
             (Some(_), Some(part_size)) if part_size > 0 => {
                 let size = upload.file_size as u64;
-                Ok(Self {
-                    size,
-                    part_size: part_size as u64,
-                    part_count: size.div_ceil(part_size as u64).max(1) as u32,
-                })
+                Ok(Self { size, part_size: part_size as u64, part_count: size.div_ceil(part_size as u64).max(1) as u32 })
             }
-            _ => Err(ServiceError::conflict(
-                "upload_not_multipart",
-                "this upload is a single PUT; confirm it instead",
-            )),
+            _ => Err(ServiceError::conflict("upload_not_multipart", "this upload is a single PUT; confirm it instead")),
         }
     }
 
     /// Bytes in part `n` (1-based).
     pub fn part_len(&self, n: u32) -> u64 {
-        if n < self.part_count {
-            self.part_size
-        } else {
-            self.size - u64::from(self.part_count - 1) * self.part_size
-        }
+        if n < self.part_count { self.part_size } else { self.size - u64::from(self.part_count - 1) * self.part_size }
     }
 }
 
 /// Validates like a presign, starts the multipart upload in the store, records
 /// it, and signs the first batch of part URLs.
-pub async fn start(
-    state: &AppState,
-    user: i32,
-    req: UploadRequest,
-) -> Result<Started, ServiceError> {
+pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<Started, ServiceError> {
     let (channel_id, message_id) = uploads::admit(state, user, &req).await?;
     let layout = Layout::new(req.size, state.config.multipart_part_size_mb * MIB);
     let id = Uuid::now_v7();
     let key = uploads::object_key(channel_id, id, &req.file_name);
-    let multipart_id = state
-        .storage
-        .create_multipart(&key, req.content_type.as_str())
-        .await?;
+    let multipart_id = state.storage.create_multipart(&key, req.content_type.as_str()).await?;
     let upload = pending_upload::Model {
         multipart_upload_id: Some(multipart_id.clone()),
         part_size: Some(layout.part_size as i64),
-        ..uploads::pending_row(
-            id,
-            user,
-            (channel_id, message_id),
-            &req,
-            key,
-            state.config.multipart_upload_ttl_secs,
-        )
+        ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, state.config.multipart_upload_ttl_secs)
     };
     if let Err(err) = upload.clone().into_active_model().insert(&state.db).await {
         // Nothing may outlive a failed start.
-        state
-            .storage
-            .abort_multipart(&upload.s3_key, &multipart_id)
-            .await
-            .ok();
+        state.storage.abort_multipart(&upload.s3_key, &multipart_id).await.ok();
         return Err(err.into());
     }
     state.metrics.presigned();
     let first: Vec<u32> = (1..=layout.part_count.min(FIRST_BATCH)).collect();
     let (parts, urls_expire_at) = sign_parts(state, &upload, &layout, &first);
-    Ok(Started {
-        upload,
-        layout,
-        parts,
-        urls_expire_at,
-    })
+    Ok(Started { upload, layout, parts, urls_expire_at })
 }
 
 /// Signs (or signs again) URLs for `part_numbers` and lists the parts the
 /// store already has, so a client that lost its state can resume.
-pub async fn parts(
-    state: &AppState,
-    user: i32,
-    upload_id: Uuid,
-    part_numbers: &[u32],
-) -> Result<Parts, ServiceError> {
+pub async fn parts(state: &AppState, user: i32, upload_id: Uuid, part_numbers: &[u32]) -> Result<Parts, ServiceError> {
     let upload = open_upload(state, user, upload_id).await?;
     let layout = Layout::of(&upload)?;
     if part_numbers.len() > MAX_PARTS_PER_REQUEST {
@@ -170,45 +127,24 @@ pub async fn parts(
     if let Some(bad) = wanted.iter().find(|&&n| n == 0 || n > layout.part_count) {
         return Err(ServiceError::invalid(
             "invalid_part_number",
-            format!(
-                "part {bad} does not exist; this upload has parts 1 to {}",
-                layout.part_count
-            ),
+            format!("part {bad} does not exist; this upload has parts 1 to {}", layout.part_count),
         ));
     }
     let wanted: Vec<u32> = wanted.into_iter().collect();
     let (parts, urls_expire_at) = sign_parts(state, &upload, &layout, &wanted);
-    let uploaded = state
-        .storage
-        .list_parts(&upload.s3_key, multipart_id(&upload))
-        .await?;
-    Ok(Parts {
-        layout,
-        parts,
-        uploaded,
-        urls_expire_at,
-    })
+    let uploaded = state.storage.list_parts(&upload.s3_key, multipart_id(&upload)).await?;
+    Ok(Parts { layout, parts, uploaded, urls_expire_at })
 }
 
 /// Completes the upload from the client's part list, then verifies, records
 /// and announces the file exactly like a confirm. Idempotent.
-pub async fn complete(
-    state: &AppState,
-    user: i32,
-    upload_id: Uuid,
-    parts: &[(u32, String)],
-) -> Result<Confirmation, ServiceError> {
+pub async fn complete(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u32, String)]) -> Result<Confirmation, ServiceError> {
     let result = complete_inner(state, user, upload_id, parts).await;
     uploads::count_confirm(state, &result);
     result
 }
 
-async fn complete_inner(
-    state: &AppState,
-    user: i32,
-    upload_id: Uuid,
-    parts: &[(u32, String)],
-) -> Result<Confirmation, ServiceError> {
+async fn complete_inner(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u32, String)]) -> Result<Confirmation, ServiceError> {
     uploads::rate_limit(state, Action::Confirm, user)?;
     let upload = uploads::own_upload(&state.db, user, upload_id).await?;
     if let Some(done) = uploads::finished(state, &upload).await? {
@@ -216,11 +152,7 @@ async fn complete_inner(
     }
     let layout = Layout::of(&upload)?;
     let given = check_part_list(&layout, parts)?;
-    let stored = match state
-        .storage
-        .list_parts(&upload.s3_key, multipart_id(&upload))
-        .await
-    {
+    let stored = match state.storage.list_parts(&upload.s3_key, multipart_id(&upload)).await {
         Ok(stored) => stored,
         Err(StorageError::Service { code, .. }) if code == "NoSuchUpload" => Vec::new(),
         Err(err) => return Err(err.into()),
@@ -234,23 +166,13 @@ async fn complete_inner(
     let completed = given
         .iter()
         .map(|(n, etag)| {
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(*n as i32)
-                .e_tag(format!("\"{etag}\""))
-                .build()
+            aws_sdk_s3::types::CompletedPart::builder().part_number(*n as i32).e_tag(format!("\"{etag}\"")).build()
         })
         .collect();
-    match state
-        .storage
-        .complete_multipart(&upload.s3_key, multipart_id(&upload), completed)
-        .await
-    {
+    match state.storage.complete_multipart(&upload.s3_key, multipart_id(&upload), completed).await {
         Ok(()) => {}
         Err(StorageError::Service { code, message }) if is_part_error(&code) => {
-            return Err(ServiceError::unverified(
-                "part_mismatch",
-                format!("the store refused the parts: {message}"),
-            ));
+            return Err(ServiceError::unverified("part_mismatch", format!("the store refused the parts: {message}")));
         }
         Err(err) => return Err(err.into()),
     }
@@ -261,66 +183,38 @@ async fn complete_inner(
 }
 
 /// Every part from 1 to the last exactly once, each with an ETag.
-fn check_part_list(
-    layout: &Layout,
-    parts: &[(u32, String)],
-) -> Result<Vec<(u32, String)>, ServiceError> {
-    let mut given: Vec<(u32, String)> = parts
-        .iter()
-        .map(|(n, etag)| (*n, etag.trim().trim_matches('"').to_owned()))
-        .collect();
+fn check_part_list(layout: &Layout, parts: &[(u32, String)]) -> Result<Vec<(u32, String)>, ServiceError> {
+    let mut given: Vec<(u32, String)> =
+        parts.iter().map(|(n, etag)| (*n, etag.trim().trim_matches('"').to_owned())).collect();
     given.sort_by_key(|(n, _)| *n);
     let numbers: Vec<u32> = given.iter().map(|(n, _)| *n).collect();
     let expected: Vec<u32> = (1..=layout.part_count).collect();
     if numbers != expected {
         return Err(ServiceError::invalid(
             "invalid_part_list",
-            format!(
-                "list every part from 1 to {} once, each with its ETag",
-                layout.part_count
-            ),
+            format!("list every part from 1 to {} once, each with its ETag", layout.part_count),
         ));
     }
-    if given
-        .iter()
-        .any(|(_, etag)| etag.is_empty() || etag.len() > 128)
-    {
-        return Err(ServiceError::invalid(
-            "invalid_part_list",
-            "each part needs the ETag its upload returned",
-        ));
+    if given.iter().any(|(_, etag)| etag.is_empty() || etag.len() > 128) {
+        return Err(ServiceError::invalid("invalid_part_list", "each part needs the ETag its upload returned"));
     }
     Ok(given)
 }
 
 /// Each part is in the store with the signed size and, where the store
 /// reports ETags, the ETag the client gave.
-fn check_against_store(
-    layout: &Layout,
-    given: &[(u32, String)],
-    stored: &[StoredPart],
-) -> Result<(), ServiceError> {
+fn check_against_store(layout: &Layout, given: &[(u32, String)], stored: &[StoredPart]) -> Result<(), ServiceError> {
     for (n, etag) in given {
         let Some(part) = stored.iter().find(|p| p.part_number == *n) else {
-            return Err(ServiceError::unverified(
-                "part_missing",
-                format!("part {n} has not been uploaded"),
-            ));
+            return Err(ServiceError::unverified("part_missing", format!("part {n} has not been uploaded")));
         };
         if part.etag.as_ref().is_some_and(|stored| stored != etag) {
-            return Err(ServiceError::unverified(
-                "part_mismatch",
-                format!("the ETag given for part {n} is not the uploaded part's"),
-            ));
+            return Err(ServiceError::unverified("part_mismatch", format!("the ETag given for part {n} is not the uploaded part's")));
         }
         if part.size != layout.part_len(*n) {
             return Err(ServiceError::unverified(
                 "size_mismatch",
-                format!(
-                    "part {n} has {} bytes, {} were signed",
-                    part.size,
-                    layout.part_len(*n)
-                ),
+                format!("part {n} has {} bytes, {} were signed", part.size, layout.part_len(*n)),
             ));
         }
     }
@@ -328,18 +222,11 @@ fn check_against_store(
 }
 
 fn is_part_error(code: &str) -> bool {
-    matches!(
-        code,
-        "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "NoSuchUpload"
-    )
+    matches!(code, "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "NoSuchUpload")
 }
 
 /// The caller's own upload, still pending.
-async fn open_upload(
-    state: &AppState,
-    user: i32,
-    upload_id: Uuid,
-) -> Result<pending_upload::Model, ServiceError> {
+async fn open_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
     let upload = uploads::own_upload(&state.db, user, upload_id).await?;
     if upload.state != state::PENDING {
         return Err(uploads::not_pending(&upload));
@@ -361,21 +248,9 @@ fn sign_parts(
     let presigner = state.storage.presigner();
     let parts = numbers
         .iter()
-        .map(|&n| PartUrl {
-            part_number: n,
-            request: presigner.upload_part(
-                &upload.s3_key,
-                multipart_id(upload),
-                n,
-                layout.part_len(n),
-                ttl,
-            ),
-        })
+        .map(|&n| PartUrl { part_number: n, request: presigner.upload_part(&upload.s3_key, multipart_id(upload), n, layout.part_len(n), ttl) })
         .collect();
-    (
-        parts,
-        now() + chrono::Duration::seconds(ttl.as_secs() as i64),
-    )
+    (parts, now() + chrono::Duration::seconds(ttl.as_secs() as i64))
 }
 
 #[cfg(test)]
@@ -386,10 +261,7 @@ mod tests {
     fn parts_are_the_configured_size_but_the_last() {
         let layout = Layout::new(11 * MIB + 7, 5 * MIB);
         assert_eq!((layout.part_size, layout.part_count), (5 * MIB, 3));
-        assert_eq!(
-            [layout.part_len(1), layout.part_len(2), layout.part_len(3)],
-            [5 * MIB, 5 * MIB, MIB + 7]
-        );
+        assert_eq!([layout.part_len(1), layout.part_len(2), layout.part_len(3)], [5 * MIB, 5 * MIB, MIB + 7]);
         assert_eq!(Layout::new(1, 8 * MIB).part_count, 1);
         assert_eq!(Layout::new(8 * MIB, 8 * MIB).part_len(1), 8 * MIB);
     }

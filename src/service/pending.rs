@@ -15,12 +15,7 @@ pub struct PendingWriter(Batcher<pending_upload::Model, ()>);
 
 impl PendingWriter {
     pub fn spawn(db: DatabaseConnection) -> Self {
-        Self(Batcher::spawn(
-            db,
-            MAX_BATCH,
-            std::time::Duration::ZERO,
-            |db, rows| async move { write_batch(&db, rows).await },
-        ))
+        Self(Batcher::spawn(db, MAX_BATCH, std::time::Duration::ZERO, |db, rows| async move { write_batch(&db, rows).await }))
     }
 
     /// Records `row` with the next batch.
@@ -29,10 +24,7 @@ impl PendingWriter {
     }
 }
 
-async fn write_batch(
-    db: &DatabaseConnection,
-    rows: Vec<pending_upload::Model>,
-) -> Result<Vec<()>, DbErr> {
+async fn write_batch(db: &DatabaseConnection, rows: Vec<pending_upload::Model>) -> Result<Vec<()>, DbErr> {
     let count = rows.len();
     pending_upload::Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model))
         .exec_without_returning(db)

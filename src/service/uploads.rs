@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    sea_query::Expr,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
@@ -64,39 +64,20 @@ pub enum Confirmation {
     AlreadyConfirmed(file_upload::Model),
 }
 
+
 pub(super) fn rate_limit(state: &AppState, action: Action, user: i32) -> Result<(), ServiceError> {
-    state
-        .limits
-        .check(action, user)
-        .map_err(|l| ServiceError::RateLimited {
-            retry_after_secs: l.retry_after_secs,
-        })
+    state.limits.check(action, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })
 }
 
 /// Type and extension rules shared by both upload paths.
-fn check_type(
-    state: &AppState,
-    name: &FileName,
-    content_type: &ContentType,
-) -> Result<(), ServiceError> {
-    if !state
-        .config
-        .allowed_file_types
-        .allows(content_type.as_str())
-    {
-        return Err(ServiceError::TypeNotAllowed(format!(
-            "{} is not an allowed file type",
-            content_type.as_str()
-        )));
+fn check_type(state: &AppState, name: &FileName, content_type: &ContentType) -> Result<(), ServiceError> {
+    if !state.config.allowed_file_types.allows(content_type.as_str()) {
+        return Err(ServiceError::TypeNotAllowed(format!("{} is not an allowed file type", content_type.as_str())));
     }
     if !content_type.agrees_with(name) {
         return Err(ServiceError::invalid(
             "extension_mismatch",
-            format!(
-                "content type {} does not match the extension of '{}'",
-                content_type.as_str(),
-                name.as_str()
-            ),
+            format!("content type {} does not match the extension of '{}'", content_type.as_str(), name.as_str()),
         ));
     }
     Ok(())
@@ -104,10 +85,7 @@ fn check_type(
 
 fn check_size(state: &AppState, size: u64) -> Result<(), ServiceError> {
     if size == 0 {
-        return Err(ServiceError::invalid(
-            "invalid_size",
-            "size must be at least 1 byte",
-        ));
+        return Err(ServiceError::invalid("invalid_size", "size must be at least 1 byte"));
     }
     if size > state.config.max_file_size_bytes() {
         return Err(too_large(state));
@@ -116,35 +94,21 @@ fn check_size(state: &AppState, size: u64) -> Result<(), ServiceError> {
 }
 
 fn too_large(state: &AppState) -> ServiceError {
-    ServiceError::TooLarge(format!(
-        "files may be at most {} MiB",
-        state.config.max_file_size_mb
-    ))
+    ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb))
 }
 
 /// The channel (and message) an upload goes to, after checking the caller may
 /// post there: member of the channel, author of the message.
-async fn resolve_target(
-    db: &DatabaseConnection,
-    user: i32,
-    target: Target,
-) -> Result<(i32, Option<i32>), ServiceError> {
+async fn resolve_target(db: &DatabaseConnection, user: i32, target: Target) -> Result<(i32, Option<i32>), ServiceError> {
     match (target.channel_id, target.message_id) {
         (channel_id, Some(message_id)) => {
-            let message = message::Entity::find_by_id(message_id)
-                .one(db)
-                .await?
-                .ok_or(ServiceError::NotFound("message"))?;
+            let message = message::Entity::find_by_id(message_id).one(db).await?.ok_or(ServiceError::NotFound("message"))?;
             if channel_id.is_some_and(|c| c != message.channel_id) {
                 return Err(ServiceError::NotFound("message"));
             }
-            channels::require_member(db, message.channel_id, user)
-                .await
-                .map_err(|_| ServiceError::NotFound("message"))?;
+            channels::require_member(db, message.channel_id, user).await.map_err(|_| ServiceError::NotFound("message"))?;
             if message.user_id != user {
-                return Err(ServiceError::Forbidden(
-                    "files can only be added to your own messages".into(),
-                ));
+                return Err(ServiceError::Forbidden("files can only be added to your own messages".into()));
             }
             Ok((message.channel_id, Some(message_id)))
         }
@@ -152,28 +116,18 @@ async fn resolve_target(
             channels::require_member(db, channel_id, user).await?;
             Ok((channel_id, None))
         }
-        (None, None) => Err(ServiceError::invalid(
-            "missing_target",
-            "give channel_id or message_id",
-        )),
+        (None, None) => Err(ServiceError::invalid("missing_target", "give channel_id or message_id")),
     }
 }
 
 /// The checks every direct upload passes before anything is signed: rate
 /// limit, size, type, and where the file goes (channel and message).
-pub(super) async fn admit(
-    state: &AppState,
-    user: i32,
-    req: &UploadRequest,
-) -> Result<(i32, Option<i32>), ServiceError> {
+pub(super) async fn admit(state: &AppState, user: i32, req: &UploadRequest) -> Result<(i32, Option<i32>), ServiceError> {
     rate_limit(state, Action::Upload, user)?;
     check_size(state, req.size)?;
     check_type(state, &req.file_name, &req.content_type)?;
     match req.target {
-        Target {
-            channel_id: Some(channel_id),
-            message_id: None,
-        } => {
+        Target { channel_id: Some(channel_id), message_id: None } => {
             if !channels::is_member_cached(state, channel_id, user).await? {
                 return Err(ServiceError::NotFound("channel"));
             }
@@ -184,11 +138,7 @@ pub(super) async fn admit(
 }
 
 pub(super) fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
-    format!(
-        "uploads/{channel_id}/{}/{}",
-        upload_id.simple(),
-        name.key_safe()
-    )
+    format!("uploads/{channel_id}/{}/{}", upload_id.simple(), name.key_safe())
 }
 
 /// The row of an upload in progress, living `lifetime_secs` from now.
@@ -221,23 +171,13 @@ pub(super) fn pending_row(
 }
 
 /// Validates an upload, records it as pending and signs the PUT the client must send.
-pub async fn presign(
-    state: &AppState,
-    user: i32,
-    req: UploadRequest,
-) -> Result<Presigned, ServiceError> {
+pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
     let (channel_id, message_id) = admit(state, user, &req).await?;
     let id = Uuid::now_v7();
     let key = object_key(channel_id, id, &req.file_name);
     let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
-    let request = state.storage.presigner().put_object(
-        &key,
-        req.content_type.as_str(),
-        req.size,
-        checksum.as_deref(),
-        ttl,
-    );
+    let request = state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl);
     let upload = pending_row(id, user, (channel_id, message_id), &req, key, ttl.as_secs());
     state.pending.record(upload.clone()).await?;
     state.metrics.presigned();
@@ -245,11 +185,7 @@ pub async fn presign(
 }
 
 /// The caller's own upload; anyone else's looks missing.
-pub(super) async fn own_upload(
-    db: &DatabaseConnection,
-    user: i32,
-    upload_id: Uuid,
-) -> Result<pending_upload::Model, ServiceError> {
+pub(super) async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
     pending_upload::Entity::find_by_id(upload_id)
         .one(db)
         .await?
@@ -259,11 +195,7 @@ pub(super) async fn own_upload(
 
 /// Verifies the uploaded object and records the file. Idempotent: confirming
 /// again returns the same file.
-pub async fn confirm(
-    state: &AppState,
-    user: i32,
-    upload_id: Uuid,
-) -> Result<Confirmation, ServiceError> {
+pub async fn confirm(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     let result = confirm_inner(state, user, upload_id).await;
     count_confirm(state, &result);
     result
@@ -272,9 +204,7 @@ pub async fn confirm(
 /// Counts a confirm (or multipart complete) by outcome.
 pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, ServiceError>) {
     match result {
-        Ok(Confirmation::Created(file)) => state
-            .metrics
-            .confirmed("created", file.file_size.unwrap_or(0) as u64),
+        Ok(Confirmation::Created(file)) => state.metrics.confirmed("created", file.file_size.unwrap_or(0) as u64),
         Ok(Confirmation::AlreadyConfirmed(_)) => state.metrics.confirmed("already_confirmed", 0),
         Err(ServiceError::Unverified { code, .. }) => state.metrics.confirmed(code, 0),
         Err(_) => state.metrics.confirmed("error", 0),
@@ -283,10 +213,7 @@ pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, Serv
 
 /// For a confirm or complete: `None` to go on with a pending upload, the
 /// recorded file when it was confirmed before, a conflict otherwise.
-pub(super) async fn finished(
-    state: &AppState,
-    upload: &pending_upload::Model,
-) -> Result<Option<Confirmation>, ServiceError> {
+pub(super) async fn finished(state: &AppState, upload: &pending_upload::Model) -> Result<Option<Confirmation>, ServiceError> {
     match upload.state.as_str() {
         state::PENDING => Ok(None),
         state::CONFIRMED => already_confirmed(&state.db, upload).await.map(Some),
@@ -296,37 +223,24 @@ pub(super) async fn finished(
 
 /// The refusal for an upload that was aborted, rejected or already recorded.
 pub(super) fn not_pending(upload: &pending_upload::Model) -> ServiceError {
-    ServiceError::conflict(
-        "upload_not_pending",
-        format!("this upload was {}", upload.state),
-    )
+    ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))
 }
 
-async fn confirm_inner(
-    state: &AppState,
-    user: i32,
-    upload_id: Uuid,
-) -> Result<Confirmation, ServiceError> {
+async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     rate_limit(state, Action::Confirm, user)?;
     let upload = own_upload(&state.db, user, upload_id).await?;
     if let Some(done) = finished(state, &upload).await? {
         return Ok(done);
     }
     if upload.multipart_upload_id.is_some() {
-        return Err(ServiceError::conflict(
-            "upload_is_multipart",
-            "a multipart upload is finished with /complete",
-        ));
+        return Err(ServiceError::conflict("upload_is_multipart", "a multipart upload is finished with /complete"));
     }
     verify_and_record(state, &upload).await
 }
 
 /// Verifies the stored object (size by HeadObject, then its content) and
 /// records the file.
-pub(super) async fn verify_and_record(
-    state: &AppState,
-    upload: &pending_upload::Model,
-) -> Result<Confirmation, ServiceError> {
+pub(super) async fn verify_and_record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     let verified = match verify_size(state, upload).await {
         Ok(()) => verify_content(state, upload).await,
         Err(err) => Err(err),
@@ -352,10 +266,7 @@ pub(super) async fn settle(
     record(state, upload).await
 }
 
-pub(super) async fn already_confirmed(
-    db: &DatabaseConnection,
-    upload: &pending_upload::Model,
-) -> Result<Confirmation, ServiceError> {
+pub(super) async fn already_confirmed(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     let file = file_upload::Entity::find()
         .filter(file_upload::Column::S3Key.eq(&upload.s3_key))
         .one(db)
@@ -370,69 +281,43 @@ pub(super) async fn already_confirmed(
 /// HeadObject: the object exists with the declared size.
 async fn verify_size(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     let Some(object) = state.storage.head(&upload.s3_key).await? else {
-        return Err(ServiceError::unverified(
-            "object_missing",
-            "no object was uploaded for this upload yet",
-        ));
+        return Err(ServiceError::unverified("object_missing", "no object was uploaded for this upload yet"));
     };
     if object.size != upload.file_size as u64 {
         return Err(ServiceError::unverified(
             "size_mismatch",
-            format!(
-                "uploaded {} bytes, {} were declared",
-                object.size, upload.file_size
-            ),
+            format!("uploaded {} bytes, {} were declared", object.size, upload.file_size),
         ));
     }
     Ok(())
 }
 
 /// The declared SHA-256 when there is one, and the magic bytes of the first KiB.
-pub(super) async fn verify_content(
-    state: &AppState,
-    upload: &pending_upload::Model,
-) -> Result<(), ServiceError> {
+pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
         let actual = state.storage.sha256_hex(&upload.s3_key).await?;
         if &actual != expected {
-            return Err(ServiceError::unverified(
-                "checksum_mismatch",
-                "the uploaded bytes do not match the declared sha256",
-            ));
+            return Err(ServiceError::unverified("checksum_mismatch", "the uploaded bytes do not match the declared sha256"));
         }
     }
-    let head = state
-        .storage
-        .read_prefix(&upload.s3_key, SNIFF_LEN as u64)
-        .await?;
-    let declared = ContentType::parse(&upload.content_type)
-        .map_err(|e| ServiceError::invalid(e.code, e.message))?;
+    let head = state.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await?;
+    let declared = ContentType::parse(&upload.content_type).map_err(|e| ServiceError::invalid(e.code, e.message))?;
     if let Some(found) = sniff_mismatch(&declared, &head) {
         return Err(ServiceError::unverified(
             "content_mismatch",
-            format!(
-                "the file's content ({found}) does not match its declared type {}",
-                upload.content_type
-            ),
+            format!("the file's content ({found}) does not match its declared type {}", upload.content_type),
         ));
     }
     Ok(())
 }
 
 /// Deletes the object of an upload that failed verification and closes the upload.
-pub(super) async fn reject(
-    state: &AppState,
-    upload: &pending_upload::Model,
-) -> Result<(), ServiceError> {
+pub(super) async fn reject(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     state.storage.delete(&upload.s3_key).await?;
     set_state(&state.db, upload.id, state::REJECTED).await
 }
 
-pub(super) async fn set_state(
-    db: &DatabaseConnection,
-    id: Uuid,
-    to: &str,
-) -> Result<(), ServiceError> {
+pub(super) async fn set_state(db: &DatabaseConnection, id: Uuid, to: &str) -> Result<(), ServiceError> {
     pending_upload::Entity::update_many()
         .col_expr(pending_upload::Column::State, Expr::value(to))
         .filter(pending_upload::Column::Id.eq(id))
@@ -442,15 +327,9 @@ pub(super) async fn set_state(
 }
 
 /// Inserts the file and closes the upload in one transaction, then announces it.
-pub(super) async fn record(
-    state: &AppState,
-    upload: &pending_upload::Model,
-) -> Result<Confirmation, ServiceError> {
+pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     let txn = state.db.begin().await?;
-    let inserted = new_file(upload)
-        .insert(&txn)
-        .await
-        .on_unique_violation("already_confirmed", "already confirmed");
+    let inserted = new_file(upload).insert(&txn).await.on_unique_violation("already_confirmed", "already confirmed");
     let file = match inserted {
         Ok(file) => file,
         // A concurrent confirm recorded it first.
@@ -493,13 +372,11 @@ fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {
 /// Publishes `file_upload_complete`, and `message_updated` when the file went
 /// straight onto a message.
 async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), ServiceError> {
-    state
-        .events
-        .publish(Event::FileUploadComplete(FileUploadComplete {
-            channel_id: file.channel_id,
-            message_id: file.message_id,
-            file: file.clone().into(),
-        }));
+    state.events.publish(Event::FileUploadComplete(FileUploadComplete {
+        channel_id: file.channel_id,
+        message_id: file.message_id,
+        file: file.clone().into(),
+    }));
     if let Some(message_id) = file.message_id {
         messages::touch_and_announce(state, message_id).await?;
     }
@@ -510,17 +387,12 @@ async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), Ser
 pub async fn abort(state: &AppState, user: i32, upload_id: Uuid) -> Result<(), ServiceError> {
     let upload = own_upload(&state.db, user, upload_id).await?;
     match upload.state.as_str() {
-        state::CONFIRMED => Err(ServiceError::conflict(
-            "upload_confirmed",
-            "this upload is confirmed; delete the file instead",
-        )),
+        state::CONFIRMED => {
+            Err(ServiceError::conflict("upload_confirmed", "this upload is confirmed; delete the file instead"))
+        }
         state::PENDING => {
             if let Some(multipart) = &upload.multipart_upload_id {
-                state
-                    .storage
-                    .abort_multipart(&upload.s3_key, multipart)
-                    .await
-                    .ok();
+                state.storage.abort_multipart(&upload.s3_key, multipart).await.ok();
             }
             state.storage.delete(&upload.s3_key).await?;
             set_state(&state.db, upload.id, state::ABORTED).await
@@ -555,46 +427,22 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     // One part-sized buffer per upload, reused for every part: memory stays
     // flat and no page is faulted in twice.
     let mut buffer = BytesMut::with_capacity(STREAM_PART_SIZE);
-    let first = read_chunk(
-        &mut file.body,
-        &mut buffer,
-        STREAM_PART_SIZE.min(max as usize + 1),
-    )
-    .await?;
+    let first = read_chunk(&mut file.body, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1)).await?;
     check_size(state, first.len() as u64)?;
     if let Some(found) = sniff_mismatch(&file.content_type, &first[..first.len().min(SNIFF_LEN)]) {
         return Err(ServiceError::unverified(
             "content_mismatch",
-            format!(
-                "the file's content ({found}) does not match its declared type {}",
-                file.content_type.as_str()
-            ),
+            format!("the file's content ({found}) does not match its declared type {}", file.content_type.as_str()),
         ));
     }
     let size = if first.len() < STREAM_PART_SIZE {
         // The whole file fit in the first read: one PutObject.
         let size = first.len() as u64;
-        state
-            .storage
-            .put(&key, file.content_type.as_str(), first)
-            .await?;
+        state.storage.put(&key, file.content_type.as_str(), first).await?;
         size
     } else {
-        let multipart = state
-            .storage
-            .create_multipart(&key, file.content_type.as_str())
-            .await?;
-        match stream_parts(
-            state,
-            &key,
-            &multipart,
-            first,
-            &mut file.body,
-            &mut buffer,
-            max,
-        )
-        .await
-        {
+        let multipart = state.storage.create_multipart(&key, file.content_type.as_str()).await?;
+        match stream_parts(state, &key, &multipart, first, &mut file.body, &mut buffer, max).await {
             Ok(size) => size,
             Err(err) => {
                 state.storage.abort_multipart(&key, &multipart).await.ok();
@@ -654,27 +502,15 @@ async fn stream_parts<R: AsyncRead + Unpin>(
             return Err(too_large(state));
         }
         let number = parts.len() as i32 + 1;
-        parts.push(
-            state
-                .storage
-                .upload_part(key, multipart, number, chunk)
-                .await?,
-        );
+        parts.push(state.storage.upload_part(key, multipart, number, chunk).await?);
     }
-    state
-        .storage
-        .complete_multipart(key, multipart, parts)
-        .await?;
+    state.storage.complete_multipart(key, multipart, parts).await?;
     Ok(total)
 }
 
 /// Reads up to `len` bytes into `buf` (taking back its storage once the last
 /// chunk is dropped), fewer only at the end of the body.
-async fn read_chunk<R: AsyncRead + Unpin>(
-    body: &mut R,
-    buf: &mut BytesMut,
-    len: usize,
-) -> Result<Bytes, ServiceError> {
+async fn read_chunk<R: AsyncRead + Unpin>(body: &mut R, buf: &mut BytesMut, len: usize) -> Result<Bytes, ServiceError> {
     buf.clear();
     buf.reserve(len);
     while buf.len() < len {
@@ -682,12 +518,7 @@ async fn read_chunk<R: AsyncRead + Unpin>(
             .take((len - buf.len()) as u64)
             .read_buf(buf)
             .await
-            .map_err(|e| {
-                ServiceError::invalid(
-                    "upload_interrupted",
-                    format!("reading the upload failed: {e}"),
-                )
-            })?;
+            .map_err(|e| ServiceError::invalid("upload_interrupted", format!("reading the upload failed: {e}")))?;
         if read == 0 {
             break;
         }

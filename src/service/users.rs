@@ -1,51 +1,29 @@
 //! Users: dev login creates them on first use.
 
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 use super::{ServiceError, now};
 use crate::{domain::Username, entity::user};
 
 /// The user named `username`, created when it does not exist yet.
-pub async fn find_or_create(
-    db: &DatabaseConnection,
-    username: &Username,
-) -> Result<user::Model, ServiceError> {
+pub async fn find_or_create(db: &DatabaseConnection, username: &Username) -> Result<user::Model, ServiceError> {
     if let Some(found) = find_by_name(db, username).await? {
         return Ok(found);
     }
-    let created = user::ActiveModel {
-        username: Set(username.as_str().to_owned()),
-        created_at: Set(now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await;
+    let created = user::ActiveModel { username: Set(username.as_str().to_owned()), created_at: Set(now()), ..Default::default() }
+        .insert(db)
+        .await;
     match created {
         Ok(user) => Ok(user),
         // Lost a race with a concurrent login of the same name: take the winner's row.
-        Err(err)
-            if matches!(
-                err.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            find_by_name(db, username)
-                .await?
-                .ok_or(ServiceError::NotFound("user"))
+        Err(err) if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+            find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))
         }
         Err(err) => Err(err.into()),
     }
 }
 
 /// The user named `username`, if any.
-pub async fn find_by_name(
-    db: &DatabaseConnection,
-    username: &Username,
-) -> Result<Option<user::Model>, ServiceError> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Username.eq(username.as_str()))
-        .one(db)
-        .await?)
+pub async fn find_by_name(db: &DatabaseConnection, username: &Username) -> Result<Option<user::Model>, ServiceError> {
+    Ok(user::Entity::find().filter(user::Column::Username.eq(username.as_str())).one(db).await?)
 }

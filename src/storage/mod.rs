@@ -9,8 +9,8 @@ use std::time::Duration;
 use aws_sdk_s3::{
     Client,
     config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
-        ResponseChecksumValidation, StalledStreamProtectionConfig, timeout::TimeoutConfig,
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        StalledStreamProtectionConfig, timeout::TimeoutConfig,
     },
     error::{ProvideErrorMetadata, SdkError},
 };
@@ -58,9 +58,9 @@ impl StorageError {
         R: std::fmt::Debug,
     {
         match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Self::Unavailable(
-                aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
-            ),
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                Self::Unavailable(aws_smithy_types::error::display::DisplayErrorContext(&err).to_string())
+            }
             _ => Self::Service {
                 code: err.code().unwrap_or("Unknown").to_owned(),
                 message: err.message().unwrap_or("no message").to_owned(),
@@ -96,16 +96,9 @@ impl Storage {
     /// Builds the clients; no network traffic happens here.
     pub fn new(settings: &StorageSettings) -> Self {
         let client = build_client(settings, settings.endpoint.as_ref());
-        let public = settings
-            .public_endpoint
-            .as_ref()
-            .or(settings.endpoint.as_ref());
+        let public = settings.public_endpoint.as_ref().or(settings.endpoint.as_ref());
         let presigner = Presigner::new(settings, public.map(Origin::as_str));
-        Self {
-            client,
-            presigner,
-            bucket: settings.bucket.as_str().to_owned(),
-        }
+        Self { client, presigner, bucket: settings.bucket.as_str().to_owned() }
     }
 
     /// Signs presigned URLs (no network).
@@ -120,17 +113,8 @@ impl Storage {
 
     /// Size of an object; `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectInfo {
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-            })),
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(ObjectInfo { size: out.content_length().unwrap_or(0).max(0) as u64 })),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             Err(err) => Err(StorageError::from_sdk(err)),
         }
@@ -147,32 +131,16 @@ impl Storage {
             .send()
             .await
             .map_err(StorageError::from_sdk)?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?
-            .into_bytes();
+        let bytes = out.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?.into_bytes();
         Ok(bytes.slice(..bytes.len().min(len as usize)))
     }
 
     /// SHA-256 (hex) of a whole object, streamed.
     pub async fn sha256_hex(&self, key: &str) -> Result<String, StorageError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(StorageError::from_sdk)?;
+        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(StorageError::from_sdk)?;
         let mut body = out.body;
         let mut hasher = Sha256::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?
-        {
+        while let Some(chunk) = body.try_next().await.map_err(|e| StorageError::Unavailable(e.to_string()))? {
             hasher.update(&chunk);
         }
         Ok(hex::encode(hasher.finalize()))
@@ -180,23 +148,11 @@ impl Storage {
 
     /// Deletes an object; deleting a missing one succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(StorageError::from_sdk)
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(|_| ()).map_err(StorageError::from_sdk)
     }
 
     /// Stores a small object in one request.
-    pub async fn put(
-        &self,
-        key: &str,
-        content_type: &str,
-        body: Bytes,
-    ) -> Result<(), StorageError> {
+    pub async fn put(&self, key: &str, content_type: &str, body: Bytes) -> Result<(), StorageError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -211,11 +167,7 @@ impl Storage {
 
     /// Objects under `prefix` with their last-modified time, one page of up to
     /// 1000 after `start_after`.
-    pub async fn list_page(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-    ) -> Result<Vec<(String, Option<i64>)>, StorageError> {
+    pub async fn list_page(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<(String, Option<i64>)>, StorageError> {
         let out = self
             .client
             .list_objects_v2()
@@ -225,18 +177,11 @@ impl Storage {
             .send()
             .await
             .map_err(StorageError::from_sdk)?;
-        Ok(out
-            .contents()
-            .iter()
-            .filter_map(|o| Some((o.key()?.to_owned(), o.last_modified().map(|t| t.secs()))))
-            .collect())
+        Ok(out.contents().iter().filter_map(|o| Some((o.key()?.to_owned(), o.last_modified().map(|t| t.secs())))).collect())
     }
 
     /// Incomplete multipart uploads under `prefix`: key, upload id, start time.
-    pub async fn list_multipart(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, String, Option<i64>)>, StorageError> {
+    pub async fn list_multipart(&self, prefix: &str) -> Result<Vec<(String, String, Option<i64>)>, StorageError> {
         let mut found = Vec::new();
         let (mut key_marker, mut id_marker) = (None, None);
         loop {
@@ -252,11 +197,7 @@ impl Storage {
                 .map_err(StorageError::from_sdk)?;
             for upload in out.uploads() {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
-                    found.push((
-                        key.to_owned(),
-                        id.to_owned(),
-                        upload.initiated().map(|t| t.secs()),
-                    ));
+                    found.push((key.to_owned(), id.to_owned(), upload.initiated().map(|t| t.secs())));
                 }
             }
             if out.is_truncated() != Some(true) {
@@ -268,11 +209,7 @@ impl Storage {
     }
 
     /// Starts a multipart upload and returns its id.
-    pub async fn create_multipart(
-        &self,
-        key: &str,
-        content_type: &str,
-    ) -> Result<String, StorageError> {
+    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StorageError> {
         let out = self
             .client
             .create_multipart_upload()
@@ -282,22 +219,14 @@ impl Storage {
             .send()
             .await
             .map_err(StorageError::from_sdk)?;
-        out.upload_id()
-            .map(str::to_owned)
-            .ok_or_else(|| StorageError::Service {
-                code: "NoUploadId".into(),
-                message: "CreateMultipartUpload returned no upload id".into(),
-            })
+        out.upload_id().map(str::to_owned).ok_or_else(|| StorageError::Service {
+            code: "NoUploadId".into(),
+            message: "CreateMultipartUpload returned no upload id".into(),
+        })
     }
 
     /// Uploads one part; returns its ETag.
-    pub async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: i32,
-        body: Bytes,
-    ) -> Result<CompletedPart, StorageError> {
+    pub async fn upload_part(&self, key: &str, upload_id: &str, part_number: i32, body: Bytes) -> Result<CompletedPart, StorageError> {
         let out = self
             .client
             .upload_part()
@@ -309,32 +238,20 @@ impl Storage {
             .send()
             .await
             .map_err(StorageError::from_sdk)?;
-        Ok(CompletedPart::builder()
-            .part_number(part_number)
-            .set_e_tag(out.e_tag().map(str::to_owned))
-            .build())
+        Ok(CompletedPart::builder().part_number(part_number).set_e_tag(out.e_tag().map(str::to_owned)).build())
     }
 
     /// Completes a multipart upload from its parts. The store may take a
     /// while to assemble a big object (AWS sends whitespace meanwhile): this
     /// call gets [`COMPLETE_TIMEOUT`], and no stalled-stream check, whose
     /// 100 ms throughput timer would otherwise wake the broker all along.
-    pub async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<CompletedPart>,
-    ) -> Result<(), StorageError> {
+    pub async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<CompletedPart>) -> Result<(), StorageError> {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .customize()
             .config_override(
                 aws_sdk_s3::Config::builder()
@@ -348,11 +265,7 @@ impl Storage {
     }
 
     /// The parts the store holds of a multipart upload, by part number.
-    pub async fn list_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<Vec<StoredPart>, StorageError> {
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StorageError> {
         let mut found = Vec::new();
         let mut marker = None;
         loop {
@@ -368,15 +281,8 @@ impl Storage {
                 .map_err(StorageError::from_sdk)?;
             for part in out.parts() {
                 if let Some(number) = part.part_number().and_then(|n| u32::try_from(n).ok()) {
-                    let etag = part
-                        .e_tag()
-                        .map(|e| e.trim_matches('"').to_owned())
-                        .filter(|e| !e.is_empty());
-                    found.push(StoredPart {
-                        part_number: number,
-                        etag,
-                        size: part.size().unwrap_or(0).max(0) as u64,
-                    });
+                    let etag = part.e_tag().map(|e| e.trim_matches('"').to_owned()).filter(|e| !e.is_empty());
+                    found.push(StoredPart { part_number: number, etag, size: part.size().unwrap_or(0).max(0) as u64 });
                 }
             }
             if out.is_truncated() != Some(true) {
@@ -415,13 +321,7 @@ impl Storage {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                match self
-                    .client
-                    .create_bucket()
-                    .bucket(&self.bucket)
-                    .send()
-                    .await
-                {
+                match self.client.create_bucket().bucket(&self.bucket).send().await {
                     Ok(_) => Ok(()),
                     Err(err) if err.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
                     Err(err) => Err(StorageError::from_sdk(err)),
@@ -433,26 +333,14 @@ impl Storage {
 
     /// Checks that the bucket answers (for `/ready`).
     pub async fn check(&self) -> Result<(), StorageError> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(StorageError::from_sdk)
+        self.client.head_bucket().bucket(&self.bucket).send().await.map(|_| ()).map_err(StorageError::from_sdk)
     }
 }
 
 impl StorageSettings {
     /// The static credentials both clients sign with.
     pub fn credentials(&self) -> Credentials {
-        Credentials::new(
-            &self.access_key_id,
-            self.secret_access_key.expose(),
-            None,
-            None,
-            "chatgenius-files",
-        )
+        Credentials::new(&self.access_key_id, self.secret_access_key.expose(), None, None, "chatgenius-files")
     }
 }
 
@@ -462,10 +350,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn timeouts(attempt: Duration) -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(attempt)
-        .build()
+    TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).operation_attempt_timeout(attempt).build()
 }
 
 fn build_client(settings: &StorageSettings, endpoint: Option<&Origin>) -> Client {

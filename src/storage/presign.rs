@@ -25,11 +25,7 @@ use super::StorageSettings;
 use crate::config::Secret;
 
 /// RFC 3986 unreserved characters stay as they are; everything else is encoded.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// Like [`QUERY_VALUE`], keeping `/` for object keys in paths.
 const KEY_PATH: &AsciiSet = &QUERY_VALUE.remove(b'/');
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -66,10 +62,7 @@ pub struct Presigner {
 
 impl std::fmt::Debug for Presigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Presigner")
-            .field("origin", &self.origin)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
+        f.debug_struct("Presigner").field("origin", &self.origin).field("region", &self.region).finish_non_exhaustive()
     }
 }
 
@@ -87,10 +80,7 @@ impl Presigner {
         let default_port = if scheme == "http" { ":80" } else { ":443" };
         Self {
             origin: format!("{scheme}://{authority}"),
-            host: authority
-                .strip_suffix(default_port)
-                .unwrap_or(&authority)
-                .to_owned(),
+            host: authority.strip_suffix(default_port).unwrap_or(&authority).to_owned(),
             bucket_path,
             access_key_id: settings.access_key_id.clone(),
             secret_access_key: settings.secret_access_key.clone(),
@@ -109,19 +99,13 @@ impl Presigner {
         checksum_sha256: Option<&str>,
         ttl: Duration,
     ) -> PresignedRequest {
-        let mut headers = vec![
-            ("content-length", content_length.to_string()),
-            ("content-type", content_type.to_owned()),
-        ];
+        let mut headers =
+            vec![("content-length", content_length.to_string()), ("content-type", content_type.to_owned())];
         if let Some(checksum) = checksum_sha256 {
             headers.push(("x-amz-checksum-sha256", checksum.to_owned()));
         }
         let url = self.sign("PUT", key, &[], &headers, ttl, SystemTime::now());
-        PresignedRequest {
-            method: "PUT",
-            url,
-            headers,
-        }
+        PresignedRequest { method: "PUT", url, headers }
     }
 
     /// A PUT of part `part_number` of multipart upload `upload_id`, exactly
@@ -136,19 +120,9 @@ impl Presigner {
     ) -> PresignedRequest {
         let headers = vec![("content-length", content_length.to_string())];
         let part = part_number.to_string();
-        let url = self.sign(
-            "PUT",
-            key,
-            &[("partNumber", &part), ("uploadId", upload_id)],
-            &headers,
-            ttl,
-            SystemTime::now(),
-        );
-        PresignedRequest {
-            method: "PUT",
-            url,
-            headers,
-        }
+        let url =
+            self.sign("PUT", key, &[("partNumber", &part), ("uploadId", upload_id)], &headers, ttl, SystemTime::now());
+        PresignedRequest { method: "PUT", url, headers }
     }
 
     /// A GET whose response carries the given `Content-Type` and `Content-Disposition`.
@@ -164,11 +138,7 @@ impl Presigner {
             ("response-content-type", response_content_type),
         ];
         let url = self.sign("GET", key, &query, &[], ttl, SystemTime::now());
-        PresignedRequest {
-            method: "GET",
-            url,
-            headers: Vec::new(),
-        }
+        PresignedRequest { method: "GET", url, headers: Vec::new() }
     }
 
     /// The URL of `method` on `key` with `query`, signing `headers` (lowercase
@@ -185,46 +155,23 @@ impl Presigner {
         let now: DateTime<Utc> = now.into();
         let date_time = now.format("%Y%m%dT%H%M%SZ").to_string();
         let date = &date_time[..8];
-        let path = format!(
-            "{}/{}",
-            self.bucket_path,
-            utf8_percent_encode(key, KEY_PATH)
-        );
+        let path = format!("{}/{}", self.bucket_path, utf8_percent_encode(key, KEY_PATH));
 
-        let mut signed: Vec<(&str, Cow<'_, str>)> = headers
-            .iter()
-            .map(|(name, value)| (*name, canonical_value(value)))
-            .collect();
+        let mut signed: Vec<(&str, Cow<'_, str>)> =
+            headers.iter().map(|(name, value)| (*name, canonical_value(value))).collect();
         signed.push(("host", Cow::Borrowed(self.host.as_str())));
         signed.sort_unstable_by_key(|(name, _)| *name);
-        let signed_headers = signed
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(";");
+        let signed_headers = signed.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(";");
 
-        let credential = format!(
-            "{}/{date}/{}/s3/aws4_request",
-            self.access_key_id, self.region
-        );
+        let credential = format!("{}/{date}/{}/s3/aws4_request", self.access_key_id, self.region);
         let expires = ttl.as_secs().to_string();
-        let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> =
-            query.iter().map(|(k, v)| (encode(k), encode(v))).collect();
+        let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = query.iter().map(|(k, v)| (encode(k), encode(v))).collect();
         params.extend([
             (Cow::Borrowed("X-Amz-Algorithm"), Cow::Borrowed(ALGORITHM)),
             (Cow::Borrowed("X-Amz-Credential"), encode(&credential)),
-            (
-                Cow::Borrowed("X-Amz-Date"),
-                Cow::Borrowed(date_time.as_str()),
-            ),
-            (
-                Cow::Borrowed("X-Amz-Expires"),
-                Cow::Borrowed(expires.as_str()),
-            ),
-            (
-                Cow::Borrowed("X-Amz-SignedHeaders"),
-                encode(&signed_headers),
-            ),
+            (Cow::Borrowed("X-Amz-Date"), Cow::Borrowed(date_time.as_str())),
+            (Cow::Borrowed("X-Amz-Expires"), Cow::Borrowed(expires.as_str())),
+            (Cow::Borrowed("X-Amz-SignedHeaders"), encode(&signed_headers)),
         ]);
         params.sort_unstable();
         let mut query = String::with_capacity(256);
@@ -246,30 +193,19 @@ impl Presigner {
             self.region,
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let signature = v4::calculate_signature(
-            self.signing_key(date, now.into()),
-            string_to_sign.as_bytes(),
-        );
+        let signature = v4::calculate_signature(self.signing_key(date, now.into()), string_to_sign.as_bytes());
         format!("{}{path}?{query}&X-Amz-Signature={signature}", self.origin)
     }
 
     /// The signing key of `date`'s UTC day, derived once per day.
     fn signing_key(&self, date: &str, now: SystemTime) -> Vec<u8> {
-        let mut cached = self
-            .day_key
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cached = self.day_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match cached.as_ref() {
             Some((day, key)) if day == date => key.clone(),
             _ => {
-                let key = v4::generate_signing_key(
-                    self.secret_access_key.expose(),
-                    now,
-                    &self.region,
-                    "s3",
-                )
-                .as_ref()
-                .to_vec();
+                let key = v4::generate_signing_key(self.secret_access_key.expose(), now, &self.region, "s3")
+                    .as_ref()
+                    .to_vec();
                 *cached = Some((date.to_owned(), key.clone()));
                 key
             }
@@ -285,13 +221,7 @@ fn encode(value: &str) -> Cow<'_, str> {
 fn canonical_value(value: &str) -> Cow<'_, str> {
     let value = value.trim();
     if value.contains("  ") {
-        Cow::Owned(
-            value
-                .split(' ')
-                .filter(|w| !w.is_empty())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
+        Cow::Owned(value.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "))
     } else {
         Cow::Borrowed(value)
     }
@@ -302,11 +232,7 @@ pub fn redact(url: &str) -> Cow<'_, str> {
     match url.find("X-Amz-Signature=") {
         Some(at) => {
             let end = url[at..].find('&').map_or(url.len(), |i| at + i);
-            Cow::Owned(format!(
-                "{}X-Amz-Signature=REDACTED{}",
-                &url[..at],
-                &url[end..]
-            ))
+            Cow::Owned(format!("{}X-Amz-Signature=REDACTED{}", &url[..at], &url[end..]))
         }
         None => Cow::Borrowed(url),
     }
@@ -348,12 +274,7 @@ mod tests {
             .split('&')
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap();
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8()
-                        .unwrap()
-                        .into_owned()
-                };
+                let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().unwrap().into_owned();
                 (decode(k), decode(v))
             })
             .collect()
@@ -370,15 +291,8 @@ mod tests {
     ) -> String {
         let unsigned = {
             let (base, query) = url.split_once('?').unwrap();
-            let rest: Vec<&str> = query
-                .split('&')
-                .filter(|p| !p.starts_with("X-Amz-"))
-                .collect();
-            if rest.is_empty() {
-                base.to_owned()
-            } else {
-                format!("{base}?{}", rest.join("&"))
-            }
+            let rest: Vec<&str> = query.split('&').filter(|p| !p.starts_with("X-Amz-")).collect();
+            if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) }
         };
         let mut signing = SigningSettings::default();
         signing.signature_location = SignatureLocation::QueryParams;
@@ -395,17 +309,10 @@ mod tests {
             .build()
             .unwrap()
             .into();
-        let request = SignableRequest::new(
-            method,
-            unsigned.as_str(),
-            headers.iter().copied(),
-            SignableBody::UnsignedPayload,
-        )
-        .unwrap();
-        aws_sigv4::http_request::sign(request, &params)
-            .unwrap()
-            .into_parts()
-            .1
+        let request =
+            SignableRequest::new(method, unsigned.as_str(), headers.iter().copied(), SignableBody::UnsignedPayload)
+                .unwrap();
+        aws_sigv4::http_request::sign(request, &params).unwrap().into_parts().1
     }
 
     #[test]
@@ -420,37 +327,19 @@ mod tests {
             let settings = settings(path_style);
             let signer = Presigner::new(&settings, Some(endpoint));
             let key = "uploads/7/0190a1b2c3d4/résumé (final) ~v2+.png";
-            type Case<'a> = (
-                &'a str,
-                Vec<(&'a str, &'a str)>,
-                Vec<(&'static str, String)>,
-            );
+            type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'static str, String)>);
             let cases: Vec<Case> = vec![
-                (
-                    "PUT",
-                    vec![],
-                    vec![
-                        ("content-length", "42".into()),
-                        ("content-type", "image/png".into()),
-                    ],
-                ),
+                ("PUT", vec![], vec![("content-length", "42".into()), ("content-type", "image/png".into())]),
                 (
                     "PUT",
                     vec![],
                     vec![
                         ("content-length", "42".into()),
                         ("content-type", "text/plain;  charset=utf-8".into()),
-                        (
-                            "x-amz-checksum-sha256",
-                            "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".into(),
-                        ),
+                        ("x-amz-checksum-sha256", "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".into()),
                     ],
                 ),
-                (
-                    "PUT",
-                    vec![("partNumber", "3"), ("uploadId", "a/b+c=d")],
-                    vec![("content-length", "8388608".into())],
-                ),
+                ("PUT", vec![("partNumber", "3"), ("uploadId", "a/b+c=d")], vec![("content-length", "8388608".into())]),
                 (
                     "GET",
                     vec![
@@ -466,13 +355,9 @@ mod tests {
             for (method, query, headers) in cases {
                 let url = signer.sign(method, key, &query, &headers, ttl, now);
                 let params = query_of(&url);
-                let header_refs: Vec<(&str, &str)> =
-                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let expected = reference_signature(&settings, method, &url, &header_refs, ttl, now);
-                assert_eq!(
-                    params["X-Amz-Signature"], expected,
-                    "{method} {endpoint} {query:?}"
-                );
+                assert_eq!(params["X-Amz-Signature"], expected, "{method} {endpoint} {query:?}");
                 assert_eq!(params["X-Amz-Date"], "20261118T110640Z");
                 assert_eq!(params["X-Amz-Expires"], "900");
                 for (k, v) in &query {
@@ -504,22 +389,10 @@ mod tests {
 
     #[test]
     fn presigned_put_signs_type_length_and_checksum_only() {
-        let req = presigner(true).put_object(
-            "uploads/1/x/a b.png",
-            "image/png",
-            42,
-            Some("abc="),
-            Duration::from_secs(60),
-        );
-        assert!(
-            req.url
-                .starts_with("http://127.0.0.1:9000/files/uploads/1/x/a%20b.png?"),
-            "{}",
-            req.url
-        );
-        assert!(req.url.contains(
-            "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"
-        ));
+        let req =
+            presigner(true).put_object("uploads/1/x/a b.png", "image/png", 42, Some("abc="), Duration::from_secs(60));
+        assert!(req.url.starts_with("http://127.0.0.1:9000/files/uploads/1/x/a%20b.png?"), "{}", req.url);
+        assert!(req.url.contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"));
         assert!(!req.url.contains("x-amz-sdk-checksum-algorithm"));
         assert!(!req.url.to_ascii_lowercase().contains("x-amz-checksum-crc"));
         assert_eq!(req.headers.len(), 3);
@@ -527,26 +400,14 @@ mod tests {
 
     #[test]
     fn virtual_hosted_addressing_puts_the_bucket_in_the_host() {
-        let req =
-            presigner(false).get_object("k", "text/plain", "attachment", Duration::from_secs(60));
-        assert!(
-            req.url.starts_with("http://files.127.0.0.1:9000/k?"),
-            "{}",
-            req.url
-        );
-        assert!(
-            req.url.contains("response-content-disposition=attachment&"),
-            "{}",
-            req.url
-        );
+        let req = presigner(false).get_object("k", "text/plain", "attachment", Duration::from_secs(60));
+        assert!(req.url.starts_with("http://files.127.0.0.1:9000/k?"), "{}", req.url);
+        assert!(req.url.contains("response-content-disposition=attachment&"), "{}", req.url);
     }
 
     #[test]
     fn redact_hides_the_signature() {
         let url = "http://h/k?X-Amz-Date=1&X-Amz-Signature=deadbeef&x=1";
-        assert_eq!(
-            redact(url),
-            "http://h/k?X-Amz-Date=1&X-Amz-Signature=REDACTED&x=1"
-        );
+        assert_eq!(redact(url), "http://h/k?X-Amz-Date=1&X-Amz-Signature=REDACTED&x=1");
     }
 }

@@ -15,12 +15,8 @@ use crate::helpers::{assert_error, spawn_app, spawn_app_with};
 async fn every_bad_token_is_refused_with_401() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
-    let user = CurrentUser {
-        id: alice.id as i32,
-        username: alice.username.clone(),
-    };
-    let foreign =
-        TokenKeys::new(&Secret::new("x".repeat(40)), Duration::from_secs(60)).issue(&user);
+    let user = CurrentUser { id: alice.id as i32, username: alice.username.clone() };
+    let foreign = TokenKeys::new(&Secret::new("x".repeat(40)), Duration::from_secs(60)).issue(&user);
     let expired = app.state.tokens.issue_with_ttl(&user, -120);
     let mut tampered = alice.token.clone();
     tampered.insert(tampered.len() - 3, 'A');
@@ -46,10 +42,7 @@ async fn every_bad_token_is_refused_with_401() {
 
     let ok = app.get(&alice, "/auth/me").await;
     assert_eq!(ok.status(), StatusCode::OK);
-    assert_eq!(
-        ok.json::<serde_json::Value>().await.unwrap()["id"],
-        alice.id
-    );
+    assert_eq!(ok.json::<serde_json::Value>().await.unwrap()["id"], alice.id);
 }
 
 #[tokio::test]
@@ -58,13 +51,7 @@ async fn dev_login_returns_the_same_user_for_the_same_name() {
     let first = app.login("bob").await;
     let second = app.login("bob").await;
     assert_eq!(first.id, second.id);
-    let resp = app
-        .client
-        .post(app.url("/auth/dev-login"))
-        .json(&json!({ "username": "bad name" }))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.post(app.url("/auth/dev-login")).json(&json!({ "username": "bad name" })).send().await.unwrap();
     assert_error(resp, StatusCode::BAD_REQUEST, "invalid_username").await;
 }
 
@@ -72,13 +59,7 @@ async fn dev_login_returns_the_same_user_for_the_same_name() {
 async fn dev_login_is_off_when_the_operator_sets_a_jwt_secret() {
     let secret = "s".repeat(40);
     let app = spawn_app_with(&[("jwt-secret", &secret)]).await;
-    let resp = app
-        .client
-        .post(app.url("/auth/dev-login"))
-        .json(&json!({ "username": "eve" }))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.post(app.url("/auth/dev-login")).json(&json!({ "username": "eve" })).send().await.unwrap();
     assert_error(resp, StatusCode::NOT_FOUND, "dev_login_disabled").await;
 
     let on = spawn_app_with(&[("jwt-secret", &secret), ("dev-login", "true")]).await;

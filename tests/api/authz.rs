@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use chatgenius_files::{
-    auth::{CurrentUser, TokenKeys},
-    config::Secret,
-};
+use chatgenius_files::{auth::{CurrentUser, TokenKeys}, config::Secret};
 use reqwest::{Method, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
 
@@ -34,35 +31,10 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
     let channel = app.create_channel(&owner, "general").await;
     app.add_member(&owner, channel, &member).await;
     app.add_member(&owner, channel, &removed).await;
-    let message: Value = app
-        .post(
-            &owner,
-            &format!("/channels/{channel}/messages"),
-            json!({ "content": "hi" }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let file = app
-        .upload(
-            &owner,
-            channel,
-            None,
-            "f.txt",
-            "text/plain",
-            b"secret bytes",
-        )
-        .await;
-    let deleted = app
-        .upload(&owner, channel, None, "d.txt", "text/plain", b"deleted")
-        .await;
-    assert_eq!(
-        app.delete(&owner, &format!("/files/{}", deleted["id"]))
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    let message: Value = app.post(&owner, &format!("/channels/{channel}/messages"), json!({ "content": "hi" })).await.json().await.unwrap();
+    let file = app.upload(&owner, channel, None, "f.txt", "text/plain", b"secret bytes").await;
+    let deleted = app.upload(&owner, channel, None, "d.txt", "text/plain", b"deleted").await;
+    assert_eq!(app.delete(&owner, &format!("/files/{}", deleted["id"])).await.status(), StatusCode::NO_CONTENT);
     let pending: Value = app
         .post(&owner, "/files/presign", json!({ "channel_id": channel, "file_name": "p.txt", "content_type": "text/plain", "size": 3 }))
         .await
@@ -77,19 +49,11 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
         .await
         .unwrap();
     let multipart_id = multipart["upload_id"].as_str().unwrap().to_owned();
-    let resp = app
-        .delete(
-            &owner,
-            &format!("/channels/{channel}/members/{}", removed.id),
-        )
-        .await;
+    let resp = app.delete(&owner, &format!("/channels/{channel}/members/{}", removed.id)).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
     let keys = |secret: &str| TokenKeys::new(&Secret::new(secret), Duration::from_secs(60));
-    let as_user = |u: &TestUser| CurrentUser {
-        id: u.id as i32,
-        username: u.username.clone(),
-    };
+    let as_user = |u: &TestUser| CurrentUser { id: u.id as i32, username: u.username.clone() };
     let token_for = |caller: Caller| -> Option<String> {
         match caller {
             Caller::NoToken => None,
@@ -102,123 +66,34 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
         }
     };
 
-    let (f, d, m) = (
-        file["id"].clone(),
-        deleted["id"].clone(),
-        message["id"].clone(),
-    );
+    let (f, d, m) = (file["id"].clone(), deleted["id"].clone(), message["id"].clone());
     let presign = json!({ "channel_id": channel, "file_name": "x.txt", "content_type": "text/plain", "size": 1 });
     // (method, path, body, expected for: non-member, member-not-owner, removed member)
     let endpoints: Vec<(Method, String, Option<Value>, [u16; 3])> = vec![
-        (
-            Method::GET,
-            format!("/channels/{channel}"),
-            None,
-            [404, 200, 404],
-        ),
-        (
-            Method::GET,
-            format!("/channels/{channel}/members"),
-            None,
-            [404, 200, 404],
-        ),
-        (
-            Method::POST,
-            format!("/channels/{channel}/members"),
-            Some(json!({ "username": "newcomer" })),
-            [404, 201, 404],
-        ),
-        (
-            Method::GET,
-            format!("/channels/{channel}/messages"),
-            None,
-            [404, 200, 404],
-        ),
-        (
-            Method::POST,
-            format!("/channels/{channel}/messages"),
-            Some(json!({ "content": "x" })),
-            [404, 201, 404],
-        ),
-        (
-            Method::POST,
-            "/files/presign".into(),
-            Some(presign.clone()),
-            [404, 201, 404],
-        ),
-        (
-            Method::POST,
-            "/files/presign".into(),
-            Some(
-                json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 }),
-            ),
-            [404, 403, 404],
-        ),
-        (
-            Method::POST,
-            format!("/files/uploads/{upload_id}/confirm"),
-            None,
-            [404, 404, 404],
-        ),
-        (
-            Method::DELETE,
-            format!("/files/uploads/{upload_id}"),
-            None,
-            [404, 404, 404],
-        ),
-        (
-            Method::POST,
-            "/files/multipart".into(),
-            Some(presign.clone()),
-            [404, 201, 404],
-        ),
-        (
-            Method::POST,
-            format!("/files/uploads/{multipart_id}/parts"),
-            Some(json!({ "part_numbers": [1] })),
-            [404, 404, 404],
-        ),
-        (
-            Method::POST,
-            format!("/files/uploads/{multipart_id}/complete"),
-            Some(json!({ "parts": [{ "part_number": 1, "etag": "x" }] })),
-            [404, 404, 404],
-        ),
+        (Method::GET, format!("/channels/{channel}"), None, [404, 200, 404]),
+        (Method::GET, format!("/channels/{channel}/members"), None, [404, 200, 404]),
+        (Method::POST, format!("/channels/{channel}/members"), Some(json!({ "username": "newcomer" })), [404, 201, 404]),
+        (Method::GET, format!("/channels/{channel}/messages"), None, [404, 200, 404]),
+        (Method::POST, format!("/channels/{channel}/messages"), Some(json!({ "content": "x" })), [404, 201, 404]),
+        (Method::POST, "/files/presign".into(), Some(presign.clone()), [404, 201, 404]),
+        (Method::POST, "/files/presign".into(), Some(json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 })), [404, 403, 404]),
+        (Method::POST, format!("/files/uploads/{upload_id}/confirm"), None, [404, 404, 404]),
+        (Method::DELETE, format!("/files/uploads/{upload_id}"), None, [404, 404, 404]),
+        (Method::POST, "/files/multipart".into(), Some(presign.clone()), [404, 201, 404]),
+        (Method::POST, format!("/files/uploads/{multipart_id}/parts"), Some(json!({ "part_numbers": [1] })), [404, 404, 404]),
+        (Method::POST, format!("/files/uploads/{multipart_id}/complete"), Some(json!({ "parts": [{ "part_number": 1, "etag": "x" }] })), [404, 404, 404]),
         (Method::GET, format!("/files/{f}"), None, [404, 200, 404]),
         (Method::GET, format!("/files/{d}"), None, [404, 404, 404]),
-        (
-            Method::GET,
-            format!("/files/download/{f}"),
-            None,
-            [404, 302, 404],
-        ),
-        (
-            Method::GET,
-            format!("/files/download/{d}"),
-            None,
-            [404, 404, 404],
-        ),
-        (
-            Method::GET,
-            "/files/download/987654".into(),
-            None,
-            [404, 404, 404],
-        ),
+        (Method::GET, format!("/files/download/{f}"), None, [404, 302, 404]),
+        (Method::GET, format!("/files/download/{d}"), None, [404, 404, 404]),
+        (Method::GET, "/files/download/987654".into(), None, [404, 404, 404]),
         (Method::DELETE, format!("/files/{f}"), None, [404, 403, 404]),
         (Method::DELETE, format!("/files/{d}"), None, [404, 404, 404]),
     ];
-    let client = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
     let callers = [
-        Caller::NoToken,
-        Caller::Malformed,
-        Caller::BadSignature,
-        Caller::Expired,
-        Caller::NonMember,
-        Caller::MemberNotOwner,
-        Caller::RemovedMember,
+        Caller::NoToken, Caller::Malformed, Caller::BadSignature, Caller::Expired,
+        Caller::NonMember, Caller::MemberNotOwner, Caller::RemovedMember,
     ];
     for (method, path, body, expected) in &endpoints {
         for caller in callers {
@@ -241,16 +116,9 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
             if status >= 400 {
                 let text = resp.text().await.unwrap();
                 let body: Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(
-                    body.as_object().unwrap().keys().collect::<Vec<_>>(),
-                    ["error"],
-                    "{caller:?} {method} {path}: {text}"
-                );
+                assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["error"], "{caller:?} {method} {path}: {text}");
                 for leak in ["secret bytes", "f.txt", "d.txt", "uploads/"] {
-                    assert!(
-                        !text.contains(leak),
-                        "{caller:?} {method} {path} leaks {leak}: {text}"
-                    );
+                    assert!(!text.contains(leak), "{caller:?} {method} {path} leaks {leak}: {text}");
                 }
             }
         }

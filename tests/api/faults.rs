@@ -24,8 +24,7 @@ use tokio::{
 
 use crate::helpers::{TestApp, assert_error, fresh_database_url, spawn_app_with};
 
-const PNG: &[u8] =
-    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 /// A TCP link that can be cut (every connection dropped, new ones refused) and restored.
 struct Link {
@@ -71,19 +70,14 @@ impl Link {
 
 /// An S3 endpoint in the test process, so it outlives the brokers under test.
 async fn outside_store(dir: &std::path::Path) -> EmbeddedS3 {
-    EmbeddedS3::start(dir, "127.0.0.1:0".parse().unwrap(), &[])
-        .await
-        .unwrap()
+    EmbeddedS3::start(dir, "127.0.0.1:0".parse().unwrap(), &[]).await.unwrap()
 }
 
 fn store_args(endpoint: &str, s3: &EmbeddedS3) -> Vec<(&'static str, String)> {
     vec![
         ("aws-s3-endpoint", endpoint.to_owned()),
         ("aws-access-key-id", s3.access_key_id.clone()),
-        (
-            "aws-secret-access-key",
-            s3.secret_access_key.expose().to_owned(),
-        ),
+        ("aws-secret-access-key", s3.secret_access_key.expose().to_owned()),
         ("aws-s3-bucket-name", "faults".to_owned()),
     ]
 }
@@ -93,12 +87,7 @@ async fn spawn_with(args: &[(&'static str, String)]) -> TestApp {
     spawn_app_with(&borrowed).await
 }
 
-async fn presign_and_put(
-    app: &TestApp,
-    user: &crate::helpers::TestUser,
-    channel: i64,
-    name: &str,
-) -> String {
+async fn presign_and_put(app: &TestApp, user: &crate::helpers::TestUser, channel: i64, name: &str) -> String {
     let presigned: Value = app
         .post(user, "/files/presign", json!({ "channel_id": channel, "file_name": name, "content_type": "image/png", "size": PNG.len() }))
         .await
@@ -117,17 +106,8 @@ async fn presign_and_put(
     presigned["upload_id"].as_str().unwrap().to_owned()
 }
 
-async fn confirm(
-    app: &TestApp,
-    user: &crate::helpers::TestUser,
-    upload_id: &str,
-) -> reqwest::Response {
-    app.post(
-        user,
-        &format!("/files/uploads/{upload_id}/confirm"),
-        json!({}),
-    )
-    .await
+async fn confirm(app: &TestApp, user: &crate::helpers::TestUser, upload_id: &str) -> reqwest::Response {
+    app.post(user, &format!("/files/uploads/{upload_id}/confirm"), json!({})).await
 }
 
 #[tokio::test]
@@ -141,96 +121,36 @@ async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it
     let upload_id = presign_and_put(&app, &alice, channel, "a.png").await;
 
     link.cut();
-    assert_error(
-        confirm(&app, &alice, &upload_id).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
-    assert_error(
-        app.client.get(app.url("/ready")).send().await.unwrap(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
+    assert_error(confirm(&app, &alice, &upload_id).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+    assert_error(app.client.get(app.url("/ready")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
 
     link.restore();
     let resp = confirm(&app, &alice, &upload_id).await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "{}",
-        resp.text().await.unwrap()
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        file_upload::Entity::find()
-            .count(&app.state.db)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn the_database_going_away_is_503_and_the_broker_recovers_without_a_restart() {
     let Ok(server) = std::env::var("TEST_POSTGRES_URL") else {
-        eprintln!(
-            "PostgreSQL not configured (TEST_POSTGRES_URL); tests/run.sh runs this on PostgreSQL"
-        );
+        eprintln!("PostgreSQL not configured (TEST_POSTGRES_URL); tests/run.sh runs this on PostgreSQL");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database_url(dir.path()).await;
-    let host_port = server
-        .trim_end_matches('/')
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .to_owned();
-    let link = Link::to(
-        tokio::net::lookup_host(&host_port)
-            .await
-            .unwrap()
-            .next()
-            .unwrap(),
-    )
-    .await;
+    let host_port = server.trim_end_matches('/').rsplit('@').next().unwrap().to_owned();
+    let link = Link::to(tokio::net::lookup_host(&host_port).await.unwrap().next().unwrap()).await;
     let linked = url.replacen(&host_port, &link.addr.to_string(), 1);
     let app = spawn_app_with(&[("database-url", &linked)]).await;
     let alice = app.login("alice").await;
     app.create_channel(&alice, "general").await;
 
     link.cut();
-    assert_error(
-        app.get(&alice, "/channels").await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-    )
-    .await;
-    let post = app
-        .post(&alice, "/channels", json!({ "name": "during" }))
-        .await;
-    assert_error(
-        post,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-    )
-    .await;
-    assert_error(
-        app.client.get(app.url("/ready")).send().await.unwrap(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-    )
-    .await;
+    assert_error(app.get(&alice, "/channels").await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    let post = app.post(&alice, "/channels", json!({ "name": "during" })).await;
+    assert_error(post, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    assert_error(app.client.get(app.url("/ready")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
 
     link.restore();
     let mut recovered = false;
@@ -241,25 +161,10 @@ async fn the_database_going_away_is_503_and_the_broker_recovers_without_a_restar
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        recovered,
-        "the broker serves again once the database is back"
-    );
+    assert!(recovered, "the broker serves again once the database is back");
     let channels: Value = app.get(&alice, "/channels").await.json().await.unwrap();
-    assert_eq!(
-        channels["channels"].as_array().unwrap().len(),
-        1,
-        "nothing was half-written: {channels}"
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(channels["channels"].as_array().unwrap().len(), 1, "nothing was half-written: {channels}");
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -267,19 +172,13 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
     let dir = tempfile::tempdir().unwrap();
     let s3 = outside_store(&dir.path().join("s3")).await;
     let data_dir = dir.path().join("broker");
-    let api = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let envs = [
         ("DATA_DIR", data_dir.to_str().unwrap().to_owned()),
         ("BIND_ADDR", api.to_string()),
         ("AWS_S3_ENDPOINT", s3.endpoint().as_str().to_owned()),
         ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            s3.secret_access_key.expose().to_owned(),
-        ),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
         // Not 1: X-Amz-Date has whole seconds, so a 1 s URL can die before the PUT.
         ("UPLOAD_URL_TTL_SECS", "2".to_owned()),
         ("SWEEP_INTERVAL_SECS", "0".to_owned()),
@@ -287,9 +186,7 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
     ];
     let command = || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatgenius-files"));
-        cmd.env_clear()
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(std::process::Stdio::piped());
+        cmd.env_clear().envs(envs.iter().map(|(k, v)| (*k, v.as_str()))).stdout(std::process::Stdio::piped());
         cmd
     };
     let mut broker = command().arg("serve").spawn().unwrap();
@@ -301,26 +198,10 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let login: Value = client
-        .post(format!("{base}/auth/dev-login"))
-        .json(&json!({ "username": "kim" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: Value = client.post(format!("{base}/auth/dev-login")).json(&json!({ "username": "kim" })).send().await.unwrap().json().await.unwrap();
     let token = login["token"].as_str().unwrap();
-    let channel: Value = client
-        .post(format!("{base}/channels"))
-        .bearer_auth(token)
-        .json(&json!({ "name": "c" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channel: Value =
+        client.post(format!("{base}/channels")).bearer_auth(token).json(&json!({ "name": "c" })).send().await.unwrap().json().await.unwrap();
     let presigned: Value = client
         .post(format!("{base}/files/presign"))
         .bearer_auth(token)
@@ -331,13 +212,7 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         .json()
         .await
         .unwrap();
-    let put = client
-        .put(presigned["url"].as_str().unwrap())
-        .header("content-type", "image/png")
-        .body(PNG.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let put = client.put(presigned["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG.to_vec()).send().await.unwrap();
     assert!(put.status().is_success());
     // SIGKILL between the PUT and the confirm.
     broker.kill().unwrap();
@@ -348,25 +223,11 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
     // Run off this test's runtime: the store it sweeps is served by it.
     let mut sweep = command();
     sweep.arg("sweep").env("BIND_ADDR", "127.0.0.1:0");
-    let swept = tokio::task::spawn_blocking(move || sweep.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let swept = tokio::task::spawn_blocking(move || sweep.output()).await.unwrap().unwrap();
     let report = String::from_utf8_lossy(&swept.stdout);
-    assert!(
-        swept.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&swept.stderr)
-    );
-    assert!(
-        report.contains("| expired uploads removed | 1 |"),
-        "{report}"
-    );
-    assert_eq!(
-        count_objects(&s3).await,
-        0,
-        "no orphan object after one sweep"
-    );
+    assert!(swept.status.success(), "{report}{}", String::from_utf8_lossy(&swept.stderr));
+    assert!(report.contains("| expired uploads removed | 1 |"), "{report}");
+    assert_eq!(count_objects(&s3).await, 0, "no orphan object after one sweep");
 }
 
 async fn count_objects(s3: &EmbeddedS3) -> usize {
@@ -417,14 +278,7 @@ async fn a_client_vanishing_mid_upload_leaves_no_row_and_no_object() {
 
     let report = sweep_once(&app.state, false).await.unwrap();
     assert_eq!(report.orphans_found, 0);
-    assert_eq!(
-        file_upload::Entity::find()
-            .count(&app.state.db)
-            .await
-            .unwrap(),
-        0,
-        "no row"
-    );
+    assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 0, "no row");
     assert_eq!(app.object_count().await, 0, "no object");
     if let Ok(pending) = app.state.storage.list_multipart("uploads/").await {
         assert!(pending.is_empty(), "no multipart upload left: {pending:?}");
@@ -452,29 +306,17 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
 
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // A connection per confirm, as many clients would: after shutdown starts, new ones are refused.
-    let unpooled = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let unpooled = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let confirms: Vec<_> = uploads
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let (client, url, token) = (
-                unpooled.clone(),
-                app.url(&format!("/files/uploads/{id}/confirm")),
-                alice.token.clone(),
-            );
+            let (client, url, token) = (unpooled.clone(), app.url(&format!("/files/uploads/{id}/confirm")), alice.token.clone());
             let done = done.clone();
             tokio::spawn(async move {
                 // A steady stream rather than one instant volley.
                 tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
-                let result = client
-                    .post(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .map(|r| r.status());
+                let result = client.post(url).bearer_auth(token).send().await.map(|r| r.status());
                 done.fetch_add(1, Ordering::SeqCst);
                 result
             })
@@ -488,10 +330,7 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
     let (mut answered, mut created) = (0, 0);
     for confirm in confirms {
         if let Ok(Ok(status)) = confirm.await {
-            assert!(
-                status == StatusCode::CREATED || status == StatusCode::SERVICE_UNAVAILABLE,
-                "{status}"
-            );
+            assert!(status == StatusCode::CREATED || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
             answered += 1;
             created += usize::from(status == StatusCode::CREATED);
         }
@@ -501,34 +340,14 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = spawn_with(&args).await;
     sweep_once(&after.state, false).await.unwrap();
-    let files = file_upload::Entity::find()
-        .all(&after.state.db)
-        .await
-        .unwrap();
-    let objects: Vec<String> = after
-        .state
-        .storage
-        .list_page("uploads/", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
+    let files = file_upload::Entity::find().all(&after.state.db).await.unwrap();
+    let objects: Vec<String> =
+        after.state.storage.list_page("uploads/", None).await.unwrap().into_iter().map(|(key, _)| key).collect();
     let mut recorded: Vec<&str> = files.iter().map(|f| f.s3_key.as_str()).collect();
     recorded.sort();
     let mut stored: Vec<&str> = objects.iter().map(String::as_str).collect();
     stored.sort();
-    assert_eq!(
-        recorded, stored,
-        "every object has its row and every row its object"
-    );
-    assert!(
-        files.len() >= created,
-        "every 201 has its file ({created} answered 201, {} recorded)",
-        files.len()
-    );
-    eprintln!(
-        "{answered} of 30 confirms answered before shutdown; {} files recorded",
-        files.len()
-    );
+    assert_eq!(recorded, stored, "every object has its row and every row its object");
+    assert!(files.len() >= created, "every 201 has its file ({created} answered 201, {} recorded)", files.len());
+    eprintln!("{answered} of 30 confirms answered before shutdown; {} files recorded", files.len());
 }

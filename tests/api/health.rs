@@ -7,24 +7,8 @@ use crate::helpers::{assert_error, spawn_app};
 #[tokio::test]
 async fn health_and_ready_answer_200_when_everything_is_up() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.client.get(app.url("/health")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -34,21 +18,8 @@ async fn ready_names_the_object_store_when_it_is_down() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let resp = app.client.get(app.url("/ready")).send().await.unwrap();
     let body = assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("storage")
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("storage"));
+    assert_eq!(app.client.get(app.url("/health")).send().await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -57,14 +28,6 @@ async fn docs_are_served() {
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));
-    let spec: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: serde_json::Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(spec["info"]["title"], "ChatGenius Files");
 }

@@ -2,10 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use chatgenius_files::{
-    config::Config,
-    startup::{AppState, Application},
-};
+use chatgenius_files::{config::Config, startup::{AppState, Application}};
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
@@ -42,13 +39,8 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
         Ok(server) => {
             let server = server.trim_end_matches('/');
             let name = format!("cgf_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(format!("{server}/postgres"))
-                .await
-                .expect("connect to PostgreSQL");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create test database");
+            let admin = Database::connect(format!("{server}/postgres")).await.expect("connect to PostgreSQL");
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
             admin.close().await.ok();
             format!("{server}/{name}")
         }
@@ -62,11 +54,7 @@ pub enum Store {
     /// The broker's in-process S3 endpoint.
     Embedded,
     /// SeaweedFS started by tests/run.sh (TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY).
-    SeaweedFs {
-        endpoint: String,
-        access_key: String,
-        secret_key: String,
-    },
+    SeaweedFs { endpoint: String, access_key: String, secret_key: String },
 }
 
 impl Store {
@@ -84,11 +72,7 @@ impl Store {
 pub async fn spawn_app_on(store: &Store, overrides: &[(&str, &str)]) -> TestApp {
     match store {
         Store::Embedded => spawn_app_with(overrides).await,
-        Store::SeaweedFs {
-            endpoint,
-            access_key,
-            secret_key,
-        } => {
+        Store::SeaweedFs { endpoint, access_key, secret_key } => {
             let mut all = vec![
                 ("aws-s3-endpoint", endpoint.as_str()),
                 ("aws-access-key-id", access_key.as_str()),
@@ -104,12 +88,7 @@ pub async fn spawn_app_on(store: &Store, overrides: &[(&str, &str)]) -> TestApp 
 /// instead of, the test defaults.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let overridden = |name: &str| {
-        overrides
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    };
+    let overridden = |name: &str| overrides.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
     let database_url = match overridden("database-url") {
         Some(url) => url,
         None => fresh_database_url(data_dir.path()).await,
@@ -119,10 +98,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("database-url", database_url.clone()),
         ("bind-addr", "127.0.0.1:0".to_owned()),
         ("embedded-s3-addr", "127.0.0.1:0".to_owned()),
-        (
-            "aws-s3-bucket-name",
-            format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        ),
+        ("aws-s3-bucket-name", format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
     ];
     let mut args = vec!["chatgenius-files".to_owned()];
     for (name, value) in defaults {
@@ -134,17 +110,12 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         }
     }
     let config = Config::parse_from(args).expect("valid test config");
-    let app = Application::build(config)
-        .await
-        .expect("application builds");
+    let app = Application::build(config).await.expect("application builds");
     let addr = app.addr();
     let state = app.state().clone();
     let (s3_endpoint, s3_stopper) = match app.embedded_s3() {
         Some(s3) => (s3.endpoint().to_string(), Some(s3.stopper())),
-        None => (
-            overridden("aws-s3-endpoint").expect("an external store has an endpoint"),
-            None,
-        ),
+        None => (overridden("aws-s3-endpoint").expect("an external store has an endpoint"), None),
     };
     let shutdown = Arc::new(Notify::new());
     let stop = shutdown.clone();
@@ -162,14 +133,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 fn defaults_has(name: &str) -> bool {
-    [
-        "data-dir",
-        "database-url",
-        "bind-addr",
-        "embedded-s3-addr",
-        "aws-s3-bucket-name",
-    ]
-    .contains(&name)
+    ["data-dir", "database-url", "bind-addr", "embedded-s3-addr", "aws-s3-bucket-name"].contains(&name)
 }
 
 /// Starts the broker with the test defaults.
@@ -197,13 +161,7 @@ impl TestApp {
 
     /// Logs in (creating the user) through dev login.
     pub async fn login(&self, username: &str) -> TestUser {
-        let resp = self
-            .client
-            .post(self.url("/auth/dev-login"))
-            .json(&json!({ "username": username }))
-            .send()
-            .await
-            .unwrap();
+        let resp = self.client.post(self.url("/auth/dev-login")).json(&json!({ "username": username })).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "dev login of {username}");
         let body: Value = resp.json().await.unwrap();
         TestUser {
@@ -214,31 +172,15 @@ impl TestApp {
     }
 
     pub async fn get(&self, user: &TestUser, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .unwrap()
+        self.client.get(self.url(path)).bearer_auth(&user.token).send().await.unwrap()
     }
 
     pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(&user.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.client.post(self.url(path)).bearer_auth(&user.token).json(&body).send().await.unwrap()
     }
 
     pub async fn delete(&self, user: &TestUser, path: &str) -> Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .unwrap()
+        self.client.delete(self.url(path)).bearer_auth(&user.token).send().await.unwrap()
     }
 
     /// Creates a channel owned by `user` and returns its id.
@@ -250,37 +192,19 @@ impl TestApp {
 
     /// Adds `member` to a channel of `owner`.
     pub async fn add_member(&self, owner: &TestUser, channel: i64, member: &TestUser) {
-        let resp = self
-            .post(
-                owner,
-                &format!("/channels/{channel}/members"),
-                json!({ "username": member.username }),
-            )
-            .await;
+        let resp = self.post(owner, &format!("/channels/{channel}/members"), json!({ "username": member.username })).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
 }
 
 impl TestApp {
     /// Uploads `body` the direct way (presign, real PUT, confirm) and returns the file.
-    pub async fn upload(
-        &self,
-        user: &TestUser,
-        channel: i64,
-        message: Option<i64>,
-        name: &str,
-        content_type: &str,
-        body: &[u8],
-    ) -> Value {
+    pub async fn upload(&self, user: &TestUser, channel: i64, message: Option<i64>, name: &str, content_type: &str, body: &[u8]) -> Value {
         let presigned: Value = self
-            .post(
-                user,
-                "/files/presign",
-                json!({
-                    "channel_id": channel, "message_id": message, "file_name": name,
-                    "content_type": content_type, "size": body.len(),
-                }),
-            )
+            .post(user, "/files/presign", json!({
+                "channel_id": channel, "message_id": message, "file_name": name,
+                "content_type": content_type, "size": body.len(),
+            }))
             .await
             .json()
             .await
@@ -294,10 +218,7 @@ impl TestApp {
             .await
             .unwrap();
         assert!(put.status().is_success(), "PUT {}", put.status());
-        let path = format!(
-            "/files/uploads/{}/confirm",
-            presigned["upload_id"].as_str().unwrap()
-        );
+        let path = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
         let resp = self.post(user, &path, json!({})).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
         resp.json().await.unwrap()
@@ -305,16 +226,7 @@ impl TestApp {
 
     /// Objects currently under `uploads/` in the test's bucket.
     pub async fn object_count(&self) -> usize {
-        let out = self
-            .state
-            .storage
-            .client()
-            .list_objects_v2()
-            .bucket(self.state.storage.bucket())
-            .prefix("uploads/")
-            .send()
-            .await
-            .unwrap();
+        let out = self.state.storage.client().list_objects_v2().bucket(self.state.storage.bucket()).prefix("uploads/").send().await.unwrap();
         out.key_count().unwrap_or(0) as usize
     }
 }
@@ -322,28 +234,12 @@ impl TestApp {
 /// Asserts the status and the error body's code; returns the body.
 pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(resp.status(), status, "status");
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/json"),
-        "error content type: {content_type}"
-    );
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "error content type: {content_type}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], code, "error body: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "message in {body}"
-    );
-    assert_eq!(
-        body.as_object().unwrap().len(),
-        1,
-        "only the error member: {body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "only the error member: {body}");
     body
 }
 

@@ -8,11 +8,7 @@ use std::{
 use serde_json::{Value, json};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]
@@ -43,26 +39,9 @@ async fn a_full_flow_logs_no_signature_token_or_secret() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let login: Value = client
-        .post(format!("{base}/auth/dev-login"))
-        .json(&json!({ "username": "alice" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: Value = client.post(format!("{base}/auth/dev-login")).json(&json!({ "username": "alice" })).send().await.unwrap().json().await.unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
-    let channel: Value = client
-        .post(format!("{base}/channels"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "g" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channel: Value = client.post(format!("{base}/channels")).bearer_auth(&token).json(&json!({ "name": "g" })).send().await.unwrap().json().await.unwrap();
     let presigned: Value = client
         .post(format!("{base}/files/presign"))
         .bearer_auth(&token)
@@ -74,31 +53,11 @@ async fn a_full_flow_logs_no_signature_token_or_secret() {
         .await
         .unwrap();
     let url = presigned["url"].as_str().unwrap().to_owned();
-    client
-        .put(&url)
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
-    let confirm = format!(
-        "{base}/files/uploads/{}/confirm",
-        presigned["upload_id"].as_str().unwrap()
-    );
-    let file: Value = client
-        .post(confirm)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    client.put(&url).header("content-type", "text/plain").body("hello").send().await.unwrap();
+    let confirm = format!("{base}/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
+    let file: Value = client.post(confirm).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     let link: Value = client
-        .get(format!(
-            "{base}/files/download/{}?redirect=false",
-            file["id"]
-        ))
+        .get(format!("{base}/files/download/{}?redirect=false", file["id"]))
         .bearer_auth(&token)
         .send()
         .await
@@ -106,14 +65,8 @@ async fn a_full_flow_logs_no_signature_token_or_secret() {
         .json()
         .await
         .unwrap();
-    client
-        .get(link["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let ws = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{api}/ws?token={token}"))
-        .await
-        .unwrap();
+    client.get(link["url"].as_str().unwrap()).send().await.unwrap();
+    let ws = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{api}/ws?token={token}")).await.unwrap();
     drop(ws);
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().unwrap();
@@ -121,30 +74,16 @@ async fn a_full_flow_logs_no_signature_token_or_secret() {
 
     let log = std::fs::read_to_string(dir.path().join("broker.log")).unwrap();
     assert!(log.contains("/files/presign"), "the flow was logged at all");
-    let signature = |u: &str| {
-        u.split("X-Amz-Signature=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let signature = |u: &str| u.split("X-Amz-Signature=").nth(1).unwrap().split('&').next().unwrap().to_owned();
     for (what, secret) in [
         ("upload signature", signature(&url)),
-        (
-            "download signature",
-            signature(link["url"].as_str().unwrap()),
-        ),
+        ("download signature", signature(link["url"].as_str().unwrap())),
         ("bearer token", token.clone()),
         ("JWT secret", jwt_secret.to_owned()),
     ] {
         assert!(!log.contains(&secret), "the log contains the {what}");
     }
-    assert!(
-        !log.contains("X-Amz-Signature="),
-        "no signature parameter at all"
-    );
+    assert!(!log.contains("X-Amz-Signature="), "no signature parameter at all");
 }
 
 #[tokio::test]
@@ -166,12 +105,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
     let client = reqwest::Client::new();
     let mut up = false;
     for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{api}/health"))
-            .send()
-            .await
-            .is_ok()
-        {
+        if client.get(format!("http://127.0.0.1:{api}/health")).send().await.is_ok() {
             up = true;
             break;
         }
@@ -185,11 +119,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 3, "{log}");
     for line in lines {
-        let parsed: Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            parsed["level"].is_string() && parsed["fields"].is_object(),
-            "{line}"
-        );
+        let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(parsed["level"].is_string() && parsed["fields"].is_object(), "{line}");
     }
 }

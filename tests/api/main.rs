@@ -17,16 +17,16 @@ mod files;
 mod health;
 mod logs;
 mod messages;
-mod metrics;
-mod migrations;
 mod multipart;
-mod openapi;
-mod sweeper;
+mod metrics;
 mod uploads;
 mod ws;
+mod migrations;
+mod openapi;
+mod sweeper;
 
 #[path = "../support/process.rs"]
 mod process;
-mod soak;
 #[path = "../soak/mod.rs"]
 mod soak_driver;
+mod soak;

@@ -32,11 +32,7 @@ async fn setup(store: &Store) -> Setup {
     let app = spawn_app_on(store, &[("multipart-part-size-mb", "5")]).await;
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
-    Setup {
-        app,
-        alice,
-        channel,
-    }
+    Setup { app, alice, channel }
 }
 
 /// A PNG-looking file of `len` bytes whose every MiB differs.
@@ -62,10 +58,7 @@ async fn put_part(app: &TestApp, part: &Value, body: Vec<u8>) -> (StatusCode, Op
         }
     }
     let resp = req.body(body).send().await.unwrap();
-    let etag = resp
-        .headers()
-        .get("etag")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let etag = resp.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
     (resp.status(), etag)
 }
 
@@ -74,27 +67,12 @@ fn chunk(file: &[u8], part_size: usize, n: usize) -> Vec<u8> {
 }
 
 async fn complete(s: &Setup, upload_id: &Value, parts: &[(usize, String)]) -> reqwest::Response {
-    let parts: Vec<Value> = parts
-        .iter()
-        .map(|(n, etag)| json!({ "part_number": n, "etag": etag }))
-        .collect();
-    s.app
-        .post(
-            &s.alice,
-            &format!("/files/uploads/{}/complete", upload_id.as_str().unwrap()),
-            json!({ "parts": parts }),
-        )
-        .await
+    let parts: Vec<Value> = parts.iter().map(|(n, etag)| json!({ "part_number": n, "etag": etag })).collect();
+    s.app.post(&s.alice, &format!("/files/uploads/{}/complete", upload_id.as_str().unwrap()), json!({ "parts": parts })).await
 }
 
 async fn parts(s: &Setup, upload_id: &Value, numbers: &[usize]) -> reqwest::Response {
-    s.app
-        .post(
-            &s.alice,
-            &format!("/files/uploads/{}/parts", upload_id.as_str().unwrap()),
-            json!({ "part_numbers": numbers }),
-        )
-        .await
+    s.app.post(&s.alice, &format!("/files/uploads/{}/parts", upload_id.as_str().unwrap()), json!({ "part_numbers": numbers })).await
 }
 
 /// Uploads every part listed in `started["parts"]`, returning their ETags.
@@ -118,15 +96,9 @@ async fn three_parts_complete_and_download_byte_identical(store: Store) {
     assert_eq!(started["part_size"], 5 * MIB);
     assert_eq!(started["part_count"], 3);
     assert_eq!(started["parts"].as_array().unwrap().len(), 3);
-    assert_eq!(
-        started["parts"][2]["headers"]["content-length"],
-        (file.len() - 10 * MIB).to_string()
-    );
+    assert_eq!(started["parts"][2]["headers"]["content-length"], (file.len() - 10 * MIB).to_string());
     let url = started["parts"][0]["url"].as_str().unwrap();
-    assert!(
-        url.contains("partNumber=1") && url.contains("uploadId="),
-        "{url}"
-    );
+    assert!(url.contains("partNumber=1") && url.contains("uploadId="), "{url}");
 
     let etags = upload_all(&s, &started, &file).await;
     let resp = complete(&s, &started["upload_id"], &etags).await;
@@ -134,23 +106,12 @@ async fn three_parts_complete_and_download_byte_identical(store: Store) {
     let recorded: Value = resp.json().await.unwrap();
     assert_eq!(recorded["file_size"], file.len());
     assert_eq!(recorded["content_type"], "image/png");
-    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(&event.event, Event::FileUploadComplete(e) if i64::from(e.file.id) == recorded["id"].as_i64().unwrap())
-    );
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(&event.event, Event::FileUploadComplete(e) if i64::from(e.file.id) == recorded["id"].as_i64().unwrap()));
 
-    let download = s
-        .app
-        .get(&s.alice, &format!("/files/download/{}", recorded["id"]))
-        .await;
+    let download = s.app.get(&s.alice, &format!("/files/download/{}", recorded["id"])).await;
     assert_eq!(download.status(), StatusCode::OK);
-    assert!(
-        download.bytes().await.unwrap() == file,
-        "downloaded bytes differ"
-    );
+    assert!(download.bytes().await.unwrap() == file, "downloaded bytes differ");
 
     // Completing again answers the same file.
     let again = complete(&s, &started["upload_id"], &etags).await;
@@ -173,32 +134,18 @@ async fn a_client_resumes_from_the_parts_the_store_lists(store: Store) {
     assert_eq!(listing["part_count"], 3);
     let uploaded = listing["uploaded"].as_array().unwrap();
     assert_eq!(uploaded.len(), 1, "{listing}");
-    assert_eq!(
-        (
-            uploaded[0]["part_number"].as_u64(),
-            uploaded[0]["size"].as_u64()
-        ),
-        (Some(1), Some(5 * MIB as u64))
-    );
+    assert_eq!((uploaded[0]["part_number"].as_u64(), uploaded[0]["size"].as_u64()), (Some(1), Some(5 * MIB as u64)));
     let mut etags = Vec::new();
     match uploaded[0]["etag"].as_str() {
         // The store reports ETags (SeaweedFS, AWS): part 1 is done.
         Some(etag) => {
-            assert_eq!(
-                Some(etag),
-                first_etag.as_deref().map(|e| e.trim_matches('"'))
-            );
+            assert_eq!(Some(etag), first_etag.as_deref().map(|e| e.trim_matches('"')));
             etags.push((1, etag.to_owned()));
         }
         // It does not (the embedded s3s-fs): part 1 goes up again.
         None => {
-            let again: Value = parts(&s, &started["upload_id"], &[1])
-                .await
-                .json()
-                .await
-                .unwrap();
-            let (status, etag) =
-                put_part(&s.app, &again["parts"][0], chunk(&file, 5 * MIB, 1)).await;
+            let again: Value = parts(&s, &started["upload_id"], &[1]).await.json().await.unwrap();
+            let (status, etag) = put_part(&s.app, &again["parts"][0], chunk(&file, 5 * MIB, 1)).await;
             assert_eq!(status, StatusCode::OK);
             etags.push((1, etag.unwrap()));
         }
@@ -208,14 +155,8 @@ async fn a_client_resumes_from_the_parts_the_store_lists(store: Store) {
     let resp = complete(&s, &started["upload_id"], &etags).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let recorded: Value = resp.json().await.unwrap();
-    let download = s
-        .app
-        .get(&s.alice, &format!("/files/download/{}", recorded["id"]))
-        .await;
-    assert!(
-        download.bytes().await.unwrap() == file,
-        "downloaded bytes differ"
-    );
+    let download = s.app.get(&s.alice, &format!("/files/download/{}", recorded["id"])).await;
+    assert!(download.bytes().await.unwrap() == file, "downloaded bytes differ");
 }
 
 async fn abort_leaves_no_parts_and_no_object(store: Store) {
@@ -225,10 +166,7 @@ async fn abort_leaves_no_parts_and_no_object(store: Store) {
     let (status, _) = put_part(&s.app, &started["parts"][0], chunk(&file, 5 * MIB, 1)).await;
     assert_eq!(status, StatusCode::OK);
     let upload_id = started["upload_id"].as_str().unwrap();
-    let aborted = s
-        .app
-        .delete(&s.alice, &format!("/files/uploads/{upload_id}"))
-        .await;
+    let aborted = s.app.delete(&s.alice, &format!("/files/uploads/{upload_id}")).await;
     assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
 
     let pending = s.app.state.storage.list_multipart("uploads/").await;
@@ -236,17 +174,9 @@ async fn abort_leaves_no_parts_and_no_object(store: Store) {
         assert!(pending.is_empty(), "multipart uploads left: {pending:?}");
     }
     assert_eq!(s.app.object_count().await, 0);
-    assert_error(
-        parts(&s, &started["upload_id"], &[2]).await,
-        StatusCode::CONFLICT,
-        "upload_not_pending",
-    )
-    .await;
+    assert_error(parts(&s, &started["upload_id"], &[2]).await, StatusCode::CONFLICT, "upload_not_pending").await;
     let (status, _) = put_part(&s.app, &started["parts"][1], chunk(&file, 5 * MIB, 2)).await;
-    assert!(
-        status.is_client_error(),
-        "a part of an aborted upload is refused: {status}"
-    );
+    assert!(status.is_client_error(), "a part of an aborted upload is refused: {status}");
 }
 
 async fn a_part_bigger_than_signed_is_refused_by_the_store(store: Store) {
@@ -256,10 +186,7 @@ async fn a_part_bigger_than_signed_is_refused_by_the_store(store: Store) {
     let mut too_long = chunk(&file, 5 * MIB, 1);
     too_long.push(0);
     let (status, _) = put_part(&s.app, &started["parts"][0], too_long).await;
-    assert!(
-        status.is_client_error(),
-        "a part longer than signed: {status}"
-    );
+    assert!(status.is_client_error(), "a part longer than signed: {status}");
 }
 
 async fn part_lists_are_checked_before_completing(store: Store) {
@@ -267,73 +194,25 @@ async fn part_lists_are_checked_before_completing(store: Store) {
     let file = file_of(11 * MIB);
     let started = start(&s, "checked.png", file.len()).await;
     let id = &started["upload_id"];
-    assert_error(
-        parts(&s, id, &[4]).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_part_number",
-    )
-    .await;
-    assert_error(
-        parts(&s, id, &[0]).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_part_number",
-    )
-    .await;
-    let confirm = s
-        .app
-        .post(
-            &s.alice,
-            &format!("/files/uploads/{}/confirm", id.as_str().unwrap()),
-            json!({}),
-        )
-        .await;
+    assert_error(parts(&s, id, &[4]).await, StatusCode::BAD_REQUEST, "invalid_part_number").await;
+    assert_error(parts(&s, id, &[0]).await, StatusCode::BAD_REQUEST, "invalid_part_number").await;
+    let confirm = s.app.post(&s.alice, &format!("/files/uploads/{}/confirm", id.as_str().unwrap()), json!({})).await;
     assert_error(confirm, StatusCode::CONFLICT, "upload_is_multipart").await;
 
     let etags = upload_all(&s, &json!({ "part_size": started["part_size"], "parts": started["parts"].as_array().unwrap()[..2] }), &file).await;
-    assert_error(
-        complete(&s, id, &etags).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_part_list",
-    )
-    .await;
-    let with_missing = [
-        etags.clone(),
-        vec![(3, "0123456789abcdef0123456789abcdef".to_owned())],
-    ]
-    .concat();
-    assert_error(
-        complete(&s, id, &with_missing).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "part_missing",
-    )
-    .await;
+    assert_error(complete(&s, id, &etags).await, StatusCode::BAD_REQUEST, "invalid_part_list").await;
+    let with_missing = [etags.clone(), vec![(3, "0123456789abcdef0123456789abcdef".to_owned())]].concat();
+    assert_error(complete(&s, id, &with_missing).await, StatusCode::UNPROCESSABLE_ENTITY, "part_missing").await;
 
-    let etags = [
-        etags,
-        upload_all(
-            &s,
-            &json!({ "part_size": started["part_size"], "parts": [started["parts"][2].clone()] }),
-            &file,
-        )
-        .await,
-    ]
-    .concat();
+    let etags = [etags, upload_all(&s, &json!({ "part_size": started["part_size"], "parts": [started["parts"][2].clone()] }), &file).await].concat();
     let reports_etags = store_reports_etags(&s, id).await;
-    assert!(
-        reports_etags || matches!(store, Store::Embedded),
-        "SeaweedFS lists part ETags"
-    );
+    assert!(reports_etags || matches!(store, Store::Embedded), "SeaweedFS lists part ETags");
     if reports_etags {
         // A wrong ETag is refused where the store reports ETags (the
         // embedded s3s-fs reports none and ignores them).
         let mut wrong = etags.clone();
         wrong[1].1 = "0123456789abcdef0123456789abcdef".into();
-        assert_error(
-            complete(&s, id, &wrong).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "part_mismatch",
-        )
-        .await;
+        assert_error(complete(&s, id, &wrong).await, StatusCode::UNPROCESSABLE_ENTITY, "part_mismatch").await;
     }
     assert_eq!(complete(&s, id, &etags).await.status(), StatusCode::CREATED);
 
@@ -345,131 +224,63 @@ async fn part_lists_are_checked_before_completing(store: Store) {
         .json()
         .await
         .unwrap();
-    assert_error(
-        parts(&s, &single["upload_id"], &[1]).await,
-        StatusCode::CONFLICT,
-        "upload_not_multipart",
-    )
-    .await;
+    assert_error(parts(&s, &single["upload_id"], &[1]).await, StatusCode::CONFLICT, "upload_not_multipart").await;
 }
 
 async fn store_reports_etags(s: &Setup, id: &Value) -> bool {
     let listing: Value = parts(s, id, &[]).await.json().await.unwrap();
-    listing["uploaded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["etag"].is_string())
+    listing["uploaded"].as_array().unwrap().iter().all(|p| p["etag"].is_string())
 }
 
 async fn an_expired_multipart_upload_is_aborted_by_the_sweeper(store: Store) {
-    let app = spawn_app_on(
-        &store,
-        &[
-            ("multipart-part-size-mb", "5"),
-            ("multipart-upload-ttl-secs", "1"),
-        ],
-    )
-    .await;
+    let app = spawn_app_on(&store, &[("multipart-part-size-mb", "5"), ("multipart-upload-ttl-secs", "1")]).await;
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
-    let s = Setup {
-        app,
-        alice,
-        channel,
-    };
+    let s = Setup { app, alice, channel };
     let file = file_of(11 * MIB);
     let started = start(&s, "left.png", file.len()).await;
-    assert_eq!(
-        put_part(&s.app, &started["parts"][0], chunk(&file, 5 * MIB, 1))
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(put_part(&s.app, &started["parts"][0], chunk(&file, 5 * MIB, 1)).await.0, StatusCode::OK);
     let key = started["key"].as_str().unwrap();
     let multipart_id = store_upload_id(&started);
-    assert_eq!(
-        s.app
-            .state
-            .storage
-            .list_parts(key, &multipart_id)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.app.state.storage.list_parts(key, &multipart_id).await.unwrap().len(), 1);
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let report = chatgenius_files::sweeper::sweep_once(&s.app.state, false)
-        .await
-        .unwrap();
+    let report = chatgenius_files::sweeper::sweep_once(&s.app.state, false).await.unwrap();
     assert_eq!(report.expired_uploads_removed, 1);
     // Gone: SeaweedFS answers NoSuchUpload, s3s-fs lists no part files.
     if let Ok(left) = s.app.state.storage.list_parts(key, &multipart_id).await {
         assert!(left.is_empty(), "parts left: {left:?}");
     }
-    assert_error(
-        parts(&s, &started["upload_id"], &[1]).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
+    assert_error(parts(&s, &started["upload_id"], &[1]).await, StatusCode::NOT_FOUND, "not_found").await;
 }
 
-async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished_by_the_next(
-    store: Store,
-) {
+async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished_by_the_next(store: Store) {
     let s = setup(&store).await;
     let file = file_of(11 * MIB);
     let started = start(&s, "assembled.png", file.len()).await;
     let etags = upload_all(&s, &started, &file).await;
     // The broker completed the upload in the store, then failed before recording it.
-    let key = started["key"].as_str().unwrap();
-    let multipart_id = store_upload_id(&started);
     let completed = etags
         .iter()
-        .map(|(n, etag)| {
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(*n as i32)
-                .e_tag(etag)
-                .build()
-        })
+        .map(|(n, etag)| aws_sdk_s3::types::CompletedPart::builder().part_number(*n as i32).e_tag(etag).build())
         .collect();
-    s.app
-        .state
-        .storage
-        .complete_multipart(key, &multipart_id, completed)
-        .await
-        .unwrap();
+    let key = started["key"].as_str().unwrap();
+    s.app.state.storage.complete_multipart(key, &store_upload_id(&started), completed).await.unwrap();
 
     let done = complete(&s, &started["upload_id"], &etags).await;
     assert_eq!(done.status(), StatusCode::CREATED);
-    let file_row: Value = done.json().await.unwrap();
-    assert_eq!(file_row["file_size"], file.len());
+    let recorded: Value = done.json().await.unwrap();
+    assert_eq!(recorded["file_size"], file.len());
     let again = complete(&s, &started["upload_id"], &etags).await;
-    assert_eq!(
-        again.status(),
-        StatusCode::OK,
-        "a repeated complete returns the recorded file"
-    );
+    assert_eq!(again.status(), StatusCode::OK, "a repeated complete returns the recorded file");
 }
 
 /// The store's multipart upload id, as the first part URL carries it.
 fn store_upload_id(started: &Value) -> String {
     let url = started["parts"][0]["url"].as_str().unwrap();
-    percent_decode(
-        url.split("uploadId=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap(),
-    )
+    percent_decode(url.split("uploadId=").nth(1).unwrap().split('&').next().unwrap())
 }
 
 fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .unwrap()
-        .into_owned()
+    percent_encoding::percent_decode_str(text).decode_utf8().unwrap().into_owned()
 }

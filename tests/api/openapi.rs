@@ -23,41 +23,20 @@ fn every_operation_schema_and_field_is_described() {
     let mut operation_ids = std::collections::HashSet::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            let id = op["operationId"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
-            assert!(
-                id.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "readable operationId {id}"
-            );
-            assert!(
-                operation_ids.insert(id.to_owned()),
-                "duplicate operationId {id}"
-            );
-            assert!(
-                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
-                "{id} has a summary"
-            );
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(id.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "readable operationId {id}");
+            assert!(operation_ids.insert(id.to_owned()), "duplicate operationId {id}");
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{id} has a summary");
             for (status, resp) in op["responses"].as_object().unwrap() {
-                assert!(
-                    resp["description"].as_str().is_some_and(|s| !s.is_empty()),
-                    "{id} {status} described"
-                );
+                assert!(resp["description"].as_str().is_some_and(|s| !s.is_empty()), "{id} {status} described");
             }
         }
     }
     for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
-        assert!(
-            schema["description"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty()),
-            "schema {name} described"
-        );
+        assert!(schema["description"].as_str().is_some_and(|s| !s.is_empty()), "schema {name} described");
         for (field, prop) in schema["properties"].as_object().into_iter().flatten() {
             let described = prop["description"].is_string()
-                || prop["allOf"]
-                    .as_array()
-                    .is_some_and(|all| all.iter().any(|p| p["description"].is_string()));
+                || prop["allOf"].as_array().is_some_and(|all| all.iter().any(|p| p["description"].is_string()));
             assert!(described, "{name}.{field} described");
         }
     }

@@ -20,14 +20,8 @@ use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn request(
-    app: &TestApp,
-    query: &str,
-    headers: &[(&str, &str)],
-) -> tungstenite::handshake::client::Request {
-    let mut req = format!("ws://{}/ws{query}", app.addr)
-        .into_client_request()
-        .unwrap();
+fn request(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> tungstenite::handshake::client::Request {
+    let mut req = format!("ws://{}/ws{query}", app.addr).into_client_request().unwrap();
     for (name, value) in headers {
         req.headers_mut().insert(
             tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -39,10 +33,7 @@ fn request(
 
 async fn connect(app: &TestApp, user: &TestUser) -> Socket {
     let auth = format!("Bearer {}", user.token);
-    connect_async(request(app, "", &[("authorization", &auth)]))
-        .await
-        .expect("upgrade")
-        .0
+    connect_async(request(app, "", &[("authorization", &auth)])).await.expect("upgrade").0
 }
 
 /// The next event, skipping pings; `None` when nothing arrives in `wait`.
@@ -60,18 +51,14 @@ async fn next_event(socket: &mut Socket, wait: Duration) -> Option<Value> {
 /// The next event of the given type, skipping others.
 async fn expect_event(socket: &mut Socket, kind: &str) -> Value {
     loop {
-        let event = next_event(socket, Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|| panic!("no {kind} event"));
+        let event = next_event(socket, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("no {kind} event"));
         if event["type"] == kind {
             return event;
         }
     }
 }
 
-fn handshake_status(
-    result: Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error>,
-) -> u16 {
+fn handshake_status(result: Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error>) -> u16 {
     match result {
         Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
@@ -83,46 +70,19 @@ fn handshake_status(
 async fn upgrade_requires_a_valid_token_and_an_allowed_origin() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
-    let expired = app.state.tokens.issue_with_ttl(
-        &CurrentUser {
-            id: alice.id as i32,
-            username: "alice".into(),
-        },
-        -600,
-    );
-    assert_eq!(
-        handshake_status(connect_async(request(&app, "", &[])).await),
-        401
-    );
-    assert_eq!(
-        handshake_status(
-            connect_async(request(&app, "", &[("authorization", "Bearer nope")])).await
-        ),
-        401
-    );
-    assert_eq!(
-        handshake_status(connect_async(request(&app, &format!("?token={expired}"), &[])).await),
-        401
-    );
+    let expired = app.state.tokens.issue_with_ttl(&CurrentUser { id: alice.id as i32, username: "alice".into() }, -600);
+    assert_eq!(handshake_status(connect_async(request(&app, "", &[])).await), 401);
+    assert_eq!(handshake_status(connect_async(request(&app, "", &[("authorization", "Bearer nope")])).await), 401);
+    assert_eq!(handshake_status(connect_async(request(&app, &format!("?token={expired}"), &[])).await), 401);
     let auth = format!("Bearer {}", alice.token);
-    let foreign = request(
-        &app,
-        "",
-        &[("authorization", &auth), ("origin", "http://evil.example")],
-    );
+    let foreign = request(&app, "", &[("authorization", &auth), ("origin", "http://evil.example")]);
     assert_eq!(handshake_status(connect_async(foreign).await), 403);
 
     // Browsers: ?token= or the subprotocol list, from an allowed origin.
-    let by_query = request(
-        &app,
-        &format!("?token={}", alice.token),
-        &[("origin", "http://localhost:3000")],
-    );
+    let by_query = request(&app, &format!("?token={}", alice.token), &[("origin", "http://localhost:3000")]);
     assert_eq!(handshake_status(connect_async(by_query).await), 101);
     let protocols = format!("bearer, {}", alice.token);
-    let (_, resp) = connect_async(request(&app, "", &[("sec-websocket-protocol", &protocols)]))
-        .await
-        .unwrap();
+    let (_, resp) = connect_async(request(&app, "", &[("sec-websocket-protocol", &protocols)])).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "bearer");
 }
 
@@ -138,43 +98,22 @@ async fn members_receive_their_channels_events_and_nobody_else_does() {
     let mut mallorys = connect(&app, &mallory).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let file = app
-        .upload(&alice, channel, None, "a.txt", "text/plain", b"hello")
-        .await;
+    let file = app.upload(&alice, channel, None, "a.txt", "text/plain", b"hello").await;
     let event = expect_event(&mut bobs, "file_upload_complete").await;
     assert_eq!(event["channel_id"], channel);
     assert_eq!(event["file"]["id"], file["id"]);
-    assert!(
-        event["id"].as_u64().is_some() && event["at"].is_string(),
-        "stamped: {event}"
-    );
+    assert!(event["id"].as_u64().is_some() && event["at"].is_string(), "stamped: {event}");
 
-    assert_eq!(
-        app.delete(&alice, &format!("/files/{}", file["id"]))
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(app.delete(&alice, &format!("/files/{}", file["id"])).await.status(), StatusCode::NO_CONTENT);
     let event = expect_event(&mut bobs, "file_deleted").await;
     assert_eq!(event["file_id"], file["id"]);
 
-    let message = app
-        .post(
-            &alice,
-            &format!("/channels/{channel}/messages"),
-            json!({ "content": "hi" }),
-        )
-        .await;
+    let message = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "hi" })).await;
     assert_eq!(message.status(), StatusCode::CREATED);
     let event = expect_event(&mut bobs, "message_created").await;
     assert_eq!(event["message"]["content"], "hi");
 
-    assert!(
-        next_event(&mut mallorys, Duration::from_millis(500))
-            .await
-            .is_none(),
-        "non-member receives nothing"
-    );
+    assert!(next_event(&mut mallorys, Duration::from_millis(500)).await.is_none(), "non-member receives nothing");
 }
 
 #[tokio::test]
@@ -186,55 +125,20 @@ async fn joining_starts_delivery_and_removal_stops_it_at_once() {
     let mut bobs = connect(&app, &bob).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    app.post(
-        &alice,
-        &format!("/channels/{channel}/messages"),
-        json!({ "content": "before" }),
-    )
-    .await;
-    assert!(
-        next_event(&mut bobs, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "before" })).await;
+    assert!(next_event(&mut bobs, Duration::from_millis(300)).await.is_none());
 
     app.add_member(&alice, channel, &bob).await;
-    assert_eq!(
-        expect_event(&mut bobs, "member_joined").await["user_id"],
-        bob.id
-    );
-    app.post(
-        &alice,
-        &format!("/channels/{channel}/messages"),
-        json!({ "content": "during" }),
-    )
-    .await;
-    assert_eq!(
-        expect_event(&mut bobs, "message_created").await["message"]["content"],
-        "during"
-    );
+    assert_eq!(expect_event(&mut bobs, "member_joined").await["user_id"], bob.id);
+    app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "during" })).await;
+    assert_eq!(expect_event(&mut bobs, "message_created").await["message"]["content"], "during");
 
-    let removed = app
-        .delete(&alice, &format!("/channels/{channel}/members/{}", bob.id))
-        .await;
+    let removed = app.delete(&alice, &format!("/channels/{channel}/members/{}", bob.id)).await;
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     // The removal is the last thing bob hears of the channel.
-    app.post(
-        &alice,
-        &format!("/channels/{channel}/messages"),
-        json!({ "content": "after" }),
-    )
-    .await;
-    assert_eq!(
-        expect_event(&mut bobs, "member_left").await["user_id"],
-        bob.id
-    );
-    assert!(
-        next_event(&mut bobs, Duration::from_millis(500))
-            .await
-            .is_none(),
-        "nothing after removal"
-    );
+    app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "after" })).await;
+    assert_eq!(expect_event(&mut bobs, "member_left").await["user_id"], bob.id);
+    assert!(next_event(&mut bobs, Duration::from_millis(500)).await.is_none(), "nothing after removal");
 }
 
 #[tokio::test]
@@ -246,20 +150,9 @@ async fn a_channel_created_while_connected_delivers_at_once() {
 
     let channel = app.create_channel(&alice, "fresh").await;
     let joined = expect_event(&mut socket, "member_joined").await;
-    assert_eq!(
-        (joined["channel_id"].as_i64(), joined["user_id"].as_i64()),
-        (Some(channel), Some(alice.id))
-    );
-    app.post(
-        &alice,
-        &format!("/channels/{channel}/messages"),
-        json!({ "content": "first" }),
-    )
-    .await;
-    assert_eq!(
-        expect_event(&mut socket, "message_created").await["message"]["content"],
-        "first"
-    );
+    assert_eq!((joined["channel_id"].as_i64(), joined["user_id"].as_i64()), (Some(channel), Some(alice.id)));
+    app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "first" })).await;
+    assert_eq!(expect_event(&mut socket, "message_created").await["message"]["content"], "first");
 }
 
 #[tokio::test]
@@ -288,10 +181,7 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
                     updated_at: chrono::Utc::now(),
                     files: Vec::new(),
                 };
-                events.publish(Event::MessageCreated(MessageCreated {
-                    channel_id: channel as i32,
-                    message,
-                }));
+                events.publish(Event::MessageCreated(MessageCreated { channel_id: channel as i32, message }));
                 if i % 20 == 19 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -300,9 +190,7 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     };
     let mut received = 0;
     while received < total {
-        let event = next_event(&mut reader, Duration::from_secs(5))
-            .await
-            .expect("the reading client keeps getting events");
+        let event = next_event(&mut reader, Duration::from_secs(5)).await.expect("the reading client keeps getting events");
         if event["type"] == "message_created" {
             received += 1;
         }
@@ -312,20 +200,14 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     // The stalled client now reads: it finds what was buffered, then the end.
     let mut got = 0;
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), stalled.next())
-            .await
-            .expect("the server ended the stalled connection")
-        {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.next()).await.expect("the server ended the stalled connection") {
             Some(Ok(Message::Text(_))) => got += 1,
             Some(Ok(Message::Ping(_))) => {}
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             Some(Ok(other)) => panic!("unexpected {other:?}"),
         }
     }
-    assert!(
-        got < total,
-        "the stalled client was dropped before getting all {total} events (got {got})"
-    );
+    assert!(got < total, "the stalled client was dropped before getting all {total} events (got {got})");
 }
 
 #[tokio::test]
@@ -333,15 +215,9 @@ async fn an_oversized_inbound_frame_closes_with_1009() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
     let mut socket = connect(&app, &alice).await;
-    socket
-        .send(Message::text("x".repeat(100 * 1024)))
-        .await
-        .unwrap();
+    socket.send(Message::text("x".repeat(100 * 1024))).await.unwrap();
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
             Some(Ok(Message::Close(Some(frame)))) => break frame.code,
             Some(Ok(Message::Ping(_))) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -370,45 +246,22 @@ async fn an_event_published_on_one_instance_reaches_clients_of_another() {
     let mut socket = connect(&second, &bob_on_second).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let file = first
-        .upload(&alice, channel, None, "a.txt", "text/plain", b"across")
-        .await;
+    let file = first.upload(&alice, channel, None, "a.txt", "text/plain", b"across").await;
     let event = expect_event(&mut socket, "file_upload_complete").await;
     assert_eq!(event["file"]["id"], file["id"]);
 
     // Larger than a NOTIFY payload: relayed through the database.
     let long = "é".repeat(3990);
-    let resp = first
-        .post(
-            &alice,
-            &format!("/channels/{channel}/messages"),
-            json!({ "content": long }),
-        )
-        .await;
+    let resp = first.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": long })).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let event = expect_event(&mut socket, "message_created").await;
     assert_eq!(event["message"]["content"], long);
 
     // A removal on the first instance stops delivery on the second.
-    first
-        .delete(&alice, &format!("/channels/{channel}/members/{}", bob.id))
-        .await;
-    assert_eq!(
-        expect_event(&mut socket, "member_left").await["user_id"],
-        bob.id
-    );
-    first
-        .post(
-            &alice,
-            &format!("/channels/{channel}/messages"),
-            json!({ "content": "after" }),
-        )
-        .await;
-    assert!(
-        next_event(&mut socket, Duration::from_millis(500))
-            .await
-            .is_none()
-    );
+    first.delete(&alice, &format!("/channels/{channel}/members/{}", bob.id)).await;
+    assert_eq!(expect_event(&mut socket, "member_left").await["user_id"], bob.id);
+    first.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "after" })).await;
+    assert!(next_event(&mut socket, Duration::from_millis(500)).await.is_none());
 }
 
 #[tokio::test]
@@ -422,19 +275,14 @@ async fn a_silent_client_is_reaped_after_two_ping_intervals() {
     let keep_reading = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         while started.elapsed() < Duration::from_millis(3500) {
-            if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) =
-                tokio::time::timeout(Duration::from_millis(100), answering.next()).await
-            {
+            if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) = tokio::time::timeout(Duration::from_millis(100), answering.next()).await {
                 return false;
             }
         }
         true
     });
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(
-        keep_reading.await.unwrap(),
-        "a client that answers pings stays connected"
-    );
+    assert!(keep_reading.await.unwrap(), "a client that answers pings stays connected");
 
     // The silent one finds the pings it never answered, then the end of the connection.
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
@@ -458,10 +306,7 @@ async fn shutdown_sends_websocket_clients_a_going_away_close_frame() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     app.shut_down();
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("a close frame")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a close frame") {
             Some(Ok(Message::Close(Some(frame)))) => break frame.code,
             Some(Ok(Message::Ping(_))) => continue,
             other => panic!("expected a close frame, got {other:?}"),

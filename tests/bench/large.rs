@@ -20,10 +20,7 @@ async fn start_broker(s3: &EmbeddedS3, part_size_mb: u32) -> BrokerProcess {
     let settings = [
         ("AWS_S3_ENDPOINT", s3.endpoint().as_str().to_owned()),
         ("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            s3.secret_access_key.expose().to_owned(),
-        ),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
         ("MAX_FILE_SIZE_MB", "2048".to_owned()),
         ("MULTIPART_PART_SIZE_MB", part_size_mb.to_string()),
         ("SWEEP_INTERVAL_SECS", "0".to_owned()),
@@ -33,9 +30,7 @@ async fn start_broker(s3: &EmbeddedS3, part_size_mb: u32) -> BrokerProcess {
 
 /// CPU time of every thread of `pid`, from the scheduler (nanosecond resolution).
 fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     tasks
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
@@ -54,9 +49,7 @@ fn chunk(first: bool) -> Bytes {
 
 fn body_of(len: u64) -> reqwest::Body {
     let chunks = (len as usize).div_ceil(CHUNK);
-    reqwest::Body::wrap_stream(stream::iter(
-        (0..chunks).map(|i| Ok::<_, std::io::Error>(chunk(i == 0))),
-    ))
+    reqwest::Body::wrap_stream(stream::iter((0..chunks).map(|i| Ok::<_, std::io::Error>(chunk(i == 0)))))
 }
 
 /// The direct path: start, PUT every part straight to S3, complete.
@@ -95,13 +88,7 @@ async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64,
     for part in &urls {
         let n = part["part_number"].as_u64().unwrap();
         let len = part_size.min(size - (n - 1) * part_size);
-        let resp = client
-            .put(part["url"].as_str().unwrap())
-            .header("content-length", len)
-            .body(body_of(len))
-            .send()
-            .await
-            .unwrap();
+        let resp = client.put(part["url"].as_str().unwrap()).header("content-length", len).body(body_of(len)).send().await.unwrap();
         assert!(resp.status().is_success(), "part {n}: {}", resp.status());
         let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
         parts.push(json!({ "part_number": n, "etag": etag }));
@@ -118,20 +105,9 @@ async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64,
 
 /// Through the broker: one streamed multipart/form-data request.
 async fn proxied(client: &reqwest::Client, addr: &str, token: &str, channel: i64, size: u64) {
-    let file = reqwest::multipart::Part::stream_with_length(body_of(size), size)
-        .file_name("big.png")
-        .mime_str("image/png")
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("channel_id", channel.to_string())
-        .part("file", file);
-    let resp = client
-        .post(format!("http://{addr}/files/upload"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let file = reqwest::multipart::Part::stream_with_length(body_of(size), size).file_name("big.png").mime_str("image/png").unwrap();
+    let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", file);
+    let resp = client.post(format!("http://{addr}/files/upload")).bearer_auth(token).multipart(form).send().await.unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
 }
 
@@ -141,10 +117,7 @@ struct Measured {
     wall_secs: f64,
 }
 
-async fn measure<F: std::future::Future<Output = ()>>(
-    broker: &BrokerProcess,
-    upload: F,
-) -> Measured {
+async fn measure<F: std::future::Future<Output = ()>>(broker: &BrokerProcess, upload: F) -> Measured {
     let pid = broker.child.id();
     let cpu_before = cpu_ns(pid);
     let started = Instant::now();
@@ -159,39 +132,26 @@ async fn measure<F: std::future::Future<Output = ()>>(
 
 pub async fn run(client: &reqwest::Client) {
     let s3_dir = tempfile::tempdir().unwrap();
-    let s3 = EmbeddedS3::start(s3_dir.path(), "127.0.0.1:0".parse().unwrap(), &[])
-        .await
-        .unwrap();
-    println!(
-        "\n## 1 GiB upload: broker CPU and peak RSS (broker in its own process, S3 in the bench process)\n"
-    );
+    let s3 = EmbeddedS3::start(s3_dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await.unwrap();
+    println!("\n## 1 GiB upload: broker CPU and peak RSS (broker in its own process, S3 in the bench process)\n");
     println!("| path | broker CPU s | broker peak RSS MiB | wall s |");
     println!("|---|---:|---:|---:|");
     let broker = start_broker(&s3, 64).await;
     let (token, channel) = login_and_channel(client, &broker.addr).await;
     let idle = measure(&broker, tokio::time::sleep(Duration::from_secs(5))).await;
-    println!(
-        "| idle broker, 5 s | {:.4} | {:.1} | {:.1} |",
-        idle.cpu_secs, idle.peak_rss_mib, idle.wall_secs
-    );
+    println!("| idle broker, 5 s | {:.4} | {:.1} | {:.1} |", idle.cpu_secs, idle.peak_rss_mib, idle.wall_secs);
     // One small upload first: the broker's one-time costs (connection pools,
     // TLS roots, prepared statements) are not the upload's.
     direct(client, &broker.addr, &token, channel, 1024 * 1024).await;
     let direct_cost = measure(&broker, direct(client, &broker.addr, &token, channel, GIB)).await;
-    println!(
-        "| direct (multipart, 64 MiB parts, presigned) | {:.4} | {:.1} | {:.1} |",
-        direct_cost.cpu_secs, direct_cost.peak_rss_mib, direct_cost.wall_secs
-    );
+    println!("| direct (multipart, 64 MiB parts, presigned) | {:.4} | {:.1} | {:.1} |", direct_cost.cpu_secs, direct_cost.peak_rss_mib, direct_cost.wall_secs);
     drop(broker);
 
     let broker = start_broker(&s3, 64).await;
     let (token, channel) = login_and_channel(client, &broker.addr).await;
     proxied(client, &broker.addr, &token, channel, 1024 * 1024).await;
     let proxy_cost = measure(&broker, proxied(client, &broker.addr, &token, channel, GIB)).await;
-    println!(
-        "| `POST /files/upload` (streamed) | {:.4} | {:.1} | {:.1} |",
-        proxy_cost.cpu_secs, proxy_cost.peak_rss_mib, proxy_cost.wall_secs
-    );
+    println!("| `POST /files/upload` (streamed) | {:.4} | {:.1} | {:.1} |", proxy_cost.cpu_secs, proxy_cost.peak_rss_mib, proxy_cost.wall_secs);
     println!(
         "\nBroker CPU, proxy / direct: **{:.0}×** (target ≥ 1000×). Proxy peak RSS: **{:.1} MiB** (target < 64 MB).",
         proxy_cost.cpu_secs / direct_cost.cpu_secs.max(1e-9),

@@ -26,8 +26,7 @@ const ROUNDS: usize = 4;
 /// Confirms (and raw baselines) measured one after the other.
 const CONFIRMS: usize = 300;
 
-pub(crate) const PNG: &[u8] =
-    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+pub(crate) const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 #[handler]
 fn bare(Json(body): Json<Value>) -> Json<Value> {
@@ -104,32 +103,18 @@ where
     for w in workers {
         latencies.extend(w.await.unwrap());
     }
-    Stats {
-        requests: latencies.len(),
-        elapsed: start.elapsed(),
-        latencies,
-    }
+    Stats { requests: latencies.len(), elapsed: start.elapsed(), latencies }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run());
 }
 
 /// Logs in (dev login) and creates a channel; returns the token and the channel id.
 pub(crate) async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (String, i64) {
-    let login: Value = client
-        .post(format!("http://{addr}/auth/dev-login"))
-        .json(&json!({"username": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: Value =
+        client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
     let channel: Value = client
         .post(format!("http://{addr}/channels"))
@@ -146,10 +131,7 @@ pub(crate) async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (
 
 /// Starts a broker on the embedded store with limits out of the way, on the
 /// given database (default: SQLite in `dir`).
-async fn start(
-    dir: &std::path::Path,
-    database_url: Option<&str>,
-) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
+async fn start(dir: &std::path::Path, database_url: Option<&str>) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
     let mut args = vec![
         "bench".to_owned(),
         format!("--data-dir={}", dir.display()),
@@ -163,9 +145,7 @@ async fn start(
     if let Some(url) = database_url {
         args.push(format!("--database-url={url}"));
     }
-    let app = Application::build(Config::parse_from(args).unwrap())
-        .await
-        .unwrap();
+    let app = Application::build(Config::parse_from(args).unwrap()).await.unwrap();
     let addr = app.addr();
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
@@ -175,30 +155,18 @@ async fn start(
 /// A fresh PostgreSQL database when one answers on 127.0.0.1:5432 (or BENCH_POSTGRES_URL).
 async fn postgres_database() -> Option<String> {
     use sea_orm::ConnectionTrait;
-    let server = std::env::var("BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let admin = sea_orm::Database::connect(format!("{server}/postgres"))
-        .await
-        .ok()?;
+    let server = std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.ok()?;
     let name = format!("cgf_bench_{}", std::process::id());
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
-        .await
-        .ok()?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .ok()?;
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}")).await.ok()?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.ok()?;
     Some(format!("{server}/{name}"))
 }
 
 async fn run() {
     // `cargo bench --bench broker -- ws` runs the WebSocket fan-out alone.
     let only_ws = std::env::args().any(|a| a == "ws");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     if only_ws {
         return ws::run(&client).await;
     }
@@ -209,36 +177,16 @@ async fn run() {
         let secs = args.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(600);
         let (backend, title) = if args.iter().any(|a| a == "pg") {
             let s3 = (
-                std::env::var("TEST_S3_ENDPOINT")
-                    .unwrap_or_else(|_| "http://127.0.0.1:18333".into()),
+                std::env::var("TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:18333".into()),
                 std::env::var("TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "cgftestkey".into()),
-                std::env::var("TEST_S3_SECRET_KEY")
-                    .unwrap_or_else(|_| "cgftestsecret0123456789".into()),
+                std::env::var("TEST_S3_SECRET_KEY").unwrap_or_else(|_| "cgftestsecret0123456789".into()),
             );
-            let database_url = postgres_database()
-                .await
-                .expect("PostgreSQL on 127.0.0.1:5432 (or BENCH_POSTGRES_URL)");
-            (
-                soak::Backend {
-                    database_url: Some(database_url),
-                    s3: Some(s3),
-                },
-                format!("PostgreSQL + SeaweedFS, {secs} s"),
-            )
+            let database_url = postgres_database().await.expect("PostgreSQL on 127.0.0.1:5432 (or BENCH_POSTGRES_URL)");
+            (soak::Backend { database_url: Some(database_url), s3: Some(s3) }, format!("PostgreSQL + SeaweedFS, {secs} s"))
         } else {
-            (
-                soak::Backend::default(),
-                format!("embedded default (SQLite + s3s-fs), {secs} s"),
-            )
+            (soak::Backend::default(), format!("embedded default (SQLite + s3s-fs), {secs} s"))
         };
-        let report = soak::run(
-            env!("CARGO_BIN_EXE_chatgenius-files"),
-            &backend,
-            Duration::from_secs(secs),
-            20,
-            20,
-        )
-        .await;
+        let report = soak::run(env!("CARGO_BIN_EXE_chatgenius-files"), &backend, Duration::from_secs(secs), 20, 20).await;
         print!("{}", report.table(&title));
         return;
     }
@@ -251,12 +199,8 @@ async fn run() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bare_addr = listener.local_addr().unwrap();
-    let bare_routes = Route::new()
-        .at("/bare", post(bare))
-        .at("/bare-redirect", poem::get(bare_redirect));
-    tokio::spawn(
-        Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes),
-    );
+    let bare_routes = Route::new().at("/bare", post(bare)).at("/bare-redirect", poem::get(bare_redirect));
+    tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes));
 
     let (token, channel) = login_and_channel(&client, &addr.to_string()).await;
     let presign_body = move |i: usize| json!({ "channel_id": channel, "file_name": format!("f{i}.png"), "content_type": "image/png", "size": 1024 });
@@ -270,34 +214,14 @@ async fn run() {
         let (c, url) = (client.clone(), format!("http://{bare_addr}/bare"));
         let to_bare = move |i: usize| {
             let (c, url) = (c.clone(), url.clone());
-            async move {
-                c.post(&url)
-                    .json(&presign_body(i))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            }
+            async move { c.post(&url).json(&presign_body(i)).send().await.unwrap().status() }
         };
-        let (c, url, t) = (
-            client.clone(),
-            format!("http://{addr}/files/presign"),
-            token.clone(),
-        );
+        let (c, url, t) = (client.clone(), format!("http://{addr}/files/presign"), token.clone());
         let presign = move |i: usize| {
             let (c, url, t) = (c.clone(), url.clone(), t.clone());
-            async move {
-                c.post(&url)
-                    .bearer_auth(&t)
-                    .json(&presign_body(i))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            }
+            async move { c.post(&url).bearer_auth(&t).json(&presign_body(i)).send().await.unwrap().status() }
         };
-        let (mut bare_stats, mut presign_stats, mut ratios) =
-            (Stats::default(), Stats::default(), Vec::new());
+        let (mut bare_stats, mut presign_stats, mut ratios) = (Stats::default(), Stats::default(), Vec::new());
         for _ in 0..ROUNDS {
             let b = load_for(concurrency, PHASE / 2, to_bare.clone()).await;
             let p = load_for(concurrency, PHASE / 2, presign.clone()).await;
@@ -306,12 +230,7 @@ async fn run() {
             presign_stats.merge(p);
         }
         ratios.sort_by(f64::total_cmp);
-        print_rounds(
-            concurrency,
-            ("bare poem", &bare_stats),
-            ("POST /files/presign", &presign_stats),
-            ratios[ratios.len() / 2],
-        );
+        print_rounds(concurrency, ("bare poem", &bare_stats), ("POST /files/presign", &presign_stats), ratios[ratios.len() / 2]);
     }
     // `cargo bench --bench broker -- presign` stops here (for profiling).
     if std::env::args().any(|a| a == "presign") {
@@ -321,20 +240,12 @@ async fn run() {
     // Confirm: prepare uploads, then time confirms one by one.
     let mut uploads = Vec::new();
     for i in 0..CONFIRMS {
-        uploads.push(
-            presign_and_put(&client, addr, &token, channel, None, &format!("c{i}.png")).await,
-        );
+        uploads.push(presign_and_put(&client, addr, &token, channel, None, &format!("c{i}.png")).await);
     }
     let mut confirm = Vec::new();
     for id in &uploads {
         let t = Instant::now();
-        let status = client
-            .post(format!("http://{addr}/files/uploads/{id}/confirm"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = client.post(format!("http://{addr}/files/uploads/{id}/confirm")).bearer_auth(&token).send().await.unwrap().status();
         assert_eq!(status, 201);
         confirm.push(t.elapsed());
     }
@@ -343,11 +254,7 @@ async fn run() {
     let mut raw = Vec::new();
     for i in 0..CONFIRMS {
         let key = format!("uploads/{channel}/raw/{i}.png");
-        state
-            .storage
-            .put(&key, "image/png", bytes::Bytes::from_static(PNG))
-            .await
-            .unwrap();
+        state.storage.put(&key, "image/png", bytes::Bytes::from_static(PNG)).await.unwrap();
         let t = Instant::now();
         state.storage.head(&key).await.unwrap().unwrap();
         state.storage.read_prefix(&key, 1024).await.unwrap();
@@ -366,26 +273,12 @@ async fn run() {
         .unwrap();
         raw.push(t.elapsed());
     }
-    let confirm = Stats {
-        requests: confirm.len(),
-        elapsed: Duration::ZERO,
-        latencies: confirm,
-    };
-    let raw = Stats {
-        requests: raw.len(),
-        elapsed: Duration::ZERO,
-        latencies: raw,
-    };
-    println!(
-        "\n## Confirm vs its own S3 HEAD + ranged GET + insert ({CONFIRMS} sequential, embedded default)\n"
-    );
+    let confirm = Stats { requests: confirm.len(), elapsed: Duration::ZERO, latencies: confirm };
+    let raw = Stats { requests: raw.len(), elapsed: Duration::ZERO, latencies: raw };
+    println!("\n## Confirm vs its own S3 HEAD + ranged GET + insert ({CONFIRMS} sequential, embedded default)\n");
     println!("| what | p50 ms | p99 ms | p50 ratio |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| raw HEAD + GET 1 KiB + INSERT | {} | {} | 1.00 |",
-        ms(raw.pct(0.5)),
-        ms(raw.pct(0.99))
-    );
+    println!("| raw HEAD + GET 1 KiB + INSERT | {} | {} | 1.00 |", ms(raw.pct(0.5)), ms(raw.pct(0.99)));
     println!(
         "| POST /files/uploads/{{id}}/confirm | {} | {} | {:.2} |",
         ms(confirm.pct(0.5)),
@@ -397,46 +290,26 @@ async fn run() {
     let file_id = state.db.clone();
     let file_id = {
         use sea_orm::EntityTrait;
-        chatgenius_files::entity::file_upload::Entity::find()
-            .one(&file_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .id
+        chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
     };
-    let no_follow = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(256).build().unwrap();
     println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
     println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
     println!("|---|---:|---:|---:|---:|---:|");
     for concurrency in [16, 64] {
-        let (c, url) = (
-            no_follow.clone(),
-            format!("http://{bare_addr}/bare-redirect"),
-        );
+        let (c, url) = (no_follow.clone(), format!("http://{bare_addr}/bare-redirect"));
         let bare_stats = load(concurrency, move |_| {
             let (c, url) = (c.clone(), url.clone());
             async move { redirected(c.get(&url).send().await.unwrap().status()) }
         })
         .await;
-        let (c, url, t) = (
-            no_follow.clone(),
-            format!("http://{addr}/files/download/{file_id}"),
-            token.clone(),
-        );
+        let (c, url, t) = (no_follow.clone(), format!("http://{addr}/files/download/{file_id}"), token.clone());
         let download_stats = load(concurrency, move |_| {
             let (c, url, t) = (c.clone(), url.clone(), t.clone());
             async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
         })
         .await;
-        print_beside(
-            concurrency,
-            ("bare poem redirect", &bare_stats),
-            ("GET /files/download/{id}", &download_stats),
-        );
+        print_beside(concurrency, ("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats));
     }
 
     // A page of 50 messages with 2 files each, on SQLite and PostgreSQL.
@@ -464,96 +337,38 @@ async fn run() {
                 .await
                 .unwrap();
             for j in 0..2 {
-                upload_into(
-                    &client,
-                    addr,
-                    &token,
-                    channel,
-                    message["id"].as_i64().unwrap(),
-                    j,
-                )
-                .await;
+                upload_into(&client, addr, &token, channel, message["id"].as_i64().unwrap(), j).await;
             }
         }
-        let (c, url, t) = (
-            client.clone(),
-            format!("http://{addr}/channels/{channel}/messages?limit=50"),
-            token.clone(),
-        );
+        let (c, url, t) = (client.clone(), format!("http://{addr}/channels/{channel}/messages?limit=50"), token.clone());
         let page = load(16, move |_| {
             let (c, url, t) = (c.clone(), url.clone(), t.clone());
             async move { c.get(&url).bearer_auth(&t).send().await.unwrap().status() }
         })
         .await;
-        println!(
-            "| {database} | {:.0} | {} | {} |",
-            page.rps(),
-            ms(page.pct(0.5)),
-            ms(page.pct(0.99))
-        );
+        println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
     }
     ws::run(&client).await;
     large::run(&client).await;
 }
 
 fn redirected(status: reqwest::StatusCode) -> reqwest::StatusCode {
-    if status.is_redirection() {
-        reqwest::StatusCode::OK
-    } else {
-        status
-    }
+    if status.is_redirection() { reqwest::StatusCode::OK } else { status }
 }
 
 async fn login_token(client: &reqwest::Client, addr: std::net::SocketAddr) -> String {
-    let login: Value = client
-        .post(format!("http://{addr}/auth/dev-login"))
-        .json(&json!({"username": "pager"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "pager"})).send().await.unwrap().json().await.unwrap();
     login["token"].as_str().unwrap().to_owned()
 }
 
 async fn make_channel(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str) -> i64 {
-    let channel: Value = client
-        .post(format!("http://{addr}/channels"))
-        .bearer_auth(token)
-        .json(&json!({"name": "page"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channel: Value = client.post(format!("http://{addr}/channels")).bearer_auth(token).json(&json!({"name": "page"})).send().await.unwrap().json().await.unwrap();
     channel["id"].as_i64().unwrap()
 }
 
-async fn upload_into(
-    client: &reqwest::Client,
-    addr: std::net::SocketAddr,
-    token: &str,
-    channel: i64,
-    message: i64,
-    n: usize,
-) {
-    let upload_id = presign_and_put(
-        client,
-        addr,
-        token,
-        channel,
-        Some(message),
-        &format!("{n}.png"),
-    )
-    .await;
-    let confirmed = client
-        .post(format!("http://{addr}/files/uploads/{upload_id}/confirm"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+async fn upload_into(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str, channel: i64, message: i64, n: usize) {
+    let upload_id = presign_and_put(client, addr, token, channel, Some(message), &format!("{n}.png")).await;
+    let confirmed = client.post(format!("http://{addr}/files/uploads/{upload_id}/confirm")).bearer_auth(token).send().await.unwrap();
     assert_eq!(confirmed.status(), 201);
 }
 
@@ -576,31 +391,15 @@ pub(crate) async fn presign_and_put(
         .json()
         .await
         .unwrap();
-    let put = client
-        .put(p["url"].as_str().unwrap())
-        .header("content-type", "image/png")
-        .body(PNG)
-        .send()
-        .await
-        .unwrap();
+    let put = client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
     assert!(put.status().is_success(), "PUT {}", put.status());
     p["upload_id"].as_str().unwrap().to_owned()
 }
 
 /// Two table rows, totals of the rounds, and the median of the rounds' ratios.
-fn print_rounds(
-    concurrency: usize,
-    baseline: (&str, &Stats),
-    measured: (&str, &Stats),
-    median_ratio: f64,
-) {
+fn print_rounds(concurrency: usize, baseline: (&str, &Stats), measured: (&str, &Stats), median_ratio: f64) {
     for ((name, s), ratio) in [(baseline, 1.0), (measured, median_ratio)] {
-        println!(
-            "| {name} | {concurrency} | {:.0} | {} | {} | {ratio:.2} |",
-            s.rps(),
-            ms(s.pct(0.5)),
-            ms(s.pct(0.99))
-        );
+        println!("| {name} | {concurrency} | {:.0} | {} | {} | {ratio:.2} |", s.rps(), ms(s.pct(0.5)), ms(s.pct(0.99)));
     }
 }
 

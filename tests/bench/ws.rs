@@ -13,20 +13,14 @@ use tokio_tungstenite::{
 use crate::{login_and_channel, ms, presign_and_put, process::BrokerProcess};
 
 async fn start_broker() -> BrokerProcess {
-    let limits = [
-        ("PRESIGN_RATE_PER_MIN", "1000000".to_owned()),
-        ("CONFIRM_RATE_PER_MIN", "1000000".to_owned()),
-    ];
+    let limits = [("PRESIGN_RATE_PER_MIN", "1000000".to_owned()), ("CONFIRM_RATE_PER_MIN", "1000000".to_owned())];
     BrokerProcess::start(env!("CARGO_BIN_EXE_chatgenius-files"), &limits).await
 }
 
 /// Raises this process's open-file limit to the hard limit (the broker child
 /// inherits it); returns the new soft limit.
 fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
@@ -41,15 +35,11 @@ fn raise_fd_limit() -> u64 {
 pub async fn run(client: &reqwest::Client) {
     let fds = raise_fd_limit();
     println!("\n## WebSocket fan-out: subscribers of one channel (broker in its own process)\n");
-    println!(
-        "| subscribers | rounds | confirm → receipt p50 ms | p99 ms | max ms | broker RSS idle MiB | with sockets MiB | KiB per connection |"
-    );
+    println!("| subscribers | rounds | confirm → receipt p50 ms | p99 ms | max ms | broker RSS idle MiB | with sockets MiB | KiB per connection |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for subscribers in [1_000usize, 10_000] {
         if fds < subscribers as u64 + 1_000 {
-            println!(
-                "| {subscribers} | – | open-file limit {fds} is too low for this many sockets | | | | | |"
-            );
+            println!("| {subscribers} | – | open-file limit {fds} is too low for this many sockets | | | | | |");
             continue;
         }
         let broker = start_broker().await;
@@ -62,15 +52,10 @@ pub async fn run(client: &reqwest::Client) {
         let mut sockets = Vec::with_capacity(subscribers);
         for _ in 0..subscribers {
             let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
             // Small client buffers too: 10k × 128 KiB defaults would swamp this process.
-            let config = WebSocketConfig::default()
-                .read_buffer_size(4 * 1024)
-                .write_buffer_size(0);
-            let (socket, _) = connect_async_with_config(req, Some(config), false)
-                .await
-                .expect("websocket connects");
+            let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
+            let (socket, _) = connect_async_with_config(req, Some(config), false).await.expect("websocket connects");
             let tx = tx.clone();
             sockets.push(tokio::spawn(async move {
                 let (_, mut read) = socket.split();
@@ -89,8 +74,7 @@ pub async fn run(client: &reqwest::Client) {
         let rounds = 5;
         let mut latencies = Vec::with_capacity(rounds * subscribers);
         for i in 0..rounds {
-            let upload_id =
-                presign_and_put(client, &addr, &token, channel, None, &format!("{i}.png")).await;
+            let upload_id = presign_and_put(client, &addr, &token, channel, None, &format!("{i}.png")).await;
             let start = Instant::now();
             let confirmed = client
                 .post(format!("http://{addr}/files/uploads/{upload_id}/confirm"))
@@ -100,10 +84,7 @@ pub async fn run(client: &reqwest::Client) {
                 .unwrap();
             assert_eq!(confirmed.status(), 201);
             for _ in 0..subscribers {
-                let at = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                    .await
-                    .expect("every subscriber receives")
-                    .unwrap();
+                let at = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("every subscriber receives").unwrap();
                 latencies.push(at.duration_since(start));
             }
         }

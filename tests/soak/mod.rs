@@ -19,15 +19,11 @@ use std::{
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::{
-    connect_async,
-    tungstenite::{Message, client::IntoClientRequest},
-};
+use tokio_tungstenite::{connect_async, tungstenite::{Message, client::IntoClientRequest}};
 
 use crate::process::BrokerProcess;
 
-const PNG: &[u8] =
-    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 /// Where the broker keeps its data.
 #[derive(Debug, Clone, Default)]
@@ -61,28 +57,11 @@ impl SoakReport {
             out += &format!("| {outcome} | {count} |\n");
         }
         out += &format!("| unexpected outcomes | {} |\n", self.unexpected);
-        out += &format!(
-            "| broker RSS at start / end, MiB | {:.1} / {:.1} |\n",
-            self.rss_start_kib as f64 / 1024.0,
-            self.rss_end_kib as f64 / 1024.0
-        );
-        let samples: Vec<String> = self
-            .rss_samples_kib
-            .iter()
-            .map(|k| format!("{:.1}", *k as f64 / 1024.0))
-            .collect();
-        out += &format!(
-            "| broker RSS every tenth of the run, MiB | {} |\n",
-            samples.join(" → ")
-        );
-        out += &format!(
-            "| orphan objects after the final sweep | {} |\n",
-            self.orphans_after_sweep
-        );
-        out += &format!(
-            "| events received / expected | {} / {} |\n",
-            self.events_received, self.events_expected
-        );
+        out += &format!("| broker RSS at start / end, MiB | {:.1} / {:.1} |\n", self.rss_start_kib as f64 / 1024.0, self.rss_end_kib as f64 / 1024.0);
+        let samples: Vec<String> = self.rss_samples_kib.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect();
+        out += &format!("| broker RSS every tenth of the run, MiB | {} |\n", samples.join(" → "));
+        out += &format!("| orphan objects after the final sweep | {} |\n", self.orphans_after_sweep);
+        out += &format!("| events received / expected | {} / {} |\n", self.events_received, self.events_expected);
         out
     }
 }
@@ -94,10 +73,7 @@ async fn start_broker(binary: &str, backend: &Backend) -> BrokerProcess {
         ("DOWNLOAD_RATE_PER_MIN", "1000000".to_owned()),
         ("SWEEP_INTERVAL_SECS", "0".to_owned()),
         ("RUST_LOG", "error".to_owned()),
-        (
-            "AWS_S3_BUCKET_NAME",
-            format!("soak-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
-        ),
+        ("AWS_S3_BUCKET_NAME", format!("soak-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])),
     ];
     if let Some(url) = &backend.database_url {
         settings.push(("DATABASE_URL", url.clone()));
@@ -130,13 +106,7 @@ impl Load {
     fn record(&self, op: &str, status: Result<u16, String>, expected: &[u16]) -> Option<u16> {
         let (key, ok) = match &status {
             Ok(code) => (format!("{op} → {code}"), expected.contains(code)),
-            Err(err) => (
-                format!(
-                    "{op} → transport error ({})",
-                    err.split(':').next().unwrap_or("")
-                ),
-                false,
-            ),
+            Err(err) => (format!("{op} → transport error ({})", err.split(':').next().unwrap_or("")), false),
         };
         *self.outcomes.lock().unwrap().entry(key).or_default() += 1;
         if !ok {
@@ -145,12 +115,7 @@ impl Load {
         status.ok().filter(|_| ok)
     }
 
-    async fn json(
-        &self,
-        op: &str,
-        req: reqwest::RequestBuilder,
-        expected: &[u16],
-    ) -> Option<Value> {
+    async fn json(&self, op: &str, req: reqwest::RequestBuilder, expected: &[u16]) -> Option<Value> {
         match req.send().await {
             Ok(resp) => {
                 let code = resp.status().as_u16();
@@ -170,41 +135,13 @@ impl Load {
     /// presign → PUT → confirm; returns the file id.
     async fn upload(&self, user: &User, n: u64, message: Option<i64>) -> Option<i64> {
         let body = json!({ "channel_id": self.channel, "message_id": message, "file_name": format!("s{n}.png"), "content_type": "image/png", "size": PNG.len() });
-        let presigned = self
-            .json(
-                "presign",
-                self.client
-                    .post(format!("{}/files/presign", self.base))
-                    .bearer_auth(&user.token)
-                    .json(&body),
-                &[201],
-            )
-            .await?;
-        let put = self
-            .client
-            .put(presigned["url"].as_str()?)
-            .header("content-type", "image/png")
-            .body(PNG.to_vec())
-            .send()
-            .await;
-        self.record(
-            "PUT to S3",
-            put.map(|r| r.status().as_u16()).map_err(|e| e.to_string()),
-            &[200],
-        )?;
+        let presigned = self.json("presign", self.client.post(format!("{}/files/presign", self.base)).bearer_auth(&user.token).json(&body), &[201]).await?;
+        let put = self.client.put(presigned["url"].as_str()?).header("content-type", "image/png").body(PNG.to_vec()).send().await;
+        self.record("PUT to S3", put.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), &[200])?;
         let upload_id = presigned["upload_id"].as_str()?;
-        let file = self
-            .json(
-                "confirm",
-                self.client
-                    .post(format!("{}/files/uploads/{upload_id}/confirm", self.base))
-                    .bearer_auth(&user.token),
-                &[201],
-            )
-            .await?;
+        let file = self.json("confirm", self.client.post(format!("{}/files/uploads/{upload_id}/confirm", self.base)).bearer_auth(&user.token), &[201]).await?;
         // file_upload_complete, plus message_updated when it went onto a message.
-        self.expected_per_subscriber
-            .fetch_add(if message.is_some() { 2 } else { 1 }, Ordering::Relaxed);
+        self.expected_per_subscriber.fetch_add(if message.is_some() { 2 } else { 1 }, Ordering::Relaxed);
         file["id"].as_i64()
     }
 
@@ -215,16 +152,7 @@ impl Load {
             0 => {
                 if let Some(id) = self.upload(user, n, None).await {
                     let body = json!({ "content": format!("message {n}"), "file_ids": [id] });
-                    let posted = self
-                        .json(
-                            "post message",
-                            self.client
-                                .post(format!("{}/channels/{}/messages", self.base, self.channel))
-                                .bearer_auth(&user.token)
-                                .json(&body),
-                            &[201],
-                        )
-                        .await;
+                    let posted = self.json("post message", self.client.post(format!("{}/channels/{}/messages", self.base, self.channel)).bearer_auth(&user.token).json(&body), &[201]).await;
                     if posted.is_some() {
                         self.expected_per_subscriber.fetch_add(1, Ordering::Relaxed);
                         self.files.lock().unwrap().push((who, id));
@@ -232,58 +160,25 @@ impl Load {
                 }
             }
             1 => {
-                self.json(
-                    "list messages",
-                    self.client
-                        .get(format!(
-                            "{}/channels/{}/messages?limit=50",
-                            self.base, self.channel
-                        ))
-                        .bearer_auth(&user.token),
-                    &[200],
-                )
-                .await;
+                self.json("list messages", self.client.get(format!("{}/channels/{}/messages?limit=50", self.base, self.channel)).bearer_auth(&user.token), &[200]).await;
             }
             2 => {
                 let file = self.files.lock().unwrap().last().map(|(_, id)| *id);
                 if let Some(id) = file {
-                    let link = self
-                        .json(
-                            "download link",
-                            self.client
-                                .get(format!("{}/files/download/{id}?redirect=false", self.base))
-                                .bearer_auth(&user.token),
-                            &[200, 404],
-                        )
-                        .await;
+                    let link = self.json("download link", self.client.get(format!("{}/files/download/{id}?redirect=false", self.base)).bearer_auth(&user.token), &[200, 404]).await;
                     if let Some(url) = link.as_ref().and_then(|l| l["url"].as_str()) {
                         let got = self.client.get(url).send().await;
-                        self.record(
-                            "GET from S3",
-                            got.map(|r| r.status().as_u16()).map_err(|e| e.to_string()),
-                            &[200],
-                        );
+                        self.record("GET from S3", got.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), &[200]);
                     }
                 }
             }
             3 => {
                 let own = {
                     let mut files = self.files.lock().unwrap();
-                    files
-                        .iter()
-                        .position(|(owner, _)| *owner == who)
-                        .map(|i| files.remove(i))
+                    files.iter().position(|(owner, _)| *owner == who).map(|i| files.remove(i))
                 };
                 if let Some((_, id)) = own {
-                    let deleted = self
-                        .json(
-                            "delete",
-                            self.client
-                                .delete(format!("{}/files/{id}", self.base))
-                                .bearer_auth(&user.token),
-                            &[204],
-                        )
-                        .await;
+                    let deleted = self.json("delete", self.client.delete(format!("{}/files/{id}", self.base)).bearer_auth(&user.token), &[204]).await;
                     if deleted.is_some() {
                         // file_deleted, and message_updated for the message it left.
                         self.expected_per_subscriber.fetch_add(2, Ordering::Relaxed);
@@ -292,16 +187,7 @@ impl Load {
             }
             _ => {
                 let message = json!({ "content": format!("note {n}") });
-                let posted = self
-                    .json(
-                        "post message",
-                        self.client
-                            .post(format!("{}/channels/{}/messages", self.base, self.channel))
-                            .bearer_auth(&user.token)
-                            .json(&message),
-                        &[201],
-                    )
-                    .await;
+                let posted = self.json("post message", self.client.post(format!("{}/channels/{}/messages", self.base, self.channel)).bearer_auth(&user.token).json(&message), &[201]).await;
                 if let Some(message) = posted {
                     self.expected_per_subscriber.fetch_add(1, Ordering::Relaxed);
                     if let Some(id) = message["id"].as_i64() {
@@ -315,43 +201,15 @@ impl Load {
 
 /// Runs the soak for `duration` at `rate` operations per second with
 /// `subscribers` WebSocket clients.
-pub async fn run(
-    binary: &str,
-    backend: &Backend,
-    duration: Duration,
-    rate: u32,
-    subscribers: usize,
-) -> SoakReport {
+pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32, subscribers: usize) -> SoakReport {
     let broker = start_broker(binary, backend).await;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let mut users = Vec::new();
     for i in 0..3 {
-        let login: Value = client
-            .post(format!("{}/auth/dev-login", broker.base))
-            .json(&json!({ "username": format!("soak{i}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        users.push(User {
-            token: login["token"].as_str().unwrap().to_owned(),
-        });
+        let login: Value = client.post(format!("{}/auth/dev-login", broker.base)).json(&json!({ "username": format!("soak{i}") })).send().await.unwrap().json().await.unwrap();
+        users.push(User { token: login["token"].as_str().unwrap().to_owned() });
     }
-    let channel: Value = client
-        .post(format!("{}/channels", broker.base))
-        .bearer_auth(&users[0].token)
-        .json(&json!({ "name": "soak" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channel: Value = client.post(format!("{}/channels", broker.base)).bearer_auth(&users[0].token).json(&json!({ "name": "soak" })).send().await.unwrap().json().await.unwrap();
     let channel = channel["id"].as_i64().unwrap();
     for i in 1..3 {
         let added = client
@@ -368,13 +226,8 @@ pub async fn run(
     let received = Arc::new(AtomicU64::new(0));
     let mut sockets = Vec::new();
     for i in 0..subscribers {
-        let mut req = format!("{}/ws", broker.base.replace("http://", "ws://"))
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", users[i % 3].token).parse().unwrap(),
-        );
+        let mut req = format!("{}/ws", broker.base.replace("http://", "ws://")).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {}", users[i % 3].token).parse().unwrap());
         let (socket, _) = connect_async(req).await.expect("websocket connects");
         let received = received.clone();
         sockets.push(tokio::spawn(async move {
@@ -432,25 +285,13 @@ pub async fn run(
 
     // The final sweep, by the CLI on the broker's data.
     let mut sweep = Command::new(binary);
-    sweep
-        .arg("sweep")
-        .env_clear()
-        .envs(broker.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    sweep
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("EMBEDDED_S3_ADDR", "127.0.0.1:0");
+    sweep.arg("sweep").env_clear().envs(broker.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    sweep.env("BIND_ADDR", "127.0.0.1:0").env("EMBEDDED_S3_ADDR", "127.0.0.1:0");
     // The CLI opens the same database and store (for the embedded store, the
     // same folder) while the broker still runs.
-    let out = tokio::task::spawn_blocking(move || sweep.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || sweep.output()).await.unwrap().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sweep failed: {report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "sweep failed: {report}{}", String::from_utf8_lossy(&out.stderr));
     let orphans_after_sweep = orphan_count(&report);
     drop(broker);
     let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap());

@@ -38,10 +38,7 @@ impl BrokerProcess {
             ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
             ("DATA_DIR".into(), dir.path().display().to_string()),
             ("BIND_ADDR".into(), format!("127.0.0.1:{api}")),
-            (
-                "EMBEDDED_S3_ADDR".into(),
-                format!("127.0.0.1:{}", free_port()),
-            ),
+            ("EMBEDDED_S3_ADDR".into(), format!("127.0.0.1:{}", free_port())),
             ("RUST_LOG".into(), "warn".into()),
         ];
         for (name, value) in extra {
@@ -57,18 +54,9 @@ impl BrokerProcess {
             .spawn()
             .expect("broker binary");
         let addr = format!("127.0.0.1:{api}");
-        let broker = Self {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-            envs,
-            _dir: dir,
-        };
+        let broker = Self { child, base: format!("http://{addr}"), addr, envs, _dir: dir };
         for _ in 0..200 {
-            if reqwest::get(format!("{}/health", broker.base))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if reqwest::get(format!("{}/health", broker.base)).await.is_ok_and(|r| r.status().is_success()) {
                 return broker;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -87,21 +75,12 @@ impl BrokerProcess {
     }
 
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
     }
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
