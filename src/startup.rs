@@ -135,10 +135,11 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes. Then: WebSocket clients get a close
-    /// frame (1001), in-flight requests finish (up to 10 s), and the sweeper
-    /// stops between sweeps.
+    /// frame (1001), in-flight requests finish (up to 10 s), the sweeper
+    /// stops between sweeps, and the last download counts are written.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let (timers, sweeper) = self.spawn_background();
+        let downloads = self.state.downloads.clone();
         let closing = self.closing;
         let shutdown = async move {
             shutdown.await;
@@ -165,6 +166,8 @@ impl Application {
             // A sweep under way finishes; the loop then ends on its own.
             let _ = tokio::time::timeout(Duration::from_secs(30), sweeper).await;
         }
+        // Download counts are written behind: the last ones reach the database.
+        downloads.flush().await;
         served
     }
 

@@ -2,21 +2,30 @@
 //! queued up meanwhile in one go. Under load many small writes become a few
 //! batched ones (SQLite has a single writer; PostgreSQL saves round trips).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use sea_orm::{DatabaseConnection, DbErr};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, DbErr>>;
 
+/// What the writer task receives: an item (with a reply when someone waits
+/// for it), or a request to write everything queued so far at once.
+enum Msg<T, R> {
+    Item(T, Option<Reply<R>>),
+    Flush(oneshot::Sender<()>),
+}
+
 /// Handle on a writer task; cloning shares the task.
 pub struct Batcher<T, R> {
-    tx: mpsc::Sender<(T, Option<Reply<R>>)>,
+    tx: mpsc::Sender<Msg<T, R>>,
+    /// Cuts a linger short (a flush is waiting).
+    hurry: Arc<Notify>,
 }
 
 impl<T, R> Clone for Batcher<T, R> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone() }
+        Self { tx: self.tx.clone(), hurry: self.hurry.clone() }
     }
 }
 
@@ -24,56 +33,88 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts a writer calling `write` with up to `max_batch` items at a time;
     /// `write` returns one result per item, in order. With a `linger`, the
     /// writer waits that long after the first item for more to join the batch
-    /// (for writes nobody waits on). The task stops when every handle is dropped.
+    /// (for writes nobody waits on); a [`flush`](Self::flush) cuts it short.
+    /// The task stops when every handle is dropped.
     pub fn spawn<F, Fut>(db: DatabaseConnection, max_batch: usize, linger: Duration, write: F) -> Self
     where
         F: Fn(DatabaseConnection, Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, DbErr>> + Send,
     {
-        let (tx, mut rx) = mpsc::channel::<(T, Option<Reply<R>>)>(4 * max_batch);
+        let (tx, mut rx) = mpsc::channel::<Msg<T, R>>(4 * max_batch);
+        let hurry = Arc::new(Notify::new());
+        let hurried = hurry.clone();
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut queued, max_batch).await > 0 {
-                if !linger.is_zero() && queued.len() < max_batch {
-                    tokio::time::sleep(linger).await;
+                let flushing = |queued: &[Msg<T, R>]| queued.iter().any(|m| matches!(m, Msg::Flush(_)));
+                if !linger.is_zero() && queued.len() < max_batch && !flushing(&queued) {
+                    tokio::select! {
+                        () = tokio::time::sleep(linger) => {}
+                        () = hurried.notified() => {}
+                    }
                     while queued.len() < max_batch {
                         match rx.try_recv() {
-                            Ok(item) => queued.push(item),
+                            Ok(msg) => queued.push(msg),
                             Err(_) => break,
                         }
                     }
                 }
-                let (items, replies): (Vec<T>, Vec<Option<Reply<R>>>) = queued.drain(..).unzip();
-                match write(db.clone(), items).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            if let Some(reply) = reply {
-                                let _ = reply.send(Ok(result));
+                let (mut items, mut replies, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
+                for msg in queued.drain(..) {
+                    match msg {
+                        Msg::Item(item, reply) => {
+                            items.push(item);
+                            replies.push(reply);
+                        }
+                        Msg::Flush(done) => flushes.push(done),
+                    }
+                }
+                if !items.is_empty() {
+                    let count = items.len();
+                    match write(db.clone(), items).await {
+                        Ok(results) => {
+                            for (reply, result) in replies.into_iter().zip(results) {
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(Ok(result));
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, rows = count, "batched write failed");
+                            for reply in replies.into_iter().flatten() {
+                                let _ = reply.send(Err(err.clone()));
                             }
                         }
                     }
-                    Err(err) => {
-                        tracing::error!(error = %err, "batched write failed");
-                        for reply in replies.into_iter().flatten() {
-                            let _ = reply.send(Err(err.clone()));
-                        }
-                    }
+                }
+                for done in flushes {
+                    let _ = done.send(());
                 }
             }
         });
-        Self { tx }
+        Self { tx, hurry }
     }
 
     /// Writes `item` with the next batch and waits for its result.
     pub async fn submit(&self, item: T) -> Result<R, DbErr> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((item, Some(reply))).await.map_err(|_| stopped())?;
+        self.tx.send(Msg::Item(item, Some(reply))).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
     /// Queues `item` for the next batch without waiting for the write.
     pub async fn enqueue(&self, item: T) -> Result<(), DbErr> {
-        self.tx.send((item, None)).await.map_err(|_| stopped())
+        self.tx.send(Msg::Item(item, None)).await.map_err(|_| stopped())
+    }
+
+    /// Returns once everything queued before this call has been written (or
+    /// its write has failed), without waiting out a linger.
+    pub async fn flush(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            self.hurry.notify_one();
+            let _ = finished.await;
+        }
     }
 }
 

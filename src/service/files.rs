@@ -134,6 +134,11 @@ impl DownloadRecorder {
     pub async fn record(&self, file_id: i32, user: i32) -> Result<(), ServiceError> {
         Ok(self.0.enqueue((file_id, user, now())).await?)
     }
+
+    /// Returns once every download counted before this call is written.
+    pub async fn flush(&self) {
+        self.0.flush().await;
+    }
 }
 
 async fn write_downloads(db: &DatabaseConnection, rows: Vec<(i32, i32, chrono::NaiveDateTime)>) -> Result<Vec<()>, DbErr> {

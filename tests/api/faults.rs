@@ -351,3 +351,46 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
     assert!(files.len() >= created, "every 201 has its file ({created} answered 201, {} recorded)", files.len());
     eprintln!("{answered} of 30 confirms answered before shutdown; {} files recorded", files.len());
 }
+
+/// Download counts are written behind (within 50 ms): a SIGTERM right after a
+/// download still leaves it counted.
+#[tokio::test]
+async fn a_download_just_before_sigterm_is_counted() {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let data = tempfile::tempdir().unwrap();
+    let settings = [("DATA_DIR", data.path().display().to_string()), ("SWEEP_INTERVAL_SECS", "0".to_owned())];
+    let mut broker = crate::process::BrokerProcess::start(env!("CARGO_BIN_EXE_chatgenius-files"), &settings).await;
+    // No idle connection for the shutdown to wait on.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let base = broker.base.clone();
+    let post = |path: &str, token: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
+    let login: Value = post("/auth/dev-login", "", json!({ "username": "alice" })).await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap();
+    let channel: Value = post("/channels", token, json!({ "name": "general" })).await.unwrap().json().await.unwrap();
+    let body = json!({ "channel_id": channel["id"], "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
+    let presigned: Value = post("/files/presign", token, body).await.unwrap().json().await.unwrap();
+    let put = client.put(presigned["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG.to_vec()).send().await.unwrap();
+    assert!(put.status().is_success());
+    let confirm = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
+    let confirmed = post(&confirm, token, json!({})).await.unwrap();
+    assert_eq!(confirmed.status(), StatusCode::CREATED);
+    let file_id = confirmed.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let download = client.get(format!("{base}/files/download/{file_id}?redirect=false")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+
+    unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) };
+    let (status, _broker) = tokio::task::spawn_blocking(move || (broker.child.wait().unwrap(), broker)).await.unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+
+    let url = format!("sqlite://{}?mode=ro", data.path().join("chatgenius.db").display());
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let row = db.query_one_raw(Statement::from_string(DatabaseBackend::Sqlite, sql)).await.unwrap().unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM file_downloads").await, 1, "the download's log row");
+    assert_eq!(count("SELECT download_count FROM file_uploads").await, 1, "the file's counter");
+}
