@@ -2,10 +2,10 @@
 //! queued up meanwhile in one go. Under load many small writes become a few
 //! batched ones (SQLite has a single writer; PostgreSQL saves round trips).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
 use sea_orm::{DatabaseConnection, DbErr};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, DbErr>>;
 
@@ -19,13 +19,11 @@ enum Msg<T, R> {
 /// Handle on a writer task; cloning shares the task.
 pub struct Batcher<T, R> {
     tx: mpsc::Sender<Msg<T, R>>,
-    /// Cuts a linger short (a flush is waiting).
-    hurry: Arc<Notify>,
 }
 
 impl<T, R> Clone for Batcher<T, R> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), hurry: self.hurry.clone() }
+        Self { tx: self.tx.clone() }
     }
 }
 
@@ -33,25 +31,20 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts a writer calling `write` with up to `max_batch` items at a time;
     /// `write` returns one result per item, in order. With a `linger`, the
     /// writer waits that long after the first item for more to join the batch
-    /// (for writes nobody waits on); a [`flush`](Self::flush) cuts it short.
-    /// The task stops when every handle is dropped.
+    /// (for writes nobody waits on), unless a [`flush`](Self::flush) is
+    /// already queued. The task stops when every handle is dropped.
     pub fn spawn<F, Fut>(db: DatabaseConnection, max_batch: usize, linger: Duration, write: F) -> Self
     where
         F: Fn(DatabaseConnection, Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, DbErr>> + Send,
     {
         let (tx, mut rx) = mpsc::channel::<Msg<T, R>>(4 * max_batch);
-        let hurry = Arc::new(Notify::new());
-        let hurried = hurry.clone();
         tokio::spawn(async move {
             let mut queued = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut queued, max_batch).await > 0 {
                 let flushing = |queued: &[Msg<T, R>]| queued.iter().any(|m| matches!(m, Msg::Flush(_)));
                 if !linger.is_zero() && queued.len() < max_batch && !flushing(&queued) {
-                    tokio::select! {
-                        () = tokio::time::sleep(linger) => {}
-                        () = hurried.notified() => {}
-                    }
+                    tokio::time::sleep(linger).await;
                     while queued.len() < max_batch {
                         match rx.try_recv() {
                             Ok(msg) => queued.push(msg),
@@ -92,7 +85,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                 }
             }
         });
-        Self { tx, hurry }
+        Self { tx }
     }
 
     /// Writes `item` with the next batch and waits for its result.
@@ -108,11 +101,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 
     /// Returns once everything queued before this call has been written (or
-    /// its write has failed), without waiting out a linger.
+    /// its write has failed).
     pub async fn flush(&self) {
         let (done, finished) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            self.hurry.notify_one();
             let _ = finished.await;
         }
     }
