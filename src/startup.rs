@@ -99,7 +99,7 @@ impl Application {
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let database_url = config.database_url();
         let state = AppState {
-            pending: PendingWriter::spawn(writer.clone()),
+            pending: pending_writer(&database_url, writer.clone())?,
             downloads: DownloadRecorder::spawn(writer),
             db,
             storage,
@@ -136,10 +136,11 @@ impl Application {
 
     /// Serves until `shutdown` completes. Then: WebSocket clients get a close
     /// frame (1001), in-flight requests finish (up to 10 s), the sweeper
-    /// stops between sweeps, and the last download counts are written.
+    /// stops between sweeps, and the last download counts and journaled
+    /// presigns are written.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let (timers, sweeper) = self.spawn_background();
-        let downloads = self.state.downloads.clone();
+        let (downloads, pending) = (self.state.downloads.clone(), self.state.pending.clone());
         let closing = self.closing;
         let shutdown = async move {
             shutdown.await;
@@ -166,8 +167,9 @@ impl Application {
             // A sweep under way finishes; the loop then ends on its own.
             let _ = tokio::time::timeout(Duration::from_secs(30), sweeper).await;
         }
-        // Download counts are written behind: the last ones reach the database.
+        // Download counts and journaled presigns are written behind: the last ones reach the database.
         downloads.flush().await;
+        pending.flush().await;
         served
     }
 
@@ -249,9 +251,21 @@ async fn storage_settings(
 /// PostgreSQL (and an in-memory SQLite database, which another pool would
 /// not see) the main pool.
 async fn connect_writer(config: &Config, db: &DatabaseConnection) -> anyhow::Result<DatabaseConnection> {
-    let url = config.database_url();
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if url.starts_with("sqlite:") && !in_memory { connect_database(config, Some(1)).await } else { Ok(db.clone()) }
+    if sqlite_file(&config.database_url()) { connect_database(config, Some(1)).await } else { Ok(db.clone()) }
+}
+
+/// Whether `url` is a SQLite database in a file (not in memory).
+fn sqlite_file(url: &str) -> bool {
+    url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=memory")
+}
+
+/// The SQLite file's own writer thread, else group commit on `writer`.
+fn pending_writer(url: &str, writer: DatabaseConnection) -> anyhow::Result<PendingWriter> {
+    if sqlite_file(url) {
+        let options: sea_orm::sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+        return PendingWriter::sqlite(options.get_filename(), WAL_AUTOCHECKPOINT_PAGES);
+    }
+    Ok(PendingWriter::spawn(writer))
 }
 
 /// SQLite checkpoints the WAL (syncing it and the database file) inside the

@@ -146,7 +146,7 @@ pub async fn complete(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u3
 
 async fn complete_inner(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u32, String)]) -> Result<Confirmation, ServiceError> {
     uploads::rate_limit(state, Action::Confirm, user)?;
-    let upload = uploads::own_upload(&state.db, user, upload_id).await?;
+    let upload = uploads::own_upload(state, user, upload_id).await?;
     if let Some(done) = uploads::finished(state, &upload).await? {
         return Ok(done);
     }
@@ -227,7 +227,7 @@ fn is_part_error(code: &str) -> bool {
 
 /// The caller's own upload, still pending.
 async fn open_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
-    let upload = uploads::own_upload(&state.db, user, upload_id).await?;
+    let upload = uploads::own_upload(state, user, upload_id).await?;
     if upload.state != state::PENDING {
         return Err(uploads::not_pending(&upload));
     }

@@ -185,12 +185,14 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
 }
 
 /// The caller's own upload; anyone else's looks missing.
-pub(super) async fn own_upload(db: &DatabaseConnection, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
-    pending_upload::Entity::find_by_id(upload_id)
-        .one(db)
-        .await?
-        .filter(|u| u.user_id == user)
-        .ok_or(ServiceError::NotFound("upload"))
+pub(super) async fn own_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
+    let mut upload = pending_upload::Entity::find_by_id(upload_id).one(&state.db).await?;
+    if upload.is_none() && state.pending.writes_behind() {
+        // Presigned a moment ago: its row may still be on its way to the table.
+        state.pending.flush().await;
+        upload = pending_upload::Entity::find_by_id(upload_id).one(&state.db).await?;
+    }
+    upload.filter(|u| u.user_id == user).ok_or(ServiceError::NotFound("upload"))
 }
 
 /// Verifies the uploaded object and records the file. Idempotent: confirming
@@ -228,7 +230,7 @@ pub(super) fn not_pending(upload: &pending_upload::Model) -> ServiceError {
 
 async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     rate_limit(state, Action::Confirm, user)?;
-    let upload = own_upload(&state.db, user, upload_id).await?;
+    let upload = own_upload(state, user, upload_id).await?;
     if let Some(done) = finished(state, &upload).await? {
         return Ok(done);
     }
@@ -385,7 +387,7 @@ async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), Ser
 
 /// Abandons an unconfirmed upload, deleting whatever was uploaded.
 pub async fn abort(state: &AppState, user: i32, upload_id: Uuid) -> Result<(), ServiceError> {
-    let upload = own_upload(&state.db, user, upload_id).await?;
+    let upload = own_upload(state, user, upload_id).await?;
     match upload.state.as_str() {
         state::CONFIRMED => {
             Err(ServiceError::conflict("upload_confirmed", "this upload is confirmed; delete the file instead"))

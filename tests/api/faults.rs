@@ -394,3 +394,32 @@ async fn a_download_just_before_sigterm_is_counted() {
     assert_eq!(count("SELECT COUNT(*) FROM file_downloads").await, 1, "the download's log row");
     assert_eq!(count("SELECT download_count FROM file_uploads").await, 1, "the file's counter");
 }
+
+#[tokio::test]
+async fn a_presign_answered_just_before_a_sigkill_is_known_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = [("DATA_DIR", data.path().display().to_string()), ("SWEEP_INTERVAL_SECS", "0".to_owned())];
+    let binary = env!("CARGO_BIN_EXE_chatgenius-files");
+    let mut broker = crate::process::BrokerProcess::start(binary, &settings).await;
+    let client = reqwest::Client::new();
+    let post = |base: String, path: &str, token: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
+    let login: Value = post(broker.base.clone(), "/auth/dev-login", "", json!({ "username": "alice" })).await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let channel: Value = post(broker.base.clone(), "/channels", &token, json!({ "name": "general" })).await.unwrap().json().await.unwrap();
+    let body = json!({ "channel_id": channel["id"], "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
+    let presigned = post(broker.base.clone(), "/files/presign", &token, body).await.unwrap();
+    assert_eq!(presigned.status(), StatusCode::CREATED);
+    // Killed the moment the answer is out: the row may not have reached the table.
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    let upload_id = presigned.json::<Value>().await.unwrap()["upload_id"].as_str().unwrap().to_owned();
+
+    let broker = crate::process::BrokerProcess::start(binary, &settings).await;
+    let confirmed = post(broker.base.clone(), &format!("/files/uploads/{upload_id}/confirm"), &token, json!({})).await.unwrap();
+    let status = confirmed.status();
+    let error: Value = confirmed.json().await.unwrap();
+    // Known (nothing was uploaded to it), not 404.
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("object_missing")), "{error}");
+    let aborted = client.delete(format!("{}/files/uploads/{upload_id}", broker.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
+}
