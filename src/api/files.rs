@@ -11,7 +11,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{JsonString, ApiTags, Success, ok};
+use super::{JsonString, ApiTags, Success, ok, serde_json_body::SerdeJson};
 use crate::{
     auth::BearerAuth,
     domain::{ContentType, FileName, Sha256Hex},
@@ -62,7 +62,7 @@ impl PresignRequest {
 }
 
 /// Where and how to upload the bytes.
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct PresignResponse {
     /// Id of the upload in progress; confirm or abort it with this id.
     pub upload_id: Uuid,
@@ -74,9 +74,15 @@ pub struct PresignResponse {
     /// `content-length` themselves.
     pub headers: BTreeMap<String, String>,
     /// When the URL stops working.
+    #[serde(serialize_with = "rfc3339")]
     pub expires_at: chrono::DateTime<chrono::Utc>,
     /// Object key the file is stored under.
     pub key: String,
+}
+
+/// A time as poem-openapi writes it (`+00:00`, not serde's `Z`).
+fn rfc3339<S: serde::Serializer>(at: &chrono::DateTime<chrono::Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339())
 }
 
 /// An upload was presigned.
@@ -84,7 +90,7 @@ pub struct PresignResponse {
 pub enum Presigned {
     /// PUT the bytes to `url` with `headers`, then confirm.
     #[oai(status = 201)]
-    Created(Json<PresignResponse>),
+    Created(SerdeJson<PresignResponse>),
 }
 
 /// The outcome of a confirm.
@@ -162,7 +168,7 @@ impl FilesApi {
     async fn presign(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<Presigned, ApiError> {
         let request = body.0.parse()?;
         let presigned = uploads::presign(&state, auth.0.id, request).await?;
-        Ok(Presigned::Created(Json(PresignResponse {
+        Ok(Presigned::Created(SerdeJson(PresignResponse {
             upload_id: presigned.upload.id,
             method: presigned.request.method.to_owned(),
             url: presigned.request.url,
@@ -358,5 +364,25 @@ impl<'a> ApiExtractor<'a> for UploadForm {
             Some(ct) => Err(poem_openapi::error::ContentTypeError::NotSupported { content_type: ct.to_owned() }.into()),
             None => Err(poem_openapi::error::ContentTypeError::ExpectContentType.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+
+    #[test]
+    fn the_presign_response_is_written_as_its_schema_describes() {
+        let response = PresignResponse {
+            upload_id: Uuid::now_v7(),
+            method: "PUT".into(),
+            url: "http://127.0.0.1:9000/b/uploads/1/x/a.png?X-Amz-Signature=00".into(),
+            headers: BTreeMap::from([("content-type".into(), "image/png".into()), ("content-length".into(), "10".into())]),
+            expires_at: chrono::DateTime::from_timestamp(1_795_000_000, 123_456_000).unwrap(),
+            key: "uploads/1/x/a.png".into(),
+        };
+        assert_eq!(serde_json::to_value(&response).unwrap(), response.to_json().unwrap());
     }
 }

@@ -9,6 +9,7 @@ mod files;
 mod health;
 mod messages;
 mod multipart;
+mod serde_json_body;
 
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};

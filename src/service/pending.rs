@@ -100,8 +100,10 @@ impl PendingWriter {
             Self::Sqlite(writer) => writer,
         };
         if let Some(journal) = &writer.journal {
+            let journal_err = |e: &dyn std::fmt::Display| DbErr::Custom(format!("pending upload journal: {e}"));
+            let line = Journal::line(&row).map_err(|e| journal_err(&e))?;
             let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
-            let line = journal.append(&row).map_err(|e| DbErr::Custom(format!("pending upload journal: {e}")))?;
+            journal.append(&line).map_err(|e| journal_err(&e))?;
             writer.tx.send(Msg::Row { row, line: Some(line), reply: None }).map_err(|_| stopped())?;
             return Ok(());
         }
@@ -158,13 +160,18 @@ impl Journal {
         Ok(Some(Self { path, file, bytes, _lock: lock }))
     }
 
-    /// Appends `row` in one write; returns the line.
-    fn append(&mut self, row: &pending_upload::Model) -> std::io::Result<Vec<u8>> {
+    /// `row` as a journal line.
+    fn line(row: &pending_upload::Model) -> serde_json::Result<Vec<u8>> {
         let mut line = serde_json::to_vec(row)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.bytes += line.len() as u64;
         Ok(line)
+    }
+
+    /// Appends `line` in one write.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(line)?;
+        self.bytes += line.len() as u64;
+        Ok(())
     }
 
     /// Writes the journal anew with just `lines`, atomically (write, then rename).
@@ -388,11 +395,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(&dir.path().join("db")).unwrap().unwrap();
         let rows: Vec<_> = (1..=4).map(row).collect();
-        let lines: Vec<Vec<u8>> = rows[..3].iter().map(|r| journal.append(r).unwrap()).collect();
+        let lines: Vec<Vec<u8>> = rows[..3].iter().map(|r| Journal::line(r).unwrap()).collect();
+        lines.iter().for_each(|line| journal.append(line).unwrap());
         assert_eq!(journaled(&journal), rows[..3]);
 
         journal.rewrite(lines[1..].iter().map(Vec::as_slice)).unwrap();
-        journal.append(&rows[3]).unwrap();
+        journal.append(&Journal::line(&rows[3]).unwrap()).unwrap();
         assert_eq!(journaled(&journal), rows[1..]);
         assert_eq!(journal.bytes, std::fs::metadata(&journal.path).unwrap().len());
     }
