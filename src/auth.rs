@@ -1,7 +1,7 @@
 //! Bearer tokens: HS256 JWTs whose `sub` is the user id, minted by dev login or
 //! the `token` command and checked on every API call.
 
-use std::{path::Path, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use poem::Request;
@@ -36,24 +36,33 @@ pub enum TokenError {
     Malformed,
 }
 
+/// Seconds of clock skew a token's expiry is allowed.
+const LEEWAY_SECS: u64 = 5;
+/// Tokens remembered as verified at most (the memory is emptied when full).
+const VERIFIED_TOKENS: usize = 4096;
+
 /// Signs and verifies bearer tokens.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    /// Tokens verified lately, with their user and expiry: nearly every call
+    /// repeats its caller's token, which then skips the HMAC and the decoding.
+    verified: Mutex<HashMap<String, (CurrentUser, u64)>>,
 }
 
 impl TokenKeys {
     pub fn new(secret: &Secret, ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
             ttl,
+            verified: Mutex::default(),
         }
     }
 
@@ -77,13 +86,25 @@ impl TokenKeys {
     /// The user a token names, when it is well-formed, correctly signed and not expired.
     pub fn verify(&self, token: &str) -> Result<CurrentUser, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
+        let verified = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((user, exp)) = verified().get(token)
+            && exp + LEEWAY_SECS >= jsonwebtoken::get_current_timestamp()
+        {
+            return Ok(user.clone());
+        }
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             _ => TokenError::Malformed,
         })?;
         let id = data.claims.sub.parse().map_err(|_| TokenError::Malformed)?;
-        Ok(CurrentUser { id, username: data.claims.name })
+        let user = CurrentUser { id, username: data.claims.name };
+        let mut remembered = verified();
+        if remembered.len() >= VERIFIED_TOKENS {
+            remembered.clear();
+        }
+        remembered.insert(token.to_owned(), (user.clone(), data.claims.exp));
+        Ok(user)
     }
 }
 
@@ -118,4 +139,32 @@ pub struct BearerAuth(pub CurrentUser);
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
     let state = req.data::<AppState>().expect("AppState is attached to every route");
     state.tokens.verify(&bearer.token).map_err(|e| ApiError::unauthorized(e.to_string()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(&Secret::new("an-hs256-secret-of-at-least-32-bytes!!"), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_remembered_token_is_accepted_until_it_expires_and_a_tampered_one_never() {
+        let keys = keys();
+        let alice = CurrentUser { id: 7, username: "alice".into() };
+        let token = keys.issue(&alice);
+        assert_eq!(keys.verify(&token).unwrap(), alice);
+        assert_eq!(keys.verify(&token).unwrap(), alice, "again, from memory");
+
+        let mut tampered = token.clone();
+        tampered.replace_range(tampered.len() - 2.., if token.ends_with("AA") { "BB" } else { "AA" });
+        assert!(matches!(keys.verify(&tampered), Err(TokenError::BadSignature)));
+
+        // Remembered, but its expiry (and the leeway) passed: checked in full again.
+        let expired = keys.issue_with_ttl(&alice, -60);
+        let past = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
+        keys.verified.lock().unwrap().insert(expired.clone(), (alice, past));
+        assert!(matches!(keys.verify(&expired), Err(TokenError::Expired)));
+    }
 }
