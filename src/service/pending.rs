@@ -82,7 +82,7 @@ impl PendingWriter {
         if let Some(journal) = &mut journal {
             let rows = journal.replay(&mut conn)?;
             if rows > 0 {
-                tracing::info!(rows, "pending uploads replayed from the journal");
+                tracing::info!(lines = rows, "presign journal replayed (rows already in the table are skipped)");
             }
         }
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
