@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::{ActiveModelTrait, IntoActiveModel};
 use uuid::Uuid;
 
 use super::{
@@ -101,10 +100,12 @@ pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<St
         part_size: Some(layout.part_size as i64),
         ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, state.config.multipart_upload_ttl_secs)
     };
-    if let Err(err) = upload.clone().into_active_model().insert(&state.db).await {
+    // Recorded like a presign's row (journaled on a SQLite file), so a crash
+    // right after still leaves the sweeper an upload to abort.
+    if let Err(err) = state.pending.record(upload.clone()).await {
         // Nothing may outlive a failed start.
         state.storage.abort_multipart(&upload.s3_key, &multipart_id).await.ok();
-        return Err(err.into());
+        return Err(err);
     }
     state.metrics.presigned();
     let first: Vec<u32> = (1..=layout.part_count.min(FIRST_BATCH)).collect();

@@ -397,6 +397,36 @@ async fn a_download_just_before_sigterm_is_counted() {
 
 #[tokio::test]
 async fn a_presign_answered_just_before_a_sigkill_is_known_after_restart() {
+    let body = json!({ "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
+    upload_started_just_before_a_sigkill("/files/presign", body, |upload_id| (format!("/files/uploads/{upload_id}/confirm"), json!({})), |status, body| {
+        // Known (nothing was uploaded to it), not 404.
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("object_missing")), "{body}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_multipart_start_answered_just_before_a_sigkill_is_known_after_restart() {
+    let body = json!({ "file_name": "big.png", "content_type": "image/png", "size": 12 * 1024 * 1024 });
+    let parts = |upload_id: &str| (format!("/files/uploads/{upload_id}/parts"), json!({ "part_numbers": [1] }));
+    upload_started_just_before_a_sigkill("/files/multipart", body, parts, |status, body| {
+        // Known, with its store-side upload: a fresh part URL and no part yet.
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["parts"][0]["part_number"], 1, "{body}");
+        assert_eq!(body["uploaded"], json!([]), "{body}");
+    })
+    .await;
+}
+
+/// Starts an upload at `path` (into a new channel), SIGKILLs the broker the
+/// moment the answer is out, restarts it on the same data, checks the
+/// answer to the request `next` builds, and aborts the upload.
+async fn upload_started_just_before_a_sigkill(
+    path: &str,
+    mut body: Value,
+    next: impl Fn(&str) -> (String, Value),
+    check: impl Fn(StatusCode, &Value),
+) {
     let data = tempfile::tempdir().unwrap();
     let settings = [("DATA_DIR", data.path().display().to_string()), ("SWEEP_INTERVAL_SECS", "0".to_owned())];
     let binary = env!("CARGO_BIN_EXE_chatgenius-files");
@@ -406,20 +436,19 @@ async fn a_presign_answered_just_before_a_sigkill_is_known_after_restart() {
     let login: Value = post(broker.base.clone(), "/auth/dev-login", "", json!({ "username": "alice" })).await.unwrap().json().await.unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
     let channel: Value = post(broker.base.clone(), "/channels", &token, json!({ "name": "general" })).await.unwrap().json().await.unwrap();
-    let body = json!({ "channel_id": channel["id"], "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
-    let presigned = post(broker.base.clone(), "/files/presign", &token, body).await.unwrap();
-    assert_eq!(presigned.status(), StatusCode::CREATED);
+    body["channel_id"] = channel["id"].clone();
+    let started = post(broker.base.clone(), path, &token, body).await.unwrap();
+    assert_eq!(started.status(), StatusCode::CREATED);
     // Killed the moment the answer is out: the row may not have reached the table.
     broker.child.kill().unwrap();
     broker.child.wait().unwrap();
-    let upload_id = presigned.json::<Value>().await.unwrap()["upload_id"].as_str().unwrap().to_owned();
+    let upload_id = started.json::<Value>().await.unwrap()["upload_id"].as_str().unwrap().to_owned();
 
     let broker = crate::process::BrokerProcess::start(binary, &settings).await;
-    let confirmed = post(broker.base.clone(), &format!("/files/uploads/{upload_id}/confirm"), &token, json!({})).await.unwrap();
-    let status = confirmed.status();
-    let error: Value = confirmed.json().await.unwrap();
-    // Known (nothing was uploaded to it), not 404.
-    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("object_missing")), "{error}");
+    let (next_path, next_body) = next(&upload_id);
+    let answer = post(broker.base.clone(), &next_path, &token, next_body).await.unwrap();
+    let status = answer.status();
+    check(status, &answer.json().await.unwrap());
     let aborted = client.delete(format!("{}/files/uploads/{upload_id}", broker.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
 }
