@@ -12,8 +12,8 @@ use aws_sdk_s3::{
     types::{
         AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, CorsConfiguration,
         CorsRule, ExpirationStatus, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
-        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-        VersioningConfiguration,
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule, VersioningConfiguration,
     },
 };
 
@@ -107,7 +107,10 @@ pub async fn run(client: &Client, wanted: &Wanted) -> Report {
         return Report { steps };
     }
     steps.push(Step { setting: "block public access", outcome: block_public_access(client, &wanted.bucket).await });
-    steps.push(Step { setting: "default encryption (SSE-S3)", outcome: default_encryption(client, &wanted.bucket).await });
+    steps.push(Step {
+        setting: "default encryption (SSE-S3)",
+        outcome: default_encryption(client, &wanted.bucket).await,
+    });
     steps.push(Step { setting: "versioning", outcome: versioning(client, wanted).await });
     steps.push(Step { setting: "CORS rules", outcome: cors(client, wanted).await });
     steps.push(Step { setting: "abort incomplete multipart uploads", outcome: lifecycle(client, wanted).await });
@@ -185,7 +188,8 @@ async fn default_encryption(client: &Client, bucket: &str) -> Outcome {
         Ok(out) => {
             let sse_s3 = out.server_side_encryption_configuration().is_some_and(|c| {
                 c.rules().iter().any(|r| {
-                    r.apply_server_side_encryption_by_default().is_some_and(|d| d.sse_algorithm() == &ServerSideEncryption::Aes256)
+                    r.apply_server_side_encryption_by_default()
+                        .is_some_and(|d| d.sse_algorithm() == &ServerSideEncryption::Aes256)
                 })
             });
             if sse_s3 {
@@ -200,7 +204,10 @@ async fn default_encryption(client: &Client, bucket: &str) -> Outcome {
     }
     let rule = ServerSideEncryptionRule::builder()
         .apply_server_side_encryption_by_default(
-            ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build().expect("algorithm set"),
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::Aes256)
+                .build()
+                .expect("algorithm set"),
         )
         .build();
     let config = ServerSideEncryptionConfiguration::builder().rules(rule).build().expect("rules set");
@@ -270,7 +277,8 @@ async fn lifecycle(client: &Client, wanted: &Wanted) -> Outcome {
     match client.get_bucket_lifecycle_configuration().bucket(&wanted.bucket).send().await {
         Ok(out) => {
             let ours = out.rules().iter().find(|r| r.id() == Some(LIFECYCLE_RULE_ID));
-            let current = ours.and_then(|r| r.abort_incomplete_multipart_upload()).and_then(|a| a.days_after_initiation());
+            let current =
+                ours.and_then(|r| r.abort_incomplete_multipart_upload()).and_then(|a| a.days_after_initiation());
             if current == Some(days) && ours.is_some_and(|r| r.status() == &ExpirationStatus::Enabled) {
                 return Outcome::AlreadySet;
             }
@@ -286,12 +294,16 @@ async fn lifecycle(client: &Client, wanted: &Wanted) -> Outcome {
         .id(LIFECYCLE_RULE_ID)
         .status(ExpirationStatus::Enabled)
         .filter(LifecycleRuleFilter::builder().prefix("").build())
-        .abort_incomplete_multipart_upload(AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build(),
+        )
         .build()
         .expect("status set");
     rules.push(rule);
     let config = BucketLifecycleConfiguration::builder().set_rules(Some(rules)).build().expect("rules set");
-    applied(client.put_bucket_lifecycle_configuration().bucket(&wanted.bucket).lifecycle_configuration(config).send().await)
+    applied(
+        client.put_bucket_lifecycle_configuration().bucket(&wanted.bucket).lifecycle_configuration(config).send().await,
+    )
 }
 
 fn applied<T, E: ProvideErrorMetadata>(result: Result<T, SdkError<E, HttpResponse>>) -> Outcome {

@@ -85,8 +85,13 @@ pub struct Config {
 
     /// Comma-separated origins allowed to call the API and the embedded S3 from a
     /// browser; the broker's own origin is always allowed.
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_name = "CORS_ALLOWED_ORIGINS",
-          default_value = "http://localhost:3000", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_name = "CORS_ALLOWED_ORIGINS",
+        default_value = "http://localhost:3000",
+        value_delimiter = ','
+    )]
     pub cors_allowed_origins: Vec<Origin>,
 
     /// Lifetime of presigned upload URLs, in seconds (server cap: 3600).
@@ -266,9 +271,9 @@ impl Config {
 
     /// The database URL, defaulting to a SQLite file in DATA_DIR.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("chatgenius.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("chatgenius.db").display()))
     }
 
     /// Largest accepted file in bytes.
@@ -396,9 +401,8 @@ impl AllowedTypes {
 impl FromStr for AllowedTypes {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let is_token = |p: &str| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-        };
+        let is_token =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
         let mut patterns = Vec::new();
         for raw in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let pattern = raw.to_ascii_lowercase();

@@ -70,7 +70,10 @@ impl MessageContent {
     /// Like [`MessageContent::parse`], but empty text is fine: files carry the message.
     pub fn parse_with_attachments(raw: &str) -> Result<Self, ParseError> {
         if raw.chars().count() > MAX_MESSAGE_CHARS {
-            return refuse("invalid_content", format!("message content must be at most {MAX_MESSAGE_CHARS} characters"));
+            return refuse(
+                "invalid_content",
+                format!("message content must be at most {MAX_MESSAGE_CHARS} characters"),
+            );
         }
         Ok(Self(raw.to_owned()))
     }
@@ -193,7 +196,8 @@ pub struct ContentType(String);
 impl ContentType {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let is_token = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+        let is_token =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
         match essence.split_once('/') {
             Some((top, sub)) if is_token(top) && is_token(sub) && essence.len() <= 100 => Ok(Self(essence)),
             _ => refuse("invalid_content_type", format!("'{raw}' is not a MIME type like image/png")),
@@ -276,8 +280,20 @@ mod file_tests {
     #[test]
     fn bad_file_names_are_refused() {
         for bad in [
-            "", "   ", "a/b.txt", "a\\b.txt", "..", "../etc/passwd", "a..b", "a\r\nb.txt", "a\0b", "tab\there",
-            "invoice\u{202E}fdp.exe", "zero\u{200B}width.txt", "bom\u{FEFF}.txt", &"x".repeat(256),
+            "",
+            "   ",
+            "a/b.txt",
+            "a\\b.txt",
+            "..",
+            "../etc/passwd",
+            "a..b",
+            "a\r\nb.txt",
+            "a\0b",
+            "tab\there",
+            "invoice\u{202E}fdp.exe",
+            "zero\u{200B}width.txt",
+            "bom\u{FEFF}.txt",
+            &"x".repeat(256),
         ] {
             assert!(FileName::parse(bad).is_err(), "{bad:?} must be refused");
         }
@@ -300,7 +316,9 @@ mod file_tests {
         assert!(png.agrees_with(&FileName::parse("a.png").unwrap()));
         assert!(!png.agrees_with(&FileName::parse("a.jpg").unwrap()));
         assert!(png.agrees_with(&FileName::parse("noext").unwrap()));
-        assert!(ContentType::parse("text/plain; charset=utf-8").unwrap().agrees_with(&FileName::parse("a.txt").unwrap()));
+        assert!(
+            ContentType::parse("text/plain; charset=utf-8").unwrap().agrees_with(&FileName::parse("a.txt").unwrap())
+        );
         assert!(ContentType::parse("nonsense").is_err());
     }
 
@@ -321,8 +339,18 @@ mod file_tests {
 /// RFC 5987 `filename*`.
 pub fn content_disposition(kind: &str, name: &str) -> String {
     const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'!').remove(b'#').remove(b'$').remove(b'&').remove(b'+').remove(b'-')
-        .remove(b'.').remove(b'^').remove(b'_').remove(b'`').remove(b'|').remove(b'~');
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
     let fallback: String = name
         .chars()
         .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' { c } else { '_' })

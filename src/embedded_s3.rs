@@ -36,7 +36,8 @@ impl EmbeddedS3 {
     /// requests signed with the generated credentials.
     pub async fn start(root: &Path, addr: SocketAddr, cors_origins: &[Origin]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("embedded S3 store at {}: {e:?}", root.display()))?;
+        let fs = s3s_fs::FileSystem::new(root)
+            .map_err(|e| anyhow::anyhow!("embedded S3 store at {}: {e:?}", root.display()))?;
         let access_key_id = format!("CGF{}", random_string(17).to_uppercase());
         let secret_access_key = Secret::new(random_string(40));
 

@@ -15,31 +15,31 @@ pub mod config;
 pub mod domain;
 /// The in-process S3 endpoint of the embedded default.
 pub mod embedded_s3;
-/// The in-process event hub.
-pub mod events;
 /// SeaORM entities.
 pub mod entity;
 /// The one JSON error body and its statuses.
 pub mod error;
+/// The in-process event hub.
+pub mod events;
 /// Prometheus metrics.
 pub mod metrics;
 /// TCP listener settings.
 pub mod net;
-/// Cross-instance event fan-out over PostgreSQL LISTEN/NOTIFY.
-pub mod relay;
 /// Per-user rate limits.
 pub mod ratelimit;
+/// Cross-instance event fan-out over PostgreSQL LISTEN/NOTIFY.
+pub mod relay;
 /// Use cases, free of HTTP types.
 pub mod service;
-/// Background cleanup of deleted files, expired uploads and orphans.
-pub mod sweeper;
 /// Wiring: state, routes, serving.
 pub mod startup;
 /// The S3 facade and presigned URLs.
 pub mod storage;
+/// Background cleanup of deleted files, expired uploads and orphans.
+pub mod sweeper;
 /// The embedded browser client.
 pub mod ui;
-/// The WebSocket endpoint delivering channel events.
-pub mod ws;
 /// JSON shapes shared by HTTP responses and WebSocket events.
 pub mod wire;
+/// The WebSocket endpoint delivering channel events.
+pub mod ws;

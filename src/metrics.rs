@@ -81,22 +81,39 @@ impl Metrics {
         family("cgf_http_requests_total", "counter", "HTTP requests by method, route and status.");
         let mut body = String::new();
         for ((method, route, status), count) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(body, "cgf_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}");
+            let _ = writeln!(
+                body,
+                "cgf_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+            );
         }
         out.push_str(&body);
-        let _ = writeln!(out, "# HELP cgf_presigns_total Presigned uploads handed out.\n# TYPE cgf_presigns_total counter");
+        let _ =
+            writeln!(out, "# HELP cgf_presigns_total Presigned uploads handed out.\n# TYPE cgf_presigns_total counter");
         let _ = writeln!(out, "cgf_presigns_total {}", self.presigns.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP cgf_confirms_total Confirms and uploads through the broker by outcome.\n# TYPE cgf_confirms_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP cgf_confirms_total Confirms and uploads through the broker by outcome.\n# TYPE cgf_confirms_total counter"
+        );
         for (outcome, count) in self.confirms.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "cgf_confirms_total{{outcome=\"{outcome}\"}} {count}");
         }
-        let _ = writeln!(out, "# HELP cgf_bytes_confirmed_total Bytes of files recorded.\n# TYPE cgf_bytes_confirmed_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP cgf_bytes_confirmed_total Bytes of files recorded.\n# TYPE cgf_bytes_confirmed_total counter"
+        );
         let _ = writeln!(out, "cgf_bytes_confirmed_total {}", self.bytes_confirmed.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP cgf_websocket_connections Open WebSocket connections.\n# TYPE cgf_websocket_connections gauge");
+        let _ = writeln!(
+            out,
+            "# HELP cgf_websocket_connections Open WebSocket connections.\n# TYPE cgf_websocket_connections gauge"
+        );
         let _ = writeln!(out, "cgf_websocket_connections {}", self.ws_connections.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP cgf_rate_limiter_keys Users tracked by the rate limiters.\n# TYPE cgf_rate_limiter_keys gauge");
+        let _ = writeln!(
+            out,
+            "# HELP cgf_rate_limiter_keys Users tracked by the rate limiters.\n# TYPE cgf_rate_limiter_keys gauge"
+        );
         let _ = writeln!(out, "cgf_rate_limiter_keys {limiter_keys}");
-        let _ = writeln!(out, "# HELP cgf_sweeper_total What the sweeper did, by step.\n# TYPE cgf_sweeper_total counter");
+        let _ =
+            writeln!(out, "# HELP cgf_sweeper_total What the sweeper did, by step.\n# TYPE cgf_sweeper_total counter");
         for (step, count) in self.sweeper.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "cgf_sweeper_total{{step=\"{step}\"}} {count}");
         }
@@ -111,7 +128,10 @@ mod tests {
     #[test]
     fn ids_are_folded_out_of_routes() {
         assert_eq!(route_of("/files/download/42"), "/files/download/{id}");
-        assert_eq!(route_of("/files/uploads/0b7d1c9e-54f1-4a8e-9d44-2f5d1e7a9c10/confirm"), "/files/uploads/{id}/confirm");
+        assert_eq!(
+            route_of("/files/uploads/0b7d1c9e-54f1-4a8e-9d44-2f5d1e7a9c10/confirm"),
+            "/files/uploads/{id}/confirm"
+        );
         assert_eq!(route_of("/channels/7/members/9"), "/channels/{id}/members/{id}");
         assert_eq!(route_of("/health"), "/health");
     }

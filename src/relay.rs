@@ -5,10 +5,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement,
-    sqlx::postgres::PgListener,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement, sqlx::postgres::PgListener};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -55,7 +52,8 @@ async fn send_loop(db: DatabaseConnection, origin: Uuid, mut rx: mpsc::Unbounded
 }
 
 async fn notify(db: &DatabaseConnection, origin: Uuid, stamped: &Stamped) -> Result<(), sea_orm::DbErr> {
-    let inline = serde_json::to_string(&Envelope { origin, event: Some(stamped.clone()), relay_id: None }).expect("serialisable");
+    let inline = serde_json::to_string(&Envelope { origin, event: Some(stamped.clone()), relay_id: None })
+        .expect("serialisable");
     let payload = if inline.len() <= MAX_NOTIFY_BYTES {
         inline
     } else {
@@ -79,7 +77,13 @@ async fn notify(db: &DatabaseConnection, origin: Uuid, stamped: &Stamped) -> Res
     Ok(())
 }
 
-async fn receive_loop(db: DatabaseConnection, origin: Uuid, mut listener: PgListener, hub: EventHub, cache: Arc<ReadCache>) {
+async fn receive_loop(
+    db: DatabaseConnection,
+    origin: Uuid,
+    mut listener: PgListener,
+    hub: EventHub,
+    cache: Arc<ReadCache>,
+) {
     loop {
         let notification = match listener.recv().await {
             Ok(n) => n,

@@ -4,11 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use migration::{Migrator, MigratorTrait};
-use poem::{
-    EndpointExt, Route, Server,
-    http::Method,
-    middleware::Cors,
-};
+use poem::{EndpointExt, Route, Server, http::Method, middleware::Cors};
 use sea_orm::{
     ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
@@ -19,16 +15,16 @@ use crate::{
     auth::{self, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
-    metrics::Metrics,
-    net::NoDelayAcceptor,
     error::render_poem_error,
     events::EventHub,
+    metrics::Metrics,
+    net::NoDelayAcceptor,
     ratelimit::RateLimits,
     relay,
     service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
+    storage::{Storage, StorageSettings},
     sweeper,
     ws::AllowedOrigins,
-    storage::{Storage, StorageSettings},
 };
 
 /// What every handler can reach.
@@ -75,7 +71,9 @@ impl Application {
         match (&embedded_s3, storage.ensure_bucket().await) {
             (_, Ok(())) => {}
             (Some(_), Err(err)) => anyhow::bail!("embedded S3: cannot create bucket: {err}"),
-            (None, Err(err)) => tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is"),
+            (None, Err(err)) => {
+                tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is")
+            }
         }
 
         let db = connect_database(&config, None).await?;
@@ -199,9 +197,7 @@ impl Application {
 /// Prometheus text exposition of this instance's metrics.
 #[poem::handler]
 fn metrics_endpoint(state: poem::web::Data<&AppState>) -> poem::Response {
-    poem::Response::builder()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(state.limits.len()))
+    poem::Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render(state.limits.len()))
 }
 
 /// The object store as configured (starting the embedded endpoint when it is

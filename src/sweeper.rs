@@ -52,7 +52,11 @@ impl SweepReport {
             ("expired uploads removed", self.expired_uploads_removed.to_string()),
             (
                 "stale multipart uploads aborted",
-                if self.multipart_supported { self.multipart_aborted.to_string() } else { "not supported by this store".into() },
+                if self.multipart_supported {
+                    self.multipart_aborted.to_string()
+                } else {
+                    "not supported by this store".into()
+                },
             ),
             ("orphan objects found", self.orphans_found.to_string()),
             ("orphan objects deleted", self.orphans_deleted.to_string()),
@@ -76,7 +80,9 @@ pub async fn run_periodically(state: AppState) {
             _ = closing.changed() => return,
         }
         match sweep_once(&state, false).await {
-            Ok(report) if report != SweepReport { multipart_supported: report.multipart_supported, ..Default::default() } => {
+            Ok(report)
+                if report != SweepReport { multipart_supported: report.multipart_supported, ..Default::default() } =>
+            {
                 tracing::info!(?report, "sweep done");
             }
             Ok(_) => {}

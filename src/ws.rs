@@ -46,7 +46,8 @@ pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &All
             .into_response();
     }
     let Some(token) = token_of(req) else {
-        return ApiError::unauthorized("missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)").into_response();
+        return ApiError::unauthorized("missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)")
+            .into_response();
     };
     let user = match state.tokens.verify(&token) {
         Ok(user) => user,
@@ -59,11 +60,7 @@ pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &All
         .write_buffer_size(0)
         .max_message_size(Some(MAX_INBOUND_BYTES))
         .max_frame_size(Some(MAX_INBOUND_BYTES));
-    socket
-        .protocols(["bearer"])
-        .config(config)
-        .on_upgrade(move |stream| serve(state, user, stream))
-        .into_response()
+    socket.protocols(["bearer"]).config(config).on_upgrade(move |stream| serve(state, user, stream)).into_response()
 }
 
 /// The bearer token from the header, the query or the subprotocol list.
@@ -71,7 +68,8 @@ fn token_of(req: &Request) -> Option<String> {
     if let Some(bearer) = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")) {
         return Some(bearer.trim().to_owned());
     }
-    let from_query = req.uri().query().into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("token="));
+    let from_query =
+        req.uri().query().into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("token="));
     if let Some(token) = from_query {
         return Some(token.to_owned());
     }

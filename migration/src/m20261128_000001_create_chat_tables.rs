@@ -42,11 +42,7 @@ impl MigrationTrait for Migration {
                     .col(integer(ChannelMembers::ChannelId))
                     .col(integer(ChannelMembers::UserId))
                     .col(timestamp_default_now(ChannelMembers::JoinedAt))
-                    .primary_key(
-                        Index::create()
-                            .col(ChannelMembers::ChannelId)
-                            .col(ChannelMembers::UserId),
-                    )
+                    .primary_key(Index::create().col(ChannelMembers::ChannelId).col(ChannelMembers::UserId))
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_channel_members_channel_id")

@@ -60,9 +60,7 @@ impl MigrationTrait for Migration {
             ("idx_file_uploads_uploaded_at", FileUploads::UploadedAt),
             ("idx_file_uploads_channel_id", FileUploads::ChannelId),
         ] {
-            manager
-                .create_index(Index::create().name(name).table(FileUploads::Table).col(col).to_owned())
-                .await?;
+            manager.create_index(Index::create().name(name).table(FileUploads::Table).col(col).to_owned()).await?;
         }
         Ok(())
     }

@@ -11,7 +11,10 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(
-                Table::alter().table(PendingUploads::Table).add_column(big_integer_null(PendingUploads::PartSize)).to_owned(),
+                Table::alter()
+                    .table(PendingUploads::Table)
+                    .add_column(big_integer_null(PendingUploads::PartSize))
+                    .to_owned(),
             )
             .await
     }

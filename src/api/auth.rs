@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use super::{JsonString, ApiTags, Success, ok, utc};
+use super::{ApiTags, JsonString, Success, ok, utc};
 use crate::{
     auth::{BearerAuth, CurrentUser},
     domain::Username,
@@ -65,9 +65,15 @@ impl AuthApi {
     /// Creates the user on first use and returns a bearer token. Off (404
     /// `dev_login_disabled`) when the operator sets JWT_SECRET without DEV_LOGIN=true.
     #[oai(path = "/auth/dev-login", method = "post", operation_id = "dev_login")]
-    async fn dev_login(&self, state: Data<&AppState>, body: Json<DevLoginRequest>) -> Result<Success<LoginResponse>, ApiError> {
+    async fn dev_login(
+        &self,
+        state: Data<&AppState>,
+        body: Json<DevLoginRequest>,
+    ) -> Result<Success<LoginResponse>, ApiError> {
         if !state.config.dev_login_enabled() {
-            return Err(ServiceError::Disabled { code: "dev_login_disabled", message: "dev login is disabled".into() }.into());
+            return Err(
+                ServiceError::Disabled { code: "dev_login_disabled", message: "dev login is disabled".into() }.into()
+            );
         }
         let username = Username::parse(&body.username)?;
         let user = users::find_or_create(&state.db, &username).await?;

@@ -3,7 +3,7 @@
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{JsonString, ApiTags, Success, ok, auth::User, utc};
+use super::{ApiTags, JsonString, Success, auth::User, ok, utc};
 use crate::{
     auth::BearerAuth,
     domain::{ChannelName, Username},
@@ -107,7 +107,12 @@ pub enum MemberRemoved {
 impl ChannelsApi {
     /// Create a channel.
     #[oai(path = "/channels", method = "post", operation_id = "create_channel")]
-    async fn create(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<CreateChannelRequest>) -> Result<ChannelCreated, ApiError> {
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<CreateChannelRequest>,
+    ) -> Result<ChannelCreated, ApiError> {
         let name = ChannelName::parse(&body.name)?;
         let created = channels::create(&state, auth.0.id, &name).await?;
         Ok(ChannelCreated::Created(Json(created.into())))
@@ -122,13 +127,23 @@ impl ChannelsApi {
 
     /// Get one channel.
     #[oai(path = "/channels/:channel_id", method = "get", operation_id = "get_channel")]
-    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Success<Channel>, ApiError> {
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        channel_id: Path<i32>,
+    ) -> Result<Success<Channel>, ApiError> {
         Ok(ok(channels::require_member(&state.db, channel_id.0, auth.0.id).await?.into()))
     }
 
     /// List a channel's members.
     #[oai(path = "/channels/:channel_id/members", method = "get", operation_id = "list_channel_members")]
-    async fn members(&self, state: Data<&AppState>, auth: BearerAuth, channel_id: Path<i32>) -> Result<Success<MemberList>, ApiError> {
+    async fn members(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        channel_id: Path<i32>,
+    ) -> Result<Success<MemberList>, ApiError> {
         let found = channels::members(&state.db, channel_id.0, auth.0.id).await?;
         Ok(ok(MemberList { members: found.into_iter().map(Into::into).collect() }))
     }

@@ -1,6 +1,9 @@
 //! `GET /ws`: the event stream, documented here so its payloads are in the spec.
 
-use poem::{IntoResponse, Request, Response, web::{Data, websocket::WebSocket}};
+use poem::{
+    IntoResponse, Request, Response,
+    web::{Data, websocket::WebSocket},
+};
 use poem_openapi::{
     ApiResponse, OpenApi,
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
@@ -45,8 +48,16 @@ impl ApiResponse for EventStream {
                     json(Event::schema_ref()),
                 ),
                 response(400, "Not a WebSocket upgrade request (`invalid_request`).", json(ErrorBody::schema_ref())),
-                response(401, "Missing, malformed, badly signed or expired token (`unauthorized`).", json(ErrorBody::schema_ref())),
-                response(403, "The browser's Origin is not allowed (`origin_not_allowed`).", json(ErrorBody::schema_ref())),
+                response(
+                    401,
+                    "Missing, malformed, badly signed or expired token (`unauthorized`).",
+                    json(ErrorBody::schema_ref()),
+                ),
+                response(
+                    403,
+                    "The browser's Origin is not allowed (`origin_not_allowed`).",
+                    json(ErrorBody::schema_ref()),
+                ),
             ],
         }
     }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use poem::{Request, RequestBody, web::{Data, Multipart}};
+use poem::{
+    Request, RequestBody,
+    web::{Data, Multipart},
+};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
     param::{Path, Query},
@@ -11,7 +14,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{JsonString, ApiTags, Success, ok, serde_json_body::SerdeJson};
+use super::{ApiTags, JsonString, Success, ok, serde_json_body::SerdeJson};
 use crate::{
     auth::BearerAuth,
     domain::{ContentType, FileName, Sha256Hex},
@@ -50,7 +53,8 @@ pub struct PresignRequest {
 impl PresignRequest {
     /// The use case's input, every field parsed.
     pub(super) fn parse(self) -> Result<UploadRequest, ApiError> {
-        let size = u64::try_from(self.size).map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
+        let size = u64::try_from(self.size)
+            .map_err(|_| ServiceError::invalid("invalid_size", "size must be at least 1 byte"))?;
         Ok(UploadRequest {
             target: Target { channel_id: Some(self.channel_id), message_id: self.message_id },
             file_name: FileName::parse(&self.file_name)?,
@@ -165,7 +169,12 @@ impl FilesApi {
     /// Content-Type and Content-Length (and the SHA-256 when given) are signed,
     /// so the store refuses any other body.
     #[oai(path = "/files/presign", method = "post", operation_id = "presign_upload")]
-    async fn presign(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<Presigned, ApiError> {
+    async fn presign(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<PresignRequest>,
+    ) -> Result<Presigned, ApiError> {
         let request = body.0.parse()?;
         let presigned = uploads::presign(&state, auth.0.id, request).await?;
         Ok(Presigned::Created(SerdeJson(PresignResponse {
@@ -185,7 +194,12 @@ impl FilesApi {
     /// object is deleted (422). On success records the file and announces
     /// `file_upload_complete`. Idempotent.
     #[oai(path = "/files/uploads/:upload_id/confirm", method = "post", operation_id = "confirm_upload")]
-    async fn confirm(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Confirmed, ApiError> {
+    async fn confirm(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        upload_id: Path<Uuid>,
+    ) -> Result<Confirmed, ApiError> {
         Ok(uploads::confirm(&state, auth.0.id, upload_id.0).await?.into())
     }
 
@@ -193,7 +207,12 @@ impl FilesApi {
     ///
     /// Deletes any uploaded bytes. 409 `upload_confirmed` once confirmed.
     #[oai(path = "/files/uploads/:upload_id", method = "delete", operation_id = "abort_upload")]
-    async fn abort(&self, state: Data<&AppState>, auth: BearerAuth, upload_id: Path<Uuid>) -> Result<Aborted, ApiError> {
+    async fn abort(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        upload_id: Path<Uuid>,
+    ) -> Result<Aborted, ApiError> {
         uploads::abort(&state, auth.0.id, upload_id.0).await?;
         Ok(Aborted::NoContent)
     }
@@ -202,7 +221,12 @@ impl FilesApi {
     ///
     /// Channel members only; 404 for everyone else and for deleted files.
     #[oai(path = "/files/:file_id", method = "get", operation_id = "get_file")]
-    async fn get(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Success<FileInfo>, ApiError> {
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        file_id: Path<i32>,
+    ) -> Result<Success<FileInfo>, ApiError> {
         Ok(ok(files::visible_file(&state.db, auth.0.id, file_id.0).await?.into()))
     }
 
@@ -240,7 +264,10 @@ impl FilesApi {
         Ok(if redirect.0.unwrap_or(true) {
             Download::Redirect(link.url, "no-store".into())
         } else {
-            Download::Link(Json(DownloadLinkBody { url: link.url, expires_at: link.expires_at.and_utc() }), "no-store".into())
+            Download::Link(
+                Json(DownloadLinkBody { url: link.url, expires_at: link.expires_at.and_utc() }),
+                "no-store".into(),
+            )
         })
     }
 
@@ -254,7 +281,9 @@ impl FilesApi {
     async fn upload(&self, state: Data<&AppState>, auth: BearerAuth, form: UploadForm) -> Result<Uploaded, ApiError> {
         let max = state.config.max_file_size_bytes();
         if form.content_length.is_some_and(|len| len > max + FORM_OVERHEAD) {
-            return Err(ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb)).into());
+            return Err(
+                ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb)).into()
+            );
         }
         let mut multipart = form.multipart;
         let mut target = Target { channel_id: None, message_id: None };
@@ -266,7 +295,9 @@ impl FilesApi {
                     let file_name = FileName::parse(field.file_name().unwrap_or_default())?;
                     let content_type = match field.content_type() {
                         Some(ct) if ct != "application/octet-stream" => ContentType::parse(ct)?,
-                        _ => ContentType::parse(mime_guess::from_path(file_name.as_str()).first_raw().unwrap_or("application/octet-stream"))?,
+                        _ => ContentType::parse(
+                            mime_guess::from_path(file_name.as_str()).first_raw().unwrap_or("application/octet-stream"),
+                        )?,
                     };
                     let body = Box::pin(field.into_async_read());
                     let streamed = StreamedFile { target, file_name, content_type, body };
@@ -358,7 +389,11 @@ impl<'a> ApiExtractor<'a> for UploadForm {
         })
     }
 
-    async fn from_request(request: &'a Request, body: &mut RequestBody, _: ExtractParamOptions<()>) -> poem::Result<Self> {
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
         match request.content_type() {
             Some(ct) if Self::check_content_type(ct) => <Self as ParsePayload>::from_request(request, body).await,
             Some(ct) => Err(poem_openapi::error::ContentTypeError::NotSupported { content_type: ct.to_owned() }.into()),
@@ -379,7 +414,10 @@ mod tests {
             upload_id: Uuid::now_v7(),
             method: "PUT".into(),
             url: "http://127.0.0.1:9000/b/uploads/1/x/a.png?X-Amz-Signature=00".into(),
-            headers: BTreeMap::from([("content-type".into(), "image/png".into()), ("content-length".into(), "10".into())]),
+            headers: BTreeMap::from([
+                ("content-type".into(), "image/png".into()),
+                ("content-length".into(), "10".into()),
+            ]),
             expires_at: chrono::DateTime::from_timestamp(1_795_000_000, 123_456_000).unwrap(),
             key: "uploads/1/x/a.png".into(),
         };

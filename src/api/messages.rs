@@ -7,7 +7,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{JsonString, ApiTags, Success, ok};
+use super::{ApiTags, JsonString, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::MessageContent,

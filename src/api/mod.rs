@@ -127,16 +127,12 @@ apis!(
 
 /// The OpenAPI service (spec, Swagger UI and routes).
 pub fn service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        apis(),
-        "ChatGenius Files",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .summary("File service of the ChatGenius chat app")
-    .description(
-        "Presigned-URL direct-upload broker: clients upload straight to S3, the broker verifies, \
+    OpenApiService::new(apis(), "ChatGenius Files", env!("CARGO_PKG_VERSION"))
+        .summary("File service of the ChatGenius chat app")
+        .description(
+            "Presigned-URL direct-upload broker: clients upload straight to S3, the broker verifies, \
          records and announces files. Every error is `{\"error\":{\"code\",\"message\"}}`.",
-    )
+        )
 }
 
 /// The spec as committed in `openapi/openapi.json`.
@@ -154,7 +150,9 @@ impl From<ServiceError> for ApiError {
             E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             E::Disabled { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
             E::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message),
-            E::TypeNotAllowed(message) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed", message),
+            E::TypeNotAllowed(message) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed", message)
+            }
             E::Unverified { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
             E::RateLimited { retry_after_secs } => ApiError::TooManyRequests(
                 Json(ErrorBody {
@@ -168,7 +166,11 @@ impl From<ServiceError> for ApiError {
             E::Database(err) => {
                 if matches!(err, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) {
                     tracing::warn!(error = %err, "database unavailable");
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable")
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "the database is unavailable",
+                    )
                 } else {
                     tracing::error!(error = ?err, "database error");
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")

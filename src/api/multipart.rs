@@ -7,8 +7,8 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
-use super::{JsonString, 
-    ApiTags, Success,
+use super::{
+    ApiTags, JsonString, Success,
     files::{Confirmed, PresignRequest},
     ok,
 };
@@ -145,7 +145,12 @@ impl MultipartApi {
     /// object store and returns its part layout with presigned URLs for the
     /// first parts. Each part URL signs the part's exact length.
     #[oai(path = "/files/multipart", method = "post", operation_id = "start_multipart_upload")]
-    async fn start(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<PresignRequest>) -> Result<MultipartStarted, ApiError> {
+    async fn start(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<PresignRequest>,
+    ) -> Result<MultipartStarted, ApiError> {
         let started = multipart::start(&state, auth.0.id, body.0.parse()?).await?;
         Ok(MultipartStarted::Created(Json(MultipartStart {
             upload_id: started.upload.id,

@@ -8,14 +8,18 @@ use sea_orm::{
 
 use super::{OnConflict, ServiceError, now, users};
 use crate::{
-    events::{Event, MemberJoined, MemberLeft},
-    startup::AppState,
     domain::{ChannelName, Username},
     entity::{channel, channel_member, user},
+    events::{Event, MemberJoined, MemberLeft},
+    startup::AppState,
 };
 
 /// The channel, when `user_id` is one of its members.
-pub async fn require_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -> Result<channel::Model, ServiceError> {
+pub async fn require_member(
+    db: &DatabaseConnection,
+    channel_id: i32,
+    user_id: i32,
+) -> Result<channel::Model, ServiceError> {
     channel::Entity::find_by_id(channel_id)
         .inner_join(channel_member::Entity)
         .filter(channel_member::Column::UserId.eq(user_id))
@@ -92,14 +96,20 @@ pub async fn members(db: &DatabaseConnection, channel_id: i32, caller: i32) -> R
 }
 
 /// Adds the user named `username` to a channel the caller belongs to.
-pub async fn add_member(state: &AppState, channel_id: i32, caller: i32, username: &Username) -> Result<Member, ServiceError> {
+pub async fn add_member(
+    state: &AppState,
+    channel_id: i32,
+    caller: i32,
+    username: &Username,
+) -> Result<Member, ServiceError> {
     let db = &state.db;
     require_member(db, channel_id, caller).await?;
     let user = users::find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))?;
-    let member = channel_member::ActiveModel { channel_id: Set(channel_id), user_id: Set(user.id), joined_at: Set(now()) }
-        .insert(db)
-        .await
-        .on_unique_violation("already_member", "the user is already a member of this channel")?;
+    let member =
+        channel_member::ActiveModel { channel_id: Set(channel_id), user_id: Set(user.id), joined_at: Set(now()) }
+            .insert(db)
+            .await
+            .on_unique_violation("already_member", "the user is already a member of this channel")?;
     state.cache.forget_membership(channel_id, user.id);
     state.events.publish(Event::MemberJoined(MemberJoined { channel_id, user_id: user.id }));
     Ok(Member { user, joined_at: member.joined_at })

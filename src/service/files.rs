@@ -19,7 +19,11 @@ use crate::{
 
 /// A live file of a channel the caller belongs to, in one query; everything
 /// else (missing, deleted, not a member) is the same `NotFound`.
-pub async fn visible_file(db: &DatabaseConnection, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
+pub async fn visible_file(
+    db: &DatabaseConnection,
+    user: i32,
+    file_id: i32,
+) -> Result<file_upload::Model, ServiceError> {
     let my_channels = channel_member::Entity::find()
         .select_only()
         .column(channel_member::Column::ChannelId)
@@ -77,11 +81,17 @@ pub fn inline_allowed(content_type: &str) -> bool {
 /// the type from the database and `Content-Disposition: attachment` (or inline
 /// for safe media types when asked), and counts the download.
 pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -> Result<DownloadLink, ServiceError> {
-    state.limits.check(Action::Download, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
+    state
+        .limits
+        .check(Action::Download, user)
+        .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
     let file = visible_file_cached(state, user, file_id).await?;
     let content_type = file.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
     if inline && !inline_allowed(&content_type) {
-        return Err(ServiceError::invalid("inline_not_allowed", format!("{content_type} files are only served as attachments")));
+        return Err(ServiceError::invalid(
+            "inline_not_allowed",
+            format!("{content_type} files are only served as attachments"),
+        ));
     }
     let disposition = content_disposition(if inline { "inline" } else { "attachment" }, &file.file_name);
     let ttl = Duration::from_secs(state.config.download_url_ttl_secs);
@@ -127,7 +137,12 @@ pub struct DownloadRecorder(Batcher<(i32, i32, chrono::NaiveDateTime), ()>);
 impl DownloadRecorder {
     pub fn spawn(db: DatabaseConnection) -> Self {
         // Nobody waits for these rows: gather up to 50 ms of downloads per write.
-        Self(Batcher::spawn(db, 4096, Duration::from_millis(50), |db, rows| async move { write_downloads(&db, rows).await }))
+        Self(Batcher::spawn(
+            db,
+            4096,
+            Duration::from_millis(50),
+            |db, rows| async move { write_downloads(&db, rows).await },
+        ))
     }
 
     /// Counts one download of `file_id` by `user` (written within about 50 ms).
@@ -141,7 +156,10 @@ impl DownloadRecorder {
     }
 }
 
-async fn write_downloads(db: &DatabaseConnection, rows: Vec<(i32, i32, chrono::NaiveDateTime)>) -> Result<Vec<()>, DbErr> {
+async fn write_downloads(
+    db: &DatabaseConnection,
+    rows: Vec<(i32, i32, chrono::NaiveDateTime)>,
+) -> Result<Vec<()>, DbErr> {
     let mut per_file: std::collections::BTreeMap<i32, (i64, chrono::NaiveDateTime)> = Default::default();
     for (file_id, _, at) in &rows {
         let entry = per_file.entry(*file_id).or_insert((0, *at));

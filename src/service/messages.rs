@@ -47,7 +47,10 @@ pub async fn post(
 ) -> Result<MessageWithFiles, ServiceError> {
     let file_ids: BTreeSet<i32> = file_ids.iter().copied().collect();
     if file_ids.len() > MAX_FILES_PER_MESSAGE {
-        return Err(ServiceError::invalid("too_many_files", format!("at most {MAX_FILES_PER_MESSAGE} files per message")));
+        return Err(ServiceError::invalid(
+            "too_many_files",
+            format!("at most {MAX_FILES_PER_MESSAGE} files per message"),
+        ));
     }
     channels::require_member(&state.db, channel_id, author).await?;
     let txn = state.db.begin().await?;
@@ -74,7 +77,10 @@ pub async fn post(
         };
         let attached = file_upload::Entity::update_many()
             .col_expr(file_upload::Column::MessageId, Expr::value(message.id))
-            .filter(file_upload::Column::Id.in_subquery(attachable().select_only().column(file_upload::Column::Id).into_query()))
+            .filter(
+                file_upload::Column::Id
+                    .in_subquery(attachable().select_only().column(file_upload::Column::Id).into_query()),
+            )
             .exec(&txn)
             .await?;
         if attached.rows_affected != file_ids.len() as u64 {

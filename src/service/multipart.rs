@@ -75,7 +75,11 @@ impl Layout {
         match (upload.multipart_upload_id.as_ref(), upload.part_size) {
             (Some(_), Some(part_size)) if part_size > 0 => {
                 let size = upload.file_size as u64;
-                Ok(Self { size, part_size: part_size as u64, part_count: size.div_ceil(part_size as u64).max(1) as u32 })
+                Ok(Self {
+                    size,
+                    part_size: part_size as u64,
+                    part_count: size.div_ceil(part_size as u64).max(1) as u32,
+                })
             }
             _ => Err(ServiceError::conflict("upload_not_multipart", "this upload is a single PUT; confirm it instead")),
         }
@@ -139,13 +143,23 @@ pub async fn parts(state: &AppState, user: i32, upload_id: Uuid, part_numbers: &
 
 /// Completes the upload from the client's part list, then verifies, records
 /// and announces the file exactly like a confirm. Idempotent.
-pub async fn complete(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u32, String)]) -> Result<Confirmation, ServiceError> {
+pub async fn complete(
+    state: &AppState,
+    user: i32,
+    upload_id: Uuid,
+    parts: &[(u32, String)],
+) -> Result<Confirmation, ServiceError> {
     let result = complete_inner(state, user, upload_id, parts).await;
     uploads::count_confirm(state, &result);
     result
 }
 
-async fn complete_inner(state: &AppState, user: i32, upload_id: Uuid, parts: &[(u32, String)]) -> Result<Confirmation, ServiceError> {
+async fn complete_inner(
+    state: &AppState,
+    user: i32,
+    upload_id: Uuid,
+    parts: &[(u32, String)],
+) -> Result<Confirmation, ServiceError> {
     uploads::rate_limit(state, Action::Confirm, user)?;
     let upload = uploads::own_upload(state, user, upload_id).await?;
     if let Some(done) = uploads::finished(state, &upload).await? {
@@ -210,7 +224,10 @@ fn check_against_store(layout: &Layout, given: &[(u32, String)], stored: &[Store
             return Err(ServiceError::unverified("part_missing", format!("part {n} has not been uploaded")));
         };
         if part.etag.as_ref().is_some_and(|stored| stored != etag) {
-            return Err(ServiceError::unverified("part_mismatch", format!("the ETag given for part {n} is not the uploaded part's")));
+            return Err(ServiceError::unverified(
+                "part_mismatch",
+                format!("the ETag given for part {n} is not the uploaded part's"),
+            ));
         }
         if part.size != layout.part_len(*n) {
             return Err(ServiceError::unverified(
@@ -249,7 +266,10 @@ fn sign_parts(
     let presigner = state.storage.presigner();
     let parts = numbers
         .iter()
-        .map(|&n| PartUrl { part_number: n, request: presigner.upload_part(&upload.s3_key, multipart_id(upload), n, layout.part_len(n), ttl) })
+        .map(|&n| PartUrl {
+            part_number: n,
+            request: presigner.upload_part(&upload.s3_key, multipart_id(upload), n, layout.part_len(n), ttl),
+        })
         .collect();
     (parts, now() + chrono::Duration::seconds(ttl.as_secs() as i64))
 }

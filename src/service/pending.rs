@@ -193,8 +193,10 @@ impl Journal {
     /// its upload became a file), then empties the journal. A torn last line
     /// (the process died mid-write, before answering) is skipped.
     fn replay(&mut self, conn: &mut rusqlite::Connection) -> anyhow::Result<usize> {
-        let lines: Vec<String> = std::io::BufReader::new(File::open(&self.path)?).lines().map_while(Result::ok).collect();
-        let rows: Vec<pending_upload::Model> = lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        let lines: Vec<String> =
+            std::io::BufReader::new(File::open(&self.path)?).lines().map_while(Result::ok).collect();
+        let rows: Vec<pending_upload::Model> =
+            lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
         if rows.len() < lines.len() {
             // One torn last line is expected after a kill; more means lines this version cannot read.
             tracing::warn!(unreadable = lines.len() - rows.len(), "presign journal lines skipped");
@@ -259,8 +261,19 @@ impl WriterThread {
     /// Commits the queued rows in one transaction; answers those waiting and
     /// the flushes. On failure the journaled rows stay queued; waiting callers get the error.
     fn commit(&mut self) -> Result<(), ()> {
-        let rows: Vec<&pending_upload::Model> = self.queued.iter().filter_map(|m| match m { Msg::Row { row, .. } => Some(row), Msg::Flush(_) => None }).collect();
-        let result = if rows.is_empty() { Ok(()) } else { insert_all(&mut self.conn, &rows).map_err(|e| DbErr::Custom(e.to_string())) };
+        let rows: Vec<&pending_upload::Model> = self
+            .queued
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Row { row, .. } => Some(row),
+                Msg::Flush(_) => None,
+            })
+            .collect();
+        let result = if rows.is_empty() {
+            Ok(())
+        } else {
+            insert_all(&mut self.conn, &rows).map_err(|e| DbErr::Custom(e.to_string()))
+        };
         if let Err(err) = &result {
             tracing::error!(error = %err, rows = rows.len(), "pending uploads write failed");
         }
@@ -292,7 +305,10 @@ impl WriterThread {
             return;
         }
         self.queued.extend(self.rx.try_iter());
-        let lines = self.queued.iter().filter_map(|m| match m { Msg::Row { line: Some(line), .. } => Some(line.as_slice()), _ => None });
+        let lines = self.queued.iter().filter_map(|m| match m {
+            Msg::Row { line: Some(line), .. } => Some(line.as_slice()),
+            _ => None,
+        });
         if let Err(err) = journal.rewrite(lines) {
             tracing::error!(error = %err, "pending upload journal not compacted");
         }

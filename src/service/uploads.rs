@@ -64,7 +64,6 @@ pub enum Confirmation {
     AlreadyConfirmed(file_upload::Model),
 }
 
-
 pub(super) fn rate_limit(state: &AppState, action: Action, user: i32) -> Result<(), ServiceError> {
     state.limits.check(action, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })
 }
@@ -99,14 +98,21 @@ fn too_large(state: &AppState) -> ServiceError {
 
 /// The channel (and message) an upload goes to, after checking the caller may
 /// post there: member of the channel, author of the message.
-async fn resolve_target(db: &DatabaseConnection, user: i32, target: Target) -> Result<(i32, Option<i32>), ServiceError> {
+async fn resolve_target(
+    db: &DatabaseConnection,
+    user: i32,
+    target: Target,
+) -> Result<(i32, Option<i32>), ServiceError> {
     match (target.channel_id, target.message_id) {
         (channel_id, Some(message_id)) => {
-            let message = message::Entity::find_by_id(message_id).one(db).await?.ok_or(ServiceError::NotFound("message"))?;
+            let message =
+                message::Entity::find_by_id(message_id).one(db).await?.ok_or(ServiceError::NotFound("message"))?;
             if channel_id.is_some_and(|c| c != message.channel_id) {
                 return Err(ServiceError::NotFound("message"));
             }
-            channels::require_member(db, message.channel_id, user).await.map_err(|_| ServiceError::NotFound("message"))?;
+            channels::require_member(db, message.channel_id, user)
+                .await
+                .map_err(|_| ServiceError::NotFound("message"))?;
             if message.user_id != user {
                 return Err(ServiceError::Forbidden("files can only be added to your own messages".into()));
             }
@@ -122,7 +128,11 @@ async fn resolve_target(db: &DatabaseConnection, user: i32, target: Target) -> R
 
 /// The checks every direct upload passes before anything is signed: rate
 /// limit, size, type, and where the file goes (channel and message).
-pub(super) async fn admit(state: &AppState, user: i32, req: &UploadRequest) -> Result<(i32, Option<i32>), ServiceError> {
+pub(super) async fn admit(
+    state: &AppState,
+    user: i32,
+    req: &UploadRequest,
+) -> Result<(i32, Option<i32>), ServiceError> {
     rate_limit(state, Action::Upload, user)?;
     check_size(state, req.size)?;
     check_type(state, &req.file_name, &req.content_type)?;
@@ -177,7 +187,8 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     let key = object_key(channel_id, id, &req.file_name);
     let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
-    let request = state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl);
+    let request =
+        state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl);
     let upload = pending_row(id, user, (channel_id, message_id), &req, key, ttl.as_secs());
     state.pending.record(upload.clone()).await?;
     state.metrics.presigned();
@@ -185,7 +196,11 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
 }
 
 /// The caller's own upload; anyone else's looks missing.
-pub(super) async fn own_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
+pub(super) async fn own_upload(
+    state: &AppState,
+    user: i32,
+    upload_id: Uuid,
+) -> Result<pending_upload::Model, ServiceError> {
     let mut upload = pending_upload::Entity::find_by_id(upload_id).one(&state.db).await?;
     if upload.is_none() && state.pending.writes_behind() {
         // Presigned a moment ago: its row may still be on its way to the table.
@@ -215,7 +230,10 @@ pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, Serv
 
 /// For a confirm or complete: `None` to go on with a pending upload, the
 /// recorded file when it was confirmed before, a conflict otherwise.
-pub(super) async fn finished(state: &AppState, upload: &pending_upload::Model) -> Result<Option<Confirmation>, ServiceError> {
+pub(super) async fn finished(
+    state: &AppState,
+    upload: &pending_upload::Model,
+) -> Result<Option<Confirmation>, ServiceError> {
     match upload.state.as_str() {
         state::PENDING => Ok(None),
         state::CONFIRMED => already_confirmed(&state.db, upload).await.map(Some),
@@ -242,7 +260,10 @@ async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<C
 
 /// Verifies the stored object (size by HeadObject, then its content) and
 /// records the file.
-pub(super) async fn verify_and_record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+pub(super) async fn verify_and_record(
+    state: &AppState,
+    upload: &pending_upload::Model,
+) -> Result<Confirmation, ServiceError> {
     let verified = match verify_size(state, upload).await {
         Ok(()) => verify_content(state, upload).await,
         Err(err) => Err(err),
@@ -268,7 +289,10 @@ pub(super) async fn settle(
     record(state, upload).await
 }
 
-pub(super) async fn already_confirmed(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+pub(super) async fn already_confirmed(
+    db: &DatabaseConnection,
+    upload: &pending_upload::Model,
+) -> Result<Confirmation, ServiceError> {
     let file = file_upload::Entity::find()
         .filter(file_upload::Column::S3Key.eq(&upload.s3_key))
         .one(db)
@@ -299,7 +323,10 @@ pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Mo
     if let Some(expected) = &upload.sha256 {
         let actual = state.storage.sha256_hex(&upload.s3_key).await?;
         if &actual != expected {
-            return Err(ServiceError::unverified("checksum_mismatch", "the uploaded bytes do not match the declared sha256"));
+            return Err(ServiceError::unverified(
+                "checksum_mismatch",
+                "the uploaded bytes do not match the declared sha256",
+            ));
         }
     }
     let head = state.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await?;

@@ -10,9 +10,10 @@ pub async fn find_or_create(db: &DatabaseConnection, username: &Username) -> Res
     if let Some(found) = find_by_name(db, username).await? {
         return Ok(found);
     }
-    let created = user::ActiveModel { username: Set(username.as_str().to_owned()), created_at: Set(now()), ..Default::default() }
-        .insert(db)
-        .await;
+    let created =
+        user::ActiveModel { username: Set(username.as_str().to_owned()), created_at: Set(now()), ..Default::default() }
+            .insert(db)
+            .await;
     match created {
         Ok(user) => Ok(user),
         // Lost a race with a concurrent login of the same name: take the winner's row.

@@ -137,7 +137,8 @@ impl Storage {
 
     /// SHA-256 (hex) of a whole object, streamed.
     pub async fn sha256_hex(&self, key: &str) -> Result<String, StorageError> {
-        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(StorageError::from_sdk)?;
+        let out =
+            self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(StorageError::from_sdk)?;
         let mut body = out.body;
         let mut hasher = Sha256::new();
         while let Some(chunk) = body.try_next().await.map_err(|e| StorageError::Unavailable(e.to_string()))? {
@@ -148,7 +149,14 @@ impl Storage {
 
     /// Deletes an object; deleting a missing one succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(|_| ()).map_err(StorageError::from_sdk)
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(StorageError::from_sdk)
     }
 
     /// Stores a small object in one request.
@@ -167,7 +175,11 @@ impl Storage {
 
     /// Objects under `prefix` with their last-modified time, one page of up to
     /// 1000 after `start_after`.
-    pub async fn list_page(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<(String, Option<i64>)>, StorageError> {
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<(String, Option<i64>)>, StorageError> {
         let out = self
             .client
             .list_objects_v2()
@@ -177,7 +189,11 @@ impl Storage {
             .send()
             .await
             .map_err(StorageError::from_sdk)?;
-        Ok(out.contents().iter().filter_map(|o| Some((o.key()?.to_owned(), o.last_modified().map(|t| t.secs())))).collect())
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| Some((o.key()?.to_owned(), o.last_modified().map(|t| t.secs()))))
+            .collect())
     }
 
     /// Incomplete multipart uploads under `prefix`: key, upload id, start time.
@@ -226,7 +242,13 @@ impl Storage {
     }
 
     /// Uploads one part; returns its ETag.
-    pub async fn upload_part(&self, key: &str, upload_id: &str, part_number: i32, body: Bytes) -> Result<CompletedPart, StorageError> {
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StorageError> {
         let out = self
             .client
             .upload_part()
@@ -245,7 +267,12 @@ impl Storage {
     /// while to assemble a big object (AWS sends whitespace meanwhile): this
     /// call gets [`COMPLETE_TIMEOUT`], and no stalled-stream check, whose
     /// 100 ms throughput timer would otherwise wake the broker all along.
-    pub async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<CompletedPart>) -> Result<(), StorageError> {
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StorageError> {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)

@@ -51,7 +51,8 @@ async fn dev_login_returns_the_same_user_for_the_same_name() {
     let first = app.login("bob").await;
     let second = app.login("bob").await;
     assert_eq!(first.id, second.id);
-    let resp = app.client.post(app.url("/auth/dev-login")).json(&json!({ "username": "bad name" })).send().await.unwrap();
+    let resp =
+        app.client.post(app.url("/auth/dev-login")).json(&json!({ "username": "bad name" })).send().await.unwrap();
     assert_error(resp, StatusCode::BAD_REQUEST, "invalid_username").await;
 }
 

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use chatgenius_files::{auth::{CurrentUser, TokenKeys}, config::Secret};
+use chatgenius_files::{
+    auth::{CurrentUser, TokenKeys},
+    config::Secret,
+};
 use reqwest::{Method, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
 
@@ -31,19 +34,32 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
     let channel = app.create_channel(&owner, "general").await;
     app.add_member(&owner, channel, &member).await;
     app.add_member(&owner, channel, &removed).await;
-    let message: Value = app.post(&owner, &format!("/channels/{channel}/messages"), json!({ "content": "hi" })).await.json().await.unwrap();
+    let message: Value = app
+        .post(&owner, &format!("/channels/{channel}/messages"), json!({ "content": "hi" }))
+        .await
+        .json()
+        .await
+        .unwrap();
     let file = app.upload(&owner, channel, None, "f.txt", "text/plain", b"secret bytes").await;
     let deleted = app.upload(&owner, channel, None, "d.txt", "text/plain", b"deleted").await;
     assert_eq!(app.delete(&owner, &format!("/files/{}", deleted["id"])).await.status(), StatusCode::NO_CONTENT);
     let pending: Value = app
-        .post(&owner, "/files/presign", json!({ "channel_id": channel, "file_name": "p.txt", "content_type": "text/plain", "size": 3 }))
+        .post(
+            &owner,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "p.txt", "content_type": "text/plain", "size": 3 }),
+        )
         .await
         .json()
         .await
         .unwrap();
     let upload_id = pending["upload_id"].as_str().unwrap().to_owned();
     let multipart: Value = app
-        .post(&owner, "/files/multipart", json!({ "channel_id": channel, "file_name": "m.txt", "content_type": "text/plain", "size": 3 }))
+        .post(
+            &owner,
+            "/files/multipart",
+            json!({ "channel_id": channel, "file_name": "m.txt", "content_type": "text/plain", "size": 3 }),
+        )
         .await
         .json()
         .await
@@ -72,16 +88,38 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
     let endpoints: Vec<(Method, String, Option<Value>, [u16; 3])> = vec![
         (Method::GET, format!("/channels/{channel}"), None, [404, 200, 404]),
         (Method::GET, format!("/channels/{channel}/members"), None, [404, 200, 404]),
-        (Method::POST, format!("/channels/{channel}/members"), Some(json!({ "username": "newcomer" })), [404, 201, 404]),
+        (
+            Method::POST,
+            format!("/channels/{channel}/members"),
+            Some(json!({ "username": "newcomer" })),
+            [404, 201, 404],
+        ),
         (Method::GET, format!("/channels/{channel}/messages"), None, [404, 200, 404]),
         (Method::POST, format!("/channels/{channel}/messages"), Some(json!({ "content": "x" })), [404, 201, 404]),
         (Method::POST, "/files/presign".into(), Some(presign.clone()), [404, 201, 404]),
-        (Method::POST, "/files/presign".into(), Some(json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 })), [404, 403, 404]),
+        (
+            Method::POST,
+            "/files/presign".into(),
+            Some(
+                json!({ "channel_id": channel, "message_id": m, "file_name": "x.txt", "content_type": "text/plain", "size": 1 }),
+            ),
+            [404, 403, 404],
+        ),
         (Method::POST, format!("/files/uploads/{upload_id}/confirm"), None, [404, 404, 404]),
         (Method::DELETE, format!("/files/uploads/{upload_id}"), None, [404, 404, 404]),
         (Method::POST, "/files/multipart".into(), Some(presign.clone()), [404, 201, 404]),
-        (Method::POST, format!("/files/uploads/{multipart_id}/parts"), Some(json!({ "part_numbers": [1] })), [404, 404, 404]),
-        (Method::POST, format!("/files/uploads/{multipart_id}/complete"), Some(json!({ "parts": [{ "part_number": 1, "etag": "x" }] })), [404, 404, 404]),
+        (
+            Method::POST,
+            format!("/files/uploads/{multipart_id}/parts"),
+            Some(json!({ "part_numbers": [1] })),
+            [404, 404, 404],
+        ),
+        (
+            Method::POST,
+            format!("/files/uploads/{multipart_id}/complete"),
+            Some(json!({ "parts": [{ "part_number": 1, "etag": "x" }] })),
+            [404, 404, 404],
+        ),
         (Method::GET, format!("/files/{f}"), None, [404, 200, 404]),
         (Method::GET, format!("/files/{d}"), None, [404, 404, 404]),
         (Method::GET, format!("/files/download/{f}"), None, [404, 302, 404]),
@@ -92,8 +130,13 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
     ];
     let client = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
     let callers = [
-        Caller::NoToken, Caller::Malformed, Caller::BadSignature, Caller::Expired,
-        Caller::NonMember, Caller::MemberNotOwner, Caller::RemovedMember,
+        Caller::NoToken,
+        Caller::Malformed,
+        Caller::BadSignature,
+        Caller::Expired,
+        Caller::NonMember,
+        Caller::MemberNotOwner,
+        Caller::RemovedMember,
     ];
     for (method, path, body, expected) in &endpoints {
         for caller in callers {
@@ -116,7 +159,11 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
             if status >= 400 {
                 let text = resp.text().await.unwrap();
                 let body: Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["error"], "{caller:?} {method} {path}: {text}");
+                assert_eq!(
+                    body.as_object().unwrap().keys().collect::<Vec<_>>(),
+                    ["error"],
+                    "{caller:?} {method} {path}: {text}"
+                );
                 for leak in ["secret bytes", "f.txt", "d.txt", "uploads/"] {
                     assert!(!text.contains(leak), "{caller:?} {method} {path} leaks {leak}: {text}");
                 }

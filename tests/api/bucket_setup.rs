@@ -15,7 +15,10 @@ fn bucket_setup(envs: &[(&str, &str)], strict: bool) -> Output {
 }
 
 fn row<'a>(stdout: &'a str, setting: &str) -> &'a str {
-    stdout.lines().find(|l| l.starts_with(&format!("| {setting} |"))).unwrap_or_else(|| panic!("no row {setting}:\n{stdout}"))
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("| {setting} |")))
+        .unwrap_or_else(|| panic!("no row {setting}:\n{stdout}"))
 }
 
 #[test]
@@ -58,7 +61,13 @@ async fn on_seaweedfs_it_applies_each_setting_then_finds_it_set() {
     let first = bucket_setup(&envs, false);
     let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
     assert_eq!(first.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&first.stderr));
-    for setting in ["bucket exists", "default encryption (SSE-S3)", "versioning", "CORS rules", "abort incomplete multipart uploads"] {
+    for setting in [
+        "bucket exists",
+        "default encryption (SSE-S3)",
+        "versioning",
+        "CORS rules",
+        "abort incomplete multipart uploads",
+    ] {
         assert!(row(&stdout, setting).contains("| applied |"), "{setting}:\n{stdout}");
     }
 
@@ -73,13 +82,20 @@ async fn on_seaweedfs_it_applies_each_setting_then_finds_it_set() {
     assert_eq!(methods, ["DELETE", "GET", "HEAD", "PUT"]);
     assert!(rule.expose_headers().iter().any(|h| h.eq_ignore_ascii_case("etag")), "{rule:?}");
     let lifecycle = client.get_bucket_lifecycle_configuration().bucket(&bucket).send().await.unwrap();
-    let ours = lifecycle.rules().iter().find(|r| r.id() == Some(chatgenius_files::bucket_setup::LIFECYCLE_RULE_ID)).unwrap();
+    let ours =
+        lifecycle.rules().iter().find(|r| r.id() == Some(chatgenius_files::bucket_setup::LIFECYCLE_RULE_ID)).unwrap();
     assert_eq!(ours.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()), Some(3));
 
     let again = bucket_setup(&envs, false);
     let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
     assert_eq!(again.status.code(), Some(0));
-    for setting in ["bucket exists", "default encryption (SSE-S3)", "versioning", "CORS rules", "abort incomplete multipart uploads"] {
+    for setting in [
+        "bucket exists",
+        "default encryption (SSE-S3)",
+        "versioning",
+        "CORS rules",
+        "abort incomplete multipart uploads",
+    ] {
         assert!(row(&stdout, setting).contains("already set"), "{setting}:\n{stdout}");
     }
     let strict = bucket_setup(&envs, true);

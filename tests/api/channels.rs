@@ -32,7 +32,9 @@ async fn non_member_gets_the_same_404_as_for_a_missing_channel() {
     let mallory = app.login("mallory").await;
     let channel = app.create_channel(&alice, "secret").await;
 
-    let hidden = assert_error(app.get(&mallory, &format!("/channels/{channel}")).await, StatusCode::NOT_FOUND, "not_found").await;
+    let hidden =
+        assert_error(app.get(&mallory, &format!("/channels/{channel}")).await, StatusCode::NOT_FOUND, "not_found")
+            .await;
     let missing = assert_error(app.get(&mallory, "/channels/999999").await, StatusCode::NOT_FOUND, "not_found").await;
     assert_eq!(hidden, missing, "no difference between hidden and missing");
 
@@ -73,7 +75,8 @@ async fn members_add_others_and_only_the_creator_removes_them() {
 
     let removed = app.delete(&alice, &format!("/channels/{channel}/members/{}", bob.id)).await;
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
-    assert_error(app.get(&bob, &format!("/channels/{channel}/messages")).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(app.get(&bob, &format!("/channels/{channel}/messages")).await, StatusCode::NOT_FOUND, "not_found")
+        .await;
 }
 
 #[tokio::test]

@@ -17,7 +17,9 @@ async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"<script type="module" src="/ui/app.js">"#));
-    for (path, kind) in [("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css"), ("/ui/icon.svg", "image/svg+xml")] {
+    for (path, kind) in
+        [("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css"), ("/ui/icon.svg", "image/svg+xml")]
+    {
         let resp = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");

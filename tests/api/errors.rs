@@ -9,7 +9,8 @@ async fn framework_errors_use_the_json_error_body() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
 
-    assert_error(app.client.get(app.url("/no/such/route")).send().await.unwrap(), StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(app.client.get(app.url("/no/such/route")).send().await.unwrap(), StatusCode::NOT_FOUND, "not_found")
+        .await;
 
     let bad_json = app
         .client
@@ -47,12 +48,19 @@ async fn framework_errors_use_the_json_error_body() {
 async fn strings_in_bodies_must_be_json_strings() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
-    let login = app.client.post(app.url("/auth/dev-login")).json(&serde_json::json!({ "username": false })).send().await.unwrap();
+    let login = app
+        .client
+        .post(app.url("/auth/dev-login"))
+        .json(&serde_json::json!({ "username": false }))
+        .send()
+        .await
+        .unwrap();
     assert_error(login, StatusCode::BAD_REQUEST, "invalid_request").await;
     for body in [serde_json::json!({ "name": 12 }), serde_json::json!({ "name": true })] {
         assert_error(app.post(&alice, "/channels", body).await, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
     let channel = app.create_channel(&alice, "general").await;
-    let message = app.post(&alice, &format!("/channels/{channel}/messages"), serde_json::json!({ "content": false })).await;
+    let message =
+        app.post(&alice, &format!("/channels/{channel}/messages"), serde_json::json!({ "content": false })).await;
     assert_error(message, StatusCode::BAD_REQUEST, "invalid_request").await;
 }

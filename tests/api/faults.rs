@@ -89,7 +89,11 @@ async fn spawn_with(args: &[(&'static str, String)]) -> TestApp {
 
 async fn presign_and_put(app: &TestApp, user: &crate::helpers::TestUser, channel: i64, name: &str) -> String {
     let presigned: Value = app
-        .post(user, "/files/presign", json!({ "channel_id": channel, "file_name": name, "content_type": "image/png", "size": PNG.len() }))
+        .post(
+            user,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": name, "content_type": "image/png", "size": PNG.len() }),
+        )
         .await
         .json()
         .await
@@ -122,7 +126,12 @@ async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it
 
     link.cut();
     assert_error(confirm(&app, &alice, &upload_id).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
-    assert_error(app.client.get(app.url("/ready")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+    assert_error(
+        app.client.get(app.url("/ready")).send().await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
 
     link.restore();
     let resp = confirm(&app, &alice, &upload_id).await;
@@ -150,7 +159,12 @@ async fn the_database_going_away_is_503_and_the_broker_recovers_without_a_restar
     assert_error(app.get(&alice, "/channels").await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
     let post = app.post(&alice, "/channels", json!({ "name": "during" })).await;
     assert_error(post, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
-    assert_error(app.client.get(app.url("/ready")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    assert_error(
+        app.client.get(app.url("/ready")).send().await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+    )
+    .await;
 
     link.restore();
     let mut recovered = false;
@@ -198,10 +212,26 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let login: Value = client.post(format!("{base}/auth/dev-login")).json(&json!({ "username": "kim" })).send().await.unwrap().json().await.unwrap();
+    let login: Value = client
+        .post(format!("{base}/auth/dev-login"))
+        .json(&json!({ "username": "kim" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let token = login["token"].as_str().unwrap();
-    let channel: Value =
-        client.post(format!("{base}/channels")).bearer_auth(token).json(&json!({ "name": "c" })).send().await.unwrap().json().await.unwrap();
+    let channel: Value = client
+        .post(format!("{base}/channels"))
+        .bearer_auth(token)
+        .json(&json!({ "name": "c" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let presigned: Value = client
         .post(format!("{base}/files/presign"))
         .bearer_auth(token)
@@ -212,7 +242,13 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         .json()
         .await
         .unwrap();
-    let put = client.put(presigned["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG.to_vec()).send().await.unwrap();
+    let put = client
+        .put(presigned["url"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert!(put.status().is_success());
     // SIGKILL between the PUT and the confirm.
     broker.kill().unwrap();
@@ -311,7 +347,8 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let (client, url, token) = (unpooled.clone(), app.url(&format!("/files/uploads/{id}/confirm")), alice.token.clone());
+            let (client, url, token) =
+                (unpooled.clone(), app.url(&format!("/files/uploads/{id}/confirm")), alice.token.clone());
             let done = done.clone();
             tokio::spawn(async move {
                 // A steady stream rather than one instant volley.
@@ -363,19 +400,29 @@ async fn a_download_just_before_sigterm_is_counted() {
     // No idle connection for the shutdown to wait on.
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let base = broker.base.clone();
-    let post = |path: &str, token: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
+    let post = |path: &str, token: &str, body: Value| {
+        client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send()
+    };
     let login: Value = post("/auth/dev-login", "", json!({ "username": "alice" })).await.unwrap().json().await.unwrap();
     let token = login["token"].as_str().unwrap();
     let channel: Value = post("/channels", token, json!({ "name": "general" })).await.unwrap().json().await.unwrap();
-    let body = json!({ "channel_id": channel["id"], "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
+    let body =
+        json!({ "channel_id": channel["id"], "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
     let presigned: Value = post("/files/presign", token, body).await.unwrap().json().await.unwrap();
-    let put = client.put(presigned["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG.to_vec()).send().await.unwrap();
+    let put = client
+        .put(presigned["url"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert!(put.status().is_success());
     let confirm = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
     let confirmed = post(&confirm, token, json!({})).await.unwrap();
     assert_eq!(confirmed.status(), StatusCode::CREATED);
     let file_id = confirmed.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let download = client.get(format!("{base}/files/download/{file_id}?redirect=false")).bearer_auth(token).send().await.unwrap();
+    let download =
+        client.get(format!("{base}/files/download/{file_id}?redirect=false")).bearer_auth(token).send().await.unwrap();
     assert_eq!(download.status(), StatusCode::OK);
 
     unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) };
@@ -398,10 +445,19 @@ async fn a_download_just_before_sigterm_is_counted() {
 #[tokio::test]
 async fn a_presign_answered_just_before_a_sigkill_is_known_after_restart() {
     let body = json!({ "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
-    upload_started_just_before_a_sigkill("/files/presign", body, |upload_id| (format!("/files/uploads/{upload_id}/confirm"), json!({})), |status, body| {
-        // Known (nothing was uploaded to it), not 404.
-        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("object_missing")), "{body}");
-    })
+    upload_started_just_before_a_sigkill(
+        "/files/presign",
+        body,
+        |upload_id| (format!("/files/uploads/{upload_id}/confirm"), json!({})),
+        |status, body| {
+            // Known (nothing was uploaded to it), not 404.
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("object_missing")),
+                "{body}"
+            );
+        },
+    )
     .await;
 }
 
@@ -432,10 +488,22 @@ async fn upload_started_just_before_a_sigkill(
     let binary = env!("CARGO_BIN_EXE_chatgenius-files");
     let mut broker = crate::process::BrokerProcess::start(binary, &settings).await;
     let client = reqwest::Client::new();
-    let post = |base: String, path: &str, token: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send();
-    let login: Value = post(broker.base.clone(), "/auth/dev-login", "", json!({ "username": "alice" })).await.unwrap().json().await.unwrap();
+    let post = |base: String, path: &str, token: &str, body: Value| {
+        client.post(format!("{base}{path}")).bearer_auth(token).json(&body).send()
+    };
+    let login: Value = post(broker.base.clone(), "/auth/dev-login", "", json!({ "username": "alice" }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
-    let channel: Value = post(broker.base.clone(), "/channels", &token, json!({ "name": "general" })).await.unwrap().json().await.unwrap();
+    let channel: Value = post(broker.base.clone(), "/channels", &token, json!({ "name": "general" }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     body["channel_id"] = channel["id"].clone();
     let started = post(broker.base.clone(), path, &token, body).await.unwrap();
     assert_eq!(started.status(), StatusCode::CREATED);
@@ -449,6 +517,7 @@ async fn upload_started_just_before_a_sigkill(
     let answer = post(broker.base.clone(), &next_path, &token, next_body).await.unwrap();
     let status = answer.status();
     check(status, &answer.json().await.unwrap());
-    let aborted = client.delete(format!("{}/files/uploads/{upload_id}", broker.base)).bearer_auth(&token).send().await.unwrap();
+    let aborted =
+        client.delete(format!("{}/files/uploads/{upload_id}", broker.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
 }

@@ -1,7 +1,13 @@
 //! Messages with files, downloads through the real presigned GET, deletes,
 //! statistics and the download rate limit.
 
-use std::{sync::{Arc, atomic::{AtomicUsize, Ordering}}, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use chatgenius_files::{
     events::{Event, FileDeleted, MessageCreated, MessageUpdated},
@@ -28,7 +34,13 @@ async fn files_are_attached_when_posting_and_listed_with_their_messages() {
     let a = app.upload(&alice, channel, None, "a.txt", "text/plain", b"first").await;
     let b = app.upload(&alice, channel, None, "b.png", "image/png", PNG).await;
 
-    let resp = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "", "file_ids": [a["id"], b["id"]] })).await;
+    let resp = app
+        .post(
+            &alice,
+            &format!("/channels/{channel}/messages"),
+            json!({ "content": "", "file_ids": [a["id"], b["id"]] }),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let message: Value = resp.json().await.unwrap();
     let names: Vec<_> = message["files"].as_array().unwrap().iter().map(|f| f["file_name"].as_str().unwrap()).collect();
@@ -56,12 +68,25 @@ async fn files_are_attached_when_posting_and_listed_with_their_messages() {
     let deleted = app.upload(&alice, channel, None, "gone.txt", "text/plain", b"gone").await;
     assert_eq!(app.delete(&alice, &format!("/files/{}", deleted["id"])).await.status(), StatusCode::NO_CONTENT);
     let fresh = app.upload(&alice, channel, None, "fresh.txt", "text/plain", b"fresh").await;
-    for (bad, why) in [(&a, "already attached"), (&bobs, "not your upload"), (&elsewhere, "another channel"), (&deleted, "is deleted")] {
-        let resp = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "x", "file_ids": [fresh["id"], bad["id"]] })).await;
+    for (bad, why) in [
+        (&a, "already attached"),
+        (&bobs, "not your upload"),
+        (&elsewhere, "another channel"),
+        (&deleted, "is deleted"),
+    ] {
+        let resp = app
+            .post(
+                &alice,
+                &format!("/channels/{channel}/messages"),
+                json!({ "content": "x", "file_ids": [fresh["id"], bad["id"]] }),
+            )
+            .await;
         let body = assert_error(resp, StatusCode::CONFLICT, "file_not_attachable").await;
         assert!(body["error"]["message"].as_str().unwrap().contains(why), "{why}: {body}");
     }
-    let unknown = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "x", "file_ids": [999999] })).await;
+    let unknown = app
+        .post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "x", "file_ids": [999999] }))
+        .await;
     assert_error(unknown, StatusCode::CONFLICT, "file_not_attachable").await;
     let page: Value = app.get(&alice, &format!("/channels/{channel}/messages")).await.json().await.unwrap();
     assert_eq!(page["messages"].as_array().unwrap().len(), 1, "no half-posted message");
@@ -74,7 +99,12 @@ async fn uploading_into_an_existing_message_announces_the_updated_message() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
-    let message: Value = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "see attached" })).await.json().await.unwrap();
+    let message: Value = app
+        .post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "see attached" }))
+        .await
+        .json()
+        .await
+        .unwrap();
     let mut events = app.state.events.subscribe();
     let file = app.upload(&alice, channel, message["id"].as_i64(), "late.txt", "text/plain", b"late").await;
     assert_eq!(file["message_id"], message["id"]);
@@ -95,7 +125,8 @@ async fn a_message_page_costs_two_statements_whatever_its_size() {
     let channel = app.create_channel(&alice, "general").await;
     for i in 0..30 {
         let content = json!({ "content": format!("m{i}") });
-        let message: Value = app.post(&alice, &format!("/channels/{channel}/messages"), content).await.json().await.unwrap();
+        let message: Value =
+            app.post(&alice, &format!("/channels/{channel}/messages"), content).await.json().await.unwrap();
         if i % 3 == 0 {
             app.upload(&alice, channel, message["id"].as_i64(), "f.txt", "text/plain", b"f").await;
         }
@@ -110,9 +141,18 @@ async fn a_message_page_costs_two_statements_whatever_its_size() {
         statements.store(0, Ordering::SeqCst);
         let page = messages::page(&db, channel as i32, alice.id as i32, None, limit).await.unwrap();
         assert_eq!(page.len() as u64, limit);
-        assert!(statements.load(Ordering::SeqCst) <= 2, "page of {limit}: {} statements", statements.load(Ordering::SeqCst));
+        assert!(
+            statements.load(Ordering::SeqCst) <= 2,
+            "page of {limit}: {} statements",
+            statements.load(Ordering::SeqCst)
+        );
     }
-    let with_files: usize = messages::page(&db, channel as i32, alice.id as i32, None, 30).await.unwrap().iter().map(|m| m.files.len()).sum();
+    let with_files: usize = messages::page(&db, channel as i32, alice.id as i32, None, 30)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.files.len())
+        .sum();
     assert_eq!(with_files, 10);
 }
 
@@ -124,7 +164,12 @@ async fn download_redirects_to_a_short_lived_attachment_with_the_same_bytes() {
     let body = "naïve café ☕ contents".as_bytes();
     let file = app.upload(&alice, channel, None, "Résumé \"final\" 日本.txt", "text/plain", body).await;
 
-    let resp = no_redirects().get(app.url(&format!("/files/download/{}", file["id"]))).bearer_auth(&alice.token).send().await.unwrap();
+    let resp = no_redirects()
+        .get(app.url(&format!("/files/download/{}", file["id"])))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
@@ -147,14 +192,25 @@ async fn download_redirects_to_a_short_lived_attachment_with_the_same_bytes() {
     let followed = app.get(&alice, &format!("/files/download/{}", file["id"])).await;
     assert_eq!(followed.bytes().await.unwrap().as_ref(), body);
 
-    let link: Value = app.get(&alice, &format!("/files/download/{}?redirect=false", file["id"])).await.json().await.unwrap();
+    let link: Value =
+        app.get(&alice, &format!("/files/download/{}?redirect=false", file["id"])).await.json().await.unwrap();
     assert!(link["url"].as_str().unwrap().contains("X-Amz-Signature="));
     assert!(link["expires_at"].is_string());
 
     // Inline only for safe media types.
-    assert_error(app.get(&alice, &format!("/files/download/{}?inline=true", file["id"])).await, StatusCode::BAD_REQUEST, "inline_not_allowed").await;
+    assert_error(
+        app.get(&alice, &format!("/files/download/{}?inline=true", file["id"])).await,
+        StatusCode::BAD_REQUEST,
+        "inline_not_allowed",
+    )
+    .await;
     let png = app.upload(&alice, channel, None, "p.png", "image/png", PNG).await;
-    let inline: Value = app.get(&alice, &format!("/files/download/{}?inline=true&redirect=false", png["id"])).await.json().await.unwrap();
+    let inline: Value = app
+        .get(&alice, &format!("/files/download/{}?inline=true&redirect=false", png["id"]))
+        .await
+        .json()
+        .await
+        .unwrap();
     let shown = app.client.get(inline["url"].as_str().unwrap()).send().await.unwrap();
     assert!(shown.headers()["content-disposition"].to_str().unwrap().starts_with("inline; "));
 
@@ -186,7 +242,12 @@ async fn owner_deletes_and_the_file_disappears_at_once() {
     let mallory = app.login("mallory").await;
     let channel = app.create_channel(&alice, "general").await;
     app.add_member(&alice, channel, &bob).await;
-    let message: Value = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "doc" })).await.json().await.unwrap();
+    let message: Value = app
+        .post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": "doc" }))
+        .await
+        .json()
+        .await
+        .unwrap();
     let file = app.upload(&alice, channel, message["id"].as_i64(), "doc.txt", "text/plain", b"doc").await;
     let path = format!("/files/{}", file["id"]);
     let mut events = app.state.events.subscribe();
@@ -207,7 +268,8 @@ async fn owner_deletes_and_the_file_disappears_at_once() {
     assert!(matches!(&event.event, Event::MessageUpdated(MessageUpdated { message, .. }) if message.files.is_empty()));
 
     assert_error(app.get(&alice, &path).await, StatusCode::NOT_FOUND, "not_found").await;
-    assert_error(app.get(&alice, &format!("/files/download/{}", file["id"])).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(app.get(&alice, &format!("/files/download/{}", file["id"])).await, StatusCode::NOT_FOUND, "not_found")
+        .await;
     let page: Value = app.get(&bob, &format!("/channels/{channel}/messages")).await.json().await.unwrap();
     assert!(page["messages"][0]["files"].as_array().unwrap().is_empty());
 }

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use chatgenius_files::{config::Config, startup::{AppState, Application}};
+use chatgenius_files::{
+    config::Config,
+    startup::{AppState, Application},
+};
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
@@ -161,7 +164,8 @@ impl TestApp {
 
     /// Logs in (creating the user) through dev login.
     pub async fn login(&self, username: &str) -> TestUser {
-        let resp = self.client.post(self.url("/auth/dev-login")).json(&json!({ "username": username })).send().await.unwrap();
+        let resp =
+            self.client.post(self.url("/auth/dev-login")).json(&json!({ "username": username })).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "dev login of {username}");
         let body: Value = resp.json().await.unwrap();
         TestUser {
@@ -192,19 +196,32 @@ impl TestApp {
 
     /// Adds `member` to a channel of `owner`.
     pub async fn add_member(&self, owner: &TestUser, channel: i64, member: &TestUser) {
-        let resp = self.post(owner, &format!("/channels/{channel}/members"), json!({ "username": member.username })).await;
+        let resp =
+            self.post(owner, &format!("/channels/{channel}/members"), json!({ "username": member.username })).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
 }
 
 impl TestApp {
     /// Uploads `body` the direct way (presign, real PUT, confirm) and returns the file.
-    pub async fn upload(&self, user: &TestUser, channel: i64, message: Option<i64>, name: &str, content_type: &str, body: &[u8]) -> Value {
+    pub async fn upload(
+        &self,
+        user: &TestUser,
+        channel: i64,
+        message: Option<i64>,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Value {
         let presigned: Value = self
-            .post(user, "/files/presign", json!({
-                "channel_id": channel, "message_id": message, "file_name": name,
-                "content_type": content_type, "size": body.len(),
-            }))
+            .post(
+                user,
+                "/files/presign",
+                json!({
+                    "channel_id": channel, "message_id": message, "file_name": name,
+                    "content_type": content_type, "size": body.len(),
+                }),
+            )
             .await
             .json()
             .await
@@ -226,7 +243,16 @@ impl TestApp {
 
     /// Objects currently under `uploads/` in the test's bucket.
     pub async fn object_count(&self) -> usize {
-        let out = self.state.storage.client().list_objects_v2().bucket(self.state.storage.bucket()).prefix("uploads/").send().await.unwrap();
+        let out = self
+            .state
+            .storage
+            .client()
+            .list_objects_v2()
+            .bucket(self.state.storage.bucket())
+            .prefix("uploads/")
+            .send()
+            .await
+            .unwrap();
         out.key_count().unwrap_or(0) as usize
     }
 }

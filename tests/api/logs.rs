@@ -39,9 +39,26 @@ async fn a_full_flow_logs_no_signature_token_or_secret() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let login: Value = client.post(format!("{base}/auth/dev-login")).json(&json!({ "username": "alice" })).send().await.unwrap().json().await.unwrap();
+    let login: Value = client
+        .post(format!("{base}/auth/dev-login"))
+        .json(&json!({ "username": "alice" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
-    let channel: Value = client.post(format!("{base}/channels")).bearer_auth(&token).json(&json!({ "name": "g" })).send().await.unwrap().json().await.unwrap();
+    let channel: Value = client
+        .post(format!("{base}/channels"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "g" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let presigned: Value = client
         .post(format!("{base}/files/presign"))
         .bearer_auth(&token)

@@ -17,16 +17,16 @@ mod files;
 mod health;
 mod logs;
 mod messages;
-mod multipart;
 mod metrics;
-mod uploads;
-mod ws;
 mod migrations;
+mod multipart;
 mod openapi;
 mod sweeper;
+mod uploads;
+mod ws;
 
 #[path = "../support/process.rs"]
 mod process;
+mod soak;
 #[path = "../soak/mod.rs"]
 mod soak_driver;
-mod soak;

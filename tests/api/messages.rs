@@ -12,7 +12,8 @@ async fn messages_page_newest_first_with_a_capped_limit() {
     let channel = app.create_channel(&alice, "general").await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let resp = app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": format!("m{i}") })).await;
+        let resp =
+            app.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": format!("m{i}") })).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["user_id"], alice.id);
@@ -21,16 +22,13 @@ async fn messages_page_newest_first_with_a_capped_limit() {
     }
 
     let page: Value = app.get(&alice, &format!("/channels/{channel}/messages?limit=2")).await.json().await.unwrap();
-    let got: Vec<_> = page["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect();
+    let got: Vec<_> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect();
     assert_eq!(got, ["m4", "m3"]);
     assert_eq!(page["next_before"], ids[3]);
 
-    let older: Value = app
-        .get(&alice, &format!("/channels/{channel}/messages?limit=2&before={}", ids[3]))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let older: Value =
+        app.get(&alice, &format!("/channels/{channel}/messages?limit=2&before={}", ids[3])).await.json().await.unwrap();
     let got: Vec<_> = older["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect();
     assert_eq!(got, [ids[2], ids[1]]);
 

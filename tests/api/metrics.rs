@@ -15,7 +15,11 @@ async fn metrics_count_requests_presigns_confirms_bytes_and_sockets() {
     let channel = app.create_channel(&alice, "general").await;
     app.upload(&alice, channel, None, "a.txt", "text/plain", b"12345").await;
     let missing = app
-        .post(&alice, "/files/presign", json!({ "channel_id": channel, "file_name": "b.txt", "content_type": "text/plain", "size": 3 }))
+        .post(
+            &alice,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "b.txt", "content_type": "text/plain", "size": 3 }),
+        )
         .await
         .json::<serde_json::Value>()
         .await
@@ -34,7 +38,13 @@ async fn metrics_count_requests_presigns_confirms_bytes_and_sockets() {
     assert_eq!(value(&text, "cgf_confirms_total{outcome=\"object_missing\"}"), Some(1.0));
     assert_eq!(value(&text, "cgf_bytes_confirmed_total"), Some(5.0));
     assert_eq!(value(&text, "cgf_websocket_connections"), Some(1.0));
-    assert_eq!(value(&text, "cgf_http_requests_total{method=\"POST\",route=\"/files/presign\",status=\"201\"}"), Some(2.0));
-    assert_eq!(value(&text, "cgf_http_requests_total{method=\"POST\",route=\"/files/uploads/{id}/confirm\",status=\"422\"}"), Some(1.0));
+    assert_eq!(
+        value(&text, "cgf_http_requests_total{method=\"POST\",route=\"/files/presign\",status=\"201\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "cgf_http_requests_total{method=\"POST\",route=\"/files/uploads/{id}/confirm\",status=\"422\"}"),
+        Some(1.0)
+    );
     assert!(value(&text, "cgf_rate_limiter_keys").is_some_and(|keys| keys >= 1.0));
 }

@@ -5,8 +5,16 @@ use sea_orm::Database;
 
 use crate::helpers::fresh_database_url;
 
-const TABLES: [&str; 8] =
-    ["users", "channels", "channel_members", "messages", "file_uploads", "pending_uploads", "file_downloads", "event_relay"];
+const TABLES: [&str; 8] = [
+    "users",
+    "channels",
+    "channel_members",
+    "messages",
+    "file_uploads",
+    "pending_uploads",
+    "file_downloads",
+    "event_relay",
+];
 
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {
@@ -21,7 +29,17 @@ async fn migrations_go_up_down_and_up_again() {
     for index in ["idx_file_uploads_message_id", "idx_file_uploads_uploaded_by", "idx_file_uploads_uploaded_at"] {
         assert!(manager.has_index("file_uploads", index).await.unwrap(), "{index}");
     }
-    for column in ["id", "message_id", "file_name", "s3_key", "content_type", "file_size", "uploaded_at", "uploaded_by", "is_deleted"] {
+    for column in [
+        "id",
+        "message_id",
+        "file_name",
+        "s3_key",
+        "content_type",
+        "file_size",
+        "uploaded_at",
+        "uploaded_by",
+        "is_deleted",
+    ] {
         assert!(manager.has_column("file_uploads", column).await.unwrap(), "spec column {column}");
     }
 

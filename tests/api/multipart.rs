@@ -68,11 +68,19 @@ fn chunk(file: &[u8], part_size: usize, n: usize) -> Vec<u8> {
 
 async fn complete(s: &Setup, upload_id: &Value, parts: &[(usize, String)]) -> reqwest::Response {
     let parts: Vec<Value> = parts.iter().map(|(n, etag)| json!({ "part_number": n, "etag": etag })).collect();
-    s.app.post(&s.alice, &format!("/files/uploads/{}/complete", upload_id.as_str().unwrap()), json!({ "parts": parts })).await
+    s.app
+        .post(&s.alice, &format!("/files/uploads/{}/complete", upload_id.as_str().unwrap()), json!({ "parts": parts }))
+        .await
 }
 
 async fn parts(s: &Setup, upload_id: &Value, numbers: &[usize]) -> reqwest::Response {
-    s.app.post(&s.alice, &format!("/files/uploads/{}/parts", upload_id.as_str().unwrap()), json!({ "part_numbers": numbers })).await
+    s.app
+        .post(
+            &s.alice,
+            &format!("/files/uploads/{}/parts", upload_id.as_str().unwrap()),
+            json!({ "part_numbers": numbers }),
+        )
+        .await
 }
 
 /// Uploads every part listed in `started["parts"]`, returning their ETags.
@@ -107,7 +115,9 @@ async fn three_parts_complete_and_download_byte_identical(store: Store) {
     assert_eq!(recorded["file_size"], file.len());
     assert_eq!(recorded["content_type"], "image/png");
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    assert!(matches!(&event.event, Event::FileUploadComplete(e) if i64::from(e.file.id) == recorded["id"].as_i64().unwrap()));
+    assert!(
+        matches!(&event.event, Event::FileUploadComplete(e) if i64::from(e.file.id) == recorded["id"].as_i64().unwrap())
+    );
 
     let download = s.app.get(&s.alice, &format!("/files/download/{}", recorded["id"])).await;
     assert_eq!(download.status(), StatusCode::OK);
@@ -199,12 +209,22 @@ async fn part_lists_are_checked_before_completing(store: Store) {
     let confirm = s.app.post(&s.alice, &format!("/files/uploads/{}/confirm", id.as_str().unwrap()), json!({})).await;
     assert_error(confirm, StatusCode::CONFLICT, "upload_is_multipart").await;
 
-    let etags = upload_all(&s, &json!({ "part_size": started["part_size"], "parts": started["parts"].as_array().unwrap()[..2] }), &file).await;
+    let etags = upload_all(
+        &s,
+        &json!({ "part_size": started["part_size"], "parts": started["parts"].as_array().unwrap()[..2] }),
+        &file,
+    )
+    .await;
     assert_error(complete(&s, id, &etags).await, StatusCode::BAD_REQUEST, "invalid_part_list").await;
     let with_missing = [etags.clone(), vec![(3, "0123456789abcdef0123456789abcdef".to_owned())]].concat();
     assert_error(complete(&s, id, &with_missing).await, StatusCode::UNPROCESSABLE_ENTITY, "part_missing").await;
 
-    let etags = [etags, upload_all(&s, &json!({ "part_size": started["part_size"], "parts": [started["parts"][2].clone()] }), &file).await].concat();
+    let etags = [
+        etags,
+        upload_all(&s, &json!({ "part_size": started["part_size"], "parts": [started["parts"][2].clone()] }), &file)
+            .await,
+    ]
+    .concat();
     let reports_etags = store_reports_etags(&s, id).await;
     assert!(reports_etags || matches!(store, Store::Embedded), "SeaweedFS lists part ETags");
     if reports_etags {
@@ -219,7 +239,11 @@ async fn part_lists_are_checked_before_completing(store: Store) {
     // A single-PUT upload has no parts.
     let single: Value = s
         .app
-        .post(&s.alice, "/files/presign", json!({ "channel_id": s.channel, "file_name": "s.png", "content_type": "image/png", "size": 10 }))
+        .post(
+            &s.alice,
+            "/files/presign",
+            json!({ "channel_id": s.channel, "file_name": "s.png", "content_type": "image/png", "size": 10 }),
+        )
         .await
         .json()
         .await

@@ -26,12 +26,17 @@ async fn short_soak_on_the_embedded_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_soak_on_postgresql_and_seaweedfs() {
-    let (Ok(_), Some(Store::SeaweedFs { endpoint, access_key, secret_key })) = (std::env::var("TEST_POSTGRES_URL"), Store::seaweedfs()) else {
+    let (Ok(_), Some(Store::SeaweedFs { endpoint, access_key, secret_key })) =
+        (std::env::var("TEST_POSTGRES_URL"), Store::seaweedfs())
+    else {
         eprintln!("needs TEST_POSTGRES_URL and SeaweedFS (tests/run.sh)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend { database_url: Some(fresh_database_url(dir.path()).await), s3: Some((endpoint, access_key, secret_key)) };
+    let backend = Backend {
+        database_url: Some(fresh_database_url(dir.path()).await),
+        s3: Some((endpoint, access_key, secret_key)),
+    };
     let report = run(env!("CARGO_BIN_EXE_chatgenius-files"), &backend, Duration::from_secs(15), 20, 5).await;
     eprintln!("{}", report.table("PostgreSQL + SeaweedFS, 15 s"));
     check(&report);

@@ -13,7 +13,12 @@ use crate::helpers::spawn_app_with;
 async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     // Two seconds: X-Amz-Date has whole seconds, so a 1 s URL may live only a few
     // milliseconds, less than a loaded machine needs between presign and PUT.
-    let app = spawn_app_with(&[("deleted-file-retention-days", "0"), ("upload-url-ttl-secs", "2"), ("sweep-interval-secs", "0")]).await;
+    let app = spawn_app_with(&[
+        ("deleted-file-retention-days", "0"),
+        ("upload-url-ttl-secs", "2"),
+        ("sweep-interval-secs", "0"),
+    ])
+    .await;
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
 
@@ -21,14 +26,30 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     let deleted = app.upload(&alice, channel, None, "deleted.txt", "text/plain", b"deleted").await;
     assert_eq!(app.delete(&alice, &format!("/files/{}", deleted["id"])).await.status(), StatusCode::NO_CONTENT);
     let abandoned: Value = app
-        .post(&alice, "/files/presign", json!({ "channel_id": channel, "file_name": "a.txt", "content_type": "text/plain", "size": 9 }))
+        .post(
+            &alice,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "a.txt", "content_type": "text/plain", "size": 9 }),
+        )
         .await
         .json()
         .await
         .unwrap();
-    let put = app.client.put(abandoned["url"].as_str().unwrap()).header("content-type", "text/plain").body("abandoned").send().await.unwrap();
+    let put = app
+        .client
+        .put(abandoned["url"].as_str().unwrap())
+        .header("content-type", "text/plain")
+        .body("abandoned")
+        .send()
+        .await
+        .unwrap();
     assert!(put.status().is_success());
-    app.post(&alice, "/files/presign", json!({ "channel_id": channel, "file_name": "b.txt", "content_type": "text/plain", "size": 1 })).await;
+    app.post(
+        &alice,
+        "/files/presign",
+        json!({ "channel_id": channel, "file_name": "b.txt", "content_type": "text/plain", "size": 1 }),
+    )
+    .await;
     assert_eq!(app.object_count().await, 2);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -37,7 +58,9 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     assert_eq!(report.expired_uploads_removed, 2);
     assert_eq!(report.orphans_found, 0);
     assert_eq!(app.object_count().await, 0, "no object left");
-    let confirm = app.post(&alice, &format!("/files/uploads/{}/confirm", abandoned["upload_id"].as_str().unwrap()), json!({})).await;
+    let confirm = app
+        .post(&alice, &format!("/files/uploads/{}/confirm", abandoned["upload_id"].as_str().unwrap()), json!({}))
+        .await;
     assert_eq!(confirm.status(), StatusCode::NOT_FOUND);
 
     // A live file survives every sweep.
@@ -45,13 +68,20 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     let again = sweep_once(&app.state, true).await.unwrap();
     assert_eq!((again.deleted_files_purged, again.expired_uploads_removed, again.orphans_deleted), (0, 0, 0));
     assert_eq!(app.object_count().await, 1);
-    assert_eq!(app.get(&alice, &format!("/files/download/{}?redirect=false", kept["id"])).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get(&alice, &format!("/files/download/{}?redirect=false", kept["id"])).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn sweep_reports_orphans_and_deletes_them_on_request() {
     let app = spawn_app_with(&[("upload-url-ttl-secs", "1"), ("sweep-interval-secs", "0")]).await;
-    app.state.storage.put("uploads/1/unknown/orphan.txt", "text/plain", bytes::Bytes::from_static(b"orphan")).await.unwrap();
+    app.state
+        .storage
+        .put("uploads/1/unknown/orphan.txt", "text/plain", bytes::Bytes::from_static(b"orphan"))
+        .await
+        .unwrap();
     let report = sweep_once(&app.state, false).await.unwrap();
     assert_eq!((report.orphans_found, report.orphans_deleted), (1, 0));
     assert_eq!(app.object_count().await, 1, "reporting deletes nothing");
@@ -99,8 +129,10 @@ async fn only_one_instance_sweeps_at_a_time_on_postgresql() {
 
 /// Incomplete multipart uploads past their TTL are aborted where the store lists them.
 async fn stale_multipart_uploads_are_aborted(store: crate::helpers::Store, store_lists_them: bool) {
-    let app = crate::helpers::spawn_app_on(&store, &[("multipart-upload-ttl-secs", "0"), ("sweep-interval-secs", "0")]).await;
-    let upload_id = app.state.storage.create_multipart("uploads/1/stale/big.bin", "application/octet-stream").await.unwrap();
+    let app =
+        crate::helpers::spawn_app_on(&store, &[("multipart-upload-ttl-secs", "0"), ("sweep-interval-secs", "0")]).await;
+    let upload_id =
+        app.state.storage.create_multipart("uploads/1/stale/big.bin", "application/octet-stream").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let report = sweep_once(&app.state, false).await.unwrap();
     assert_eq!(report.multipart_supported, store_lists_them);

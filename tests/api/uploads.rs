@@ -74,7 +74,16 @@ async fn object_exists(app: &TestApp, key: &str) -> bool {
 }
 
 async fn objects_under_uploads(app: &TestApp) -> usize {
-    let out = app.state.storage.client().list_objects_v2().bucket(app.state.storage.bucket()).prefix("uploads/").send().await.unwrap();
+    let out = app
+        .state
+        .storage
+        .client()
+        .list_objects_v2()
+        .bucket(app.state.storage.bucket())
+        .prefix("uploads/")
+        .send()
+        .await
+        .unwrap();
     out.key_count().unwrap_or(0) as usize
 }
 
@@ -99,7 +108,9 @@ async fn presign_put_confirm_records_the_file_and_announces_it(store: Store) {
     assert_eq!(file["download_url"], format!("/files/download/{}", file["id"]));
 
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    let Event::FileUploadComplete(FileUploadComplete { channel_id, file: announced, .. }) = &event.event else { panic!("{event:?}") };
+    let Event::FileUploadComplete(FileUploadComplete { channel_id, file: announced, .. }) = &event.event else {
+        panic!("{event:?}")
+    };
     assert_eq!(i64::from(*channel_id), s.channel);
     assert_eq!(i64::from(announced.id), file["id"].as_i64().unwrap());
 
@@ -119,7 +130,10 @@ async fn store_refuses_bodies_that_differ_from_what_was_signed(store: Store) {
     assert!(put(&s.app, &bigger, longer, &[]).await.is_client_error(), "bigger body than signed");
 
     let other_type = presign_ok(&s, "b.txt", "text/plain", body.len()).await;
-    assert!(put(&s.app, &other_type, body.clone(), &[("content-type", "text/html")]).await.is_client_error(), "other type");
+    assert!(
+        put(&s.app, &other_type, body.clone(), &[("content-type", "text/html")]).await.is_client_error(),
+        "other type"
+    );
 
     let tampered = presign_ok(&s, "c.txt", "text/plain", body.len()).await;
     let url = tampered["url"].as_str().unwrap();
@@ -133,7 +147,11 @@ async fn store_refuses_bodies_that_differ_from_what_was_signed(store: Store) {
     let bob = expiring.login("bob").await;
     let channel = expiring.create_channel(&bob, "x").await;
     let resp = expiring
-        .post(&bob, "/files/presign", json!({ "channel_id": channel, "file_name": "d.txt", "content_type": "text/plain", "size": body.len() }))
+        .post(
+            &bob,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "d.txt", "content_type": "text/plain", "size": body.len() }),
+        )
         .await;
     let expired: Value = resp.json().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -153,7 +171,11 @@ async fn wrong_sha256_is_refused_and_nothing_is_kept(store: Store) {
     assert_eq!(resp.status(), StatusCode::CREATED);
     let presigned: Value = resp.json().await.unwrap();
     let url = presigned["url"].as_str().unwrap();
-    assert!(url.contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"), "{}", chatgenius_files::storage::presign::redact(url));
+    assert!(
+        url.contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"),
+        "{}",
+        chatgenius_files::storage::presign::redact(url)
+    );
     assert!(put(&s.app, &presigned, body, &[]).await.is_client_error(), "the store checks the signed checksum");
 
     // Some stores (s3s-fs) keep the body despite the error: confirm must not trust it.
@@ -166,7 +188,8 @@ async fn wrong_sha256_is_refused_and_nothing_is_kept(store: Store) {
     // The right checksum goes through.
     let body = b"checked content".to_vec();
     let right = hex::encode(Sha256::digest(&body));
-    let presigned: Value = presign(&s, "ok.txt", "text/plain", body.len() as i64, json!({ "sha256": right })).await.json().await.unwrap();
+    let presigned: Value =
+        presign(&s, "ok.txt", "text/plain", body.len() as i64, json!({ "sha256": right })).await.json().await.unwrap();
     assert_eq!(put(&s.app, &presigned, body, &[]).await, StatusCode::OK);
     let file: Value = confirm(&s, &presigned["upload_id"]).await.json().await.unwrap();
     assert_eq!(file["sha256"], right);
@@ -183,10 +206,14 @@ async fn confirm_before_upload_is_object_missing(store: Store) {
 
 async fn html_declared_as_png_is_rejected_and_deleted(store: Store) {
     let s = setup(&store, &[]).await;
-    for body in [&b"<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>"[..], b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0\xb8\0\0\0\0\0\0\0@\0\0\0"] {
+    for body in [
+        &b"<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>"[..],
+        b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0\xb8\0\0\0\0\0\0\0@\0\0\0",
+    ] {
         let presigned = presign_ok(&s, "cat.png", "image/png", body.len()).await;
         assert_eq!(put(&s.app, &presigned, body.to_vec(), &[]).await, StatusCode::OK);
-        assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch").await;
+        assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch")
+            .await;
         assert!(!object_exists(&s.app, presigned["key"].as_str().unwrap()).await, "rejected object deleted");
         assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::CONFLICT, "upload_not_pending").await;
     }
@@ -244,7 +271,10 @@ async fn upload_through_the_broker_streams_small_and_multipart_files(store: Stor
     let s = setup(&store, &[]).await;
     let mut events = s.app.state.events.subscribe();
     let big: Vec<u8> = (0..9 * 1024 * 1024 + 123).map(|i| (i % 251) as u8).collect();
-    for (name, content_type, body) in [("pixel.png", "image/png", PNG.to_vec()), ("big.bin.zip", "application/zip", [b"PK\x03\x04".to_vec(), big].concat())] {
+    for (name, content_type, body) in [
+        ("pixel.png", "image/png", PNG.to_vec()),
+        ("big.bin.zip", "application/zip", [b"PK\x03\x04".to_vec(), big].concat()),
+    ] {
         let resp = s
             .app
             .client
@@ -259,8 +289,22 @@ async fn upload_through_the_broker_streams_small_and_multipart_files(store: Stor
         assert_eq!(file["file_size"], body.len(), "{name}");
         assert_eq!(file["content_type"], content_type);
         let id = file["id"].as_i64().unwrap();
-        let model = chatgenius_files::entity::file_upload::Entity::find_by_id(id as i32).one(&s.app.state.db).await.unwrap().unwrap();
-        let stored = s.app.state.storage.client().get_object().bucket(s.app.state.storage.bucket()).key(&model.s3_key).send().await.unwrap();
+        let model = chatgenius_files::entity::file_upload::Entity::find_by_id(id as i32)
+            .one(&s.app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let stored = s
+            .app
+            .state
+            .storage
+            .client()
+            .get_object()
+            .bucket(s.app.state.storage.bucket())
+            .key(&model.s3_key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(stored.body.collect().await.unwrap().into_bytes().as_ref(), &body[..], "{name} stored intact");
         let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
         assert_eq!(event.event.channel_id() as i64, s.channel);
@@ -288,12 +332,20 @@ async fn upload_through_the_broker_cuts_off_over_the_limit(store: Store) {
         .mime_str("text/plain")
         .unwrap();
     let form = reqwest::multipart::Form::new().text("channel_id", s.channel.to_string()).part("file", part);
-    let resp = s.app.client.post(s.app.url("/files/upload")).bearer_auth(&s.alice.token).multipart(form).send().await.unwrap();
+    let resp =
+        s.app.client.post(s.app.url("/files/upload")).bearer_auth(&s.alice.token).multipart(form).send().await.unwrap();
     assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
 
     // With a Content-Length the broker refuses before reading.
-    let known = s.app.client.post(s.app.url("/files/upload")).bearer_auth(&s.alice.token)
-        .multipart(form_sized(s.channel, 2 * 1024 * 1024)).send().await.unwrap();
+    let known = s
+        .app
+        .client
+        .post(s.app.url("/files/upload"))
+        .bearer_auth(&s.alice.token)
+        .multipart(form_sized(s.channel, 2 * 1024 * 1024))
+        .send()
+        .await
+        .unwrap();
     assert_error(known, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
     assert_eq!(objects_under_uploads(&s.app).await, 0, "nothing left in the bucket");
     assert_eq!(chatgenius_files::entity::file_upload::Entity::find().count(&s.app.state.db).await.unwrap(), 0);
@@ -308,21 +360,62 @@ fn form_sized(channel: i64, len: usize) -> reqwest::multipart::Form {
 #[tokio::test]
 async fn presign_validates_size_type_name_and_membership() {
     let s = setup(&Store::Embedded, &[("max-file-size-mb", "1"), ("allowed-file-types", "image/*,text/plain")]).await;
-    assert_error(presign(&s, "big.png", "image/png", 1024 * 1024 + 1, json!({})).await, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
-    assert_error(presign(&s, "a.pdf", "application/pdf", 10, json!({})).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed").await;
+    assert_error(
+        presign(&s, "big.png", "image/png", 1024 * 1024 + 1, json!({})).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "file_too_large",
+    )
+    .await;
+    assert_error(
+        presign(&s, "a.pdf", "application/pdf", 10, json!({})).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "type_not_allowed",
+    )
+    .await;
     assert_error(presign(&s, "a.png", "image/png", 0, json!({})).await, StatusCode::BAD_REQUEST, "invalid_size").await;
     assert_error(presign(&s, "a.png", "image/png", -5, json!({})).await, StatusCode::BAD_REQUEST, "invalid_size").await;
-    assert_error(presign(&s, "a.jpg", "image/png", 10, json!({})).await, StatusCode::BAD_REQUEST, "extension_mismatch").await;
-    assert_error(presign(&s, "a.png", "not a type", 10, json!({})).await, StatusCode::BAD_REQUEST, "invalid_content_type").await;
-    assert_error(presign(&s, "a.png", "image/png", 10, json!({ "sha256": "xyz" })).await, StatusCode::BAD_REQUEST, "invalid_sha256").await;
+    assert_error(presign(&s, "a.jpg", "image/png", 10, json!({})).await, StatusCode::BAD_REQUEST, "extension_mismatch")
+        .await;
+    assert_error(
+        presign(&s, "a.png", "not a type", 10, json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_content_type",
+    )
+    .await;
+    assert_error(
+        presign(&s, "a.png", "image/png", 10, json!({ "sha256": "xyz" })).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_sha256",
+    )
+    .await;
 
     let long = format!("{}.png", "n".repeat(252));
-    for name in ["", "  ", "../../etc/passwd", "a/b.png", "a\\b.png", "..", "a\r\nX-Injected: 1.png", "nul\0.png", "evil\u{202E}gnp.exe", "zero\u{200B}width.png", long.as_str()] {
-        assert_error(presign(&s, name, "image/png", 10, json!({})).await, StatusCode::BAD_REQUEST, "invalid_file_name").await;
+    for name in [
+        "",
+        "  ",
+        "../../etc/passwd",
+        "a/b.png",
+        "a\\b.png",
+        "..",
+        "a\r\nX-Injected: 1.png",
+        "nul\0.png",
+        "evil\u{202E}gnp.exe",
+        "zero\u{200B}width.png",
+        long.as_str(),
+    ] {
+        assert_error(presign(&s, name, "image/png", 10, json!({})).await, StatusCode::BAD_REQUEST, "invalid_file_name")
+            .await;
     }
 
     let mallory = s.app.login("mallory").await;
-    let resp = s.app.post(&mallory, "/files/presign", json!({ "channel_id": s.channel, "file_name": "a.png", "content_type": "image/png", "size": 10 })).await;
+    let resp = s
+        .app
+        .post(
+            &mallory,
+            "/files/presign",
+            json!({ "channel_id": s.channel, "file_name": "a.png", "content_type": "image/png", "size": 10 }),
+        )
+        .await;
     assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
 }
 
@@ -331,20 +424,44 @@ async fn presign_attaches_only_to_the_callers_own_message_in_that_channel() {
     let s = setup(&Store::Embedded, &[]).await;
     let bob = s.app.login("bob").await;
     s.app.add_member(&s.alice, s.channel, &bob).await;
-    let bobs: Value = s.app.post(&bob, &format!("/channels/{}/messages", s.channel), json!({ "content": "mine" })).await.json().await.unwrap();
-    let own: Value = s.app.post(&s.alice, &format!("/channels/{}/messages", s.channel), json!({ "content": "hers" })).await.json().await.unwrap();
+    let bobs: Value = s
+        .app
+        .post(&bob, &format!("/channels/{}/messages", s.channel), json!({ "content": "mine" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let own: Value = s
+        .app
+        .post(&s.alice, &format!("/channels/{}/messages", s.channel), json!({ "content": "hers" }))
+        .await
+        .json()
+        .await
+        .unwrap();
     let other_channel = s.app.create_channel(&s.alice, "other").await;
 
-    assert_error(presign(&s, "a.png", "image/png", PNG.len() as i64, json!({ "message_id": bobs["id"] })).await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(
+        presign(&s, "a.png", "image/png", PNG.len() as i64, json!({ "message_id": bobs["id"] })).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
     let wrong_channel = s.app.post(&s.alice, "/files/presign", json!({ "channel_id": other_channel, "message_id": own["id"], "file_name": "a.png", "content_type": "image/png", "size": 10 })).await;
     assert_error(wrong_channel, StatusCode::NOT_FOUND, "not_found").await;
 
-    let presigned: Value = presign(&s, "a.png", "image/png", PNG.len() as i64, json!({ "message_id": own["id"] })).await.json().await.unwrap();
+    let presigned: Value = presign(&s, "a.png", "image/png", PNG.len() as i64, json!({ "message_id": own["id"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(put(&s.app, &presigned, PNG.to_vec(), &[]).await, StatusCode::OK);
     let file: Value = confirm(&s, &presigned["upload_id"]).await.json().await.unwrap();
     assert_eq!(file["message_id"], own["id"]);
 
-    let other_user = s.app.post(&bob, &format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap()), json!({})).await;
+    let other_user = s
+        .app
+        .post(&bob, &format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap()), json!({}))
+        .await;
     assert_error(other_user, StatusCode::NOT_FOUND, "not_found").await;
 }
 
@@ -358,7 +475,10 @@ async fn presigned_put_signs_only_length_type_and_host() {
     assert_eq!(params["X-Amz-Expires"], "900");
     for name in params.keys() {
         let lower = name.to_ascii_lowercase();
-        assert!(!lower.starts_with("x-amz-checksum") && lower != "x-amz-sdk-checksum-algorithm", "stray parameter {name}");
+        assert!(
+            !lower.starts_with("x-amz-checksum") && lower != "x-amz-sdk-checksum-algorithm",
+            "stray parameter {name}"
+        );
     }
     assert_eq!(presigned["headers"]["content-type"], "image/png");
     assert_eq!(presigned["headers"]["content-length"], "42");
@@ -377,7 +497,14 @@ async fn presign_and_confirm_are_rate_limited_per_user() {
     // Another user has a budget of their own.
     let bob = s.app.login("bob").await;
     let channel = s.app.create_channel(&bob, "b").await;
-    let resp = s.app.post(&bob, "/files/presign", json!({ "channel_id": channel, "file_name": "a.png", "content_type": "image/png", "size": 10 })).await;
+    let resp = s
+        .app
+        .post(
+            &bob,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "a.png", "content_type": "image/png", "size": 10 }),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 
     confirm(&s, &second["upload_id"]).await;
@@ -391,5 +518,6 @@ async fn confirm_answers_503_while_the_store_is_down() {
     put(&s.app, &presigned, PNG.to_vec(), &[]).await;
     s.app.s3_stopper.as_ref().unwrap().notify_one();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+    assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        .await;
 }

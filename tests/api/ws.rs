@@ -23,10 +23,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 fn request(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> tungstenite::handshake::client::Request {
     let mut req = format!("ws://{}/ws{query}", app.addr).into_client_request().unwrap();
     for (name, value) in headers {
-        req.headers_mut().insert(
-            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
+        req.headers_mut()
+            .insert(tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
     }
     req
 }
@@ -190,7 +188,8 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     };
     let mut received = 0;
     while received < total {
-        let event = next_event(&mut reader, Duration::from_secs(5)).await.expect("the reading client keeps getting events");
+        let event =
+            next_event(&mut reader, Duration::from_secs(5)).await.expect("the reading client keeps getting events");
         if event["type"] == "message_created" {
             received += 1;
         }
@@ -200,7 +199,10 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     // The stalled client now reads: it finds what was buffered, then the end.
     let mut got = 0;
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), stalled.next()).await.expect("the server ended the stalled connection") {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.next())
+            .await
+            .expect("the server ended the stalled connection")
+        {
             Some(Ok(Message::Text(_))) => got += 1,
             Some(Ok(Message::Ping(_))) => {}
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
@@ -275,7 +277,9 @@ async fn a_silent_client_is_reaped_after_two_ping_intervals() {
     let keep_reading = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         while started.elapsed() < Duration::from_millis(3500) {
-            if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) = tokio::time::timeout(Duration::from_millis(100), answering.next()).await {
+            if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) =
+                tokio::time::timeout(Duration::from_millis(100), answering.next()).await
+            {
                 return false;
             }
         }

@@ -109,7 +109,13 @@ async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64,
     for part in &urls {
         let n = part["part_number"].as_u64().unwrap();
         let len = part_size.min(size - (n - 1) * part_size);
-        let resp = client.put(part["url"].as_str().unwrap()).header("content-length", len).body(body_of(len)).send().await.unwrap();
+        let resp = client
+            .put(part["url"].as_str().unwrap())
+            .header("content-length", len)
+            .body(body_of(len))
+            .send()
+            .await
+            .unwrap();
         assert!(resp.status().is_success(), "part {n}: {}", resp.status());
         let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
         parts.push(json!({ "part_number": n, "etag": etag }));
@@ -126,9 +132,13 @@ async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64,
 
 /// Through the broker: one streamed multipart/form-data request.
 async fn proxied(client: &reqwest::Client, addr: &str, token: &str, channel: i64, size: u64) {
-    let file = reqwest::multipart::Part::stream_with_length(body_of(size), size).file_name("big.png").mime_str("image/png").unwrap();
+    let file = reqwest::multipart::Part::stream_with_length(body_of(size), size)
+        .file_name("big.png")
+        .mime_str("image/png")
+        .unwrap();
     let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", file);
-    let resp = client.post(format!("http://{addr}/files/upload")).bearer_auth(token).multipart(form).send().await.unwrap();
+    let resp =
+        client.post(format!("http://{addr}/files/upload")).bearer_auth(token).multipart(form).send().await.unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
 }
 
@@ -165,7 +175,10 @@ pub async fn run(client: &reqwest::Client) {
     // TLS roots, prepared statements) are not the upload's.
     direct(client, &broker.addr, &token, channel, MIB).await;
     let direct_cost = measure(&broker, direct(client, &broker.addr, &token, channel, GIB)).await;
-    println!("| direct (multipart, 64 MiB parts, presigned) | {:.4} | {:.1} | {:.1} |", direct_cost.cpu_secs, direct_cost.peak_rss_mib, direct_cost.wall_secs);
+    println!(
+        "| direct (multipart, 64 MiB parts, presigned) | {:.4} | {:.1} | {:.1} |",
+        direct_cost.cpu_secs, direct_cost.peak_rss_mib, direct_cost.wall_secs
+    );
     // The direct path's cost is per upload, not per byte: the same calls for
     // 1 MiB as for 1 GiB. Measured hot (back to back) and cold (after the
     // caches were flushed, as the store's assembly of 1 GiB flushes them).
@@ -188,7 +201,10 @@ pub async fn run(client: &reqwest::Client) {
     let (token, channel) = login_and_channel(client, &broker.addr).await;
     proxied(client, &broker.addr, &token, channel, MIB).await;
     let proxy_cost = measure(&broker, proxied(client, &broker.addr, &token, channel, GIB)).await;
-    println!("| `POST /files/upload` (streamed) | {:.4} | {:.1} | {:.1} |", proxy_cost.cpu_secs, proxy_cost.peak_rss_mib, proxy_cost.wall_secs);
+    println!(
+        "| `POST /files/upload` (streamed) | {:.4} | {:.1} | {:.1} |",
+        proxy_cost.cpu_secs, proxy_cost.peak_rss_mib, proxy_cost.wall_secs
+    );
     println!(
         "\nBroker CPU, proxy / direct: **{:.0}×** (target ≥ 1000×). Proxy peak RSS: **{:.1} MiB** (target < 64 MB).",
         proxy_cost.cpu_secs / direct_cost.cpu_secs.max(1e-9),

@@ -113,8 +113,15 @@ fn main() {
 
 /// Logs in (dev login) and creates a channel; returns the token and the channel id.
 pub(crate) async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (String, i64) {
-    let login: Value =
-        client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "bench"})).send().await.unwrap().json().await.unwrap();
+    let login: Value = client
+        .post(format!("http://{addr}/auth/dev-login"))
+        .json(&json!({"username": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
     let channel: Value = client
         .post(format!("http://{addr}/channels"))
@@ -131,7 +138,10 @@ pub(crate) async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (
 
 /// Starts a broker on the embedded store with limits out of the way, on the
 /// given database (default: SQLite in `dir`).
-async fn start(dir: &std::path::Path, database_url: Option<&str>) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
+async fn start(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
     let mut args = vec![
         "bench".to_owned(),
         format!("--data-dir={}", dir.display()),
@@ -182,11 +192,15 @@ async fn run() {
                 std::env::var("TEST_S3_SECRET_KEY").unwrap_or_else(|_| "cgftestsecret0123456789".into()),
             );
             let database_url = postgres_database().await.expect("PostgreSQL on 127.0.0.1:5432 (or BENCH_POSTGRES_URL)");
-            (soak::Backend { database_url: Some(database_url), s3: Some(s3) }, format!("PostgreSQL + SeaweedFS, {secs} s"))
+            (
+                soak::Backend { database_url: Some(database_url), s3: Some(s3) },
+                format!("PostgreSQL + SeaweedFS, {secs} s"),
+            )
         } else {
             (soak::Backend::default(), format!("embedded default (SQLite + s3s-fs), {secs} s"))
         };
-        let report = soak::run(env!("CARGO_BIN_EXE_chatgenius-files"), &backend, Duration::from_secs(secs), 20, 20).await;
+        let report =
+            soak::run(env!("CARGO_BIN_EXE_chatgenius-files"), &backend, Duration::from_secs(secs), 20, 20).await;
         print!("{}", report.table(&title));
         return;
     }
@@ -230,7 +244,12 @@ async fn run() {
             presign_stats.merge(p);
         }
         ratios.sort_by(f64::total_cmp);
-        print_rounds(concurrency, ("bare poem", &bare_stats), ("POST /files/presign", &presign_stats), ratios[ratios.len() / 2]);
+        print_rounds(
+            concurrency,
+            ("bare poem", &bare_stats),
+            ("POST /files/presign", &presign_stats),
+            ratios[ratios.len() / 2],
+        );
     }
     // `cargo bench --bench broker -- presign` stops here (for profiling).
     if std::env::args().any(|a| a == "presign") {
@@ -245,7 +264,13 @@ async fn run() {
     let mut confirm = Vec::new();
     for id in &uploads {
         let t = Instant::now();
-        let status = client.post(format!("http://{addr}/files/uploads/{id}/confirm")).bearer_auth(&token).send().await.unwrap().status();
+        let status = client
+            .post(format!("http://{addr}/files/uploads/{id}/confirm"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 201);
         confirm.push(t.elapsed());
     }
@@ -292,7 +317,11 @@ async fn run() {
         use sea_orm::EntityTrait;
         chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
     };
-    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(256).build().unwrap();
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
     println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -340,7 +369,8 @@ async fn run() {
                 upload_into(&client, addr, &token, channel, message["id"].as_i64().unwrap(), j).await;
             }
         }
-        let (c, url, t) = (client.clone(), format!("http://{addr}/channels/{channel}/messages?limit=50"), token.clone());
+        let (c, url, t) =
+            (client.clone(), format!("http://{addr}/channels/{channel}/messages?limit=50"), token.clone());
         let page = load(16, move |_| {
             let (c, url, t) = (c.clone(), url.clone(), t.clone());
             async move { c.get(&url).bearer_auth(&t).send().await.unwrap().status() }
@@ -357,18 +387,47 @@ fn redirected(status: reqwest::StatusCode) -> reqwest::StatusCode {
 }
 
 async fn login_token(client: &reqwest::Client, addr: std::net::SocketAddr) -> String {
-    let login: Value = client.post(format!("http://{addr}/auth/dev-login")).json(&json!({"username": "pager"})).send().await.unwrap().json().await.unwrap();
+    let login: Value = client
+        .post(format!("http://{addr}/auth/dev-login"))
+        .json(&json!({"username": "pager"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     login["token"].as_str().unwrap().to_owned()
 }
 
 async fn make_channel(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str) -> i64 {
-    let channel: Value = client.post(format!("http://{addr}/channels")).bearer_auth(token).json(&json!({"name": "page"})).send().await.unwrap().json().await.unwrap();
+    let channel: Value = client
+        .post(format!("http://{addr}/channels"))
+        .bearer_auth(token)
+        .json(&json!({"name": "page"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     channel["id"].as_i64().unwrap()
 }
 
-async fn upload_into(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str, channel: i64, message: i64, n: usize) {
+async fn upload_into(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    token: &str,
+    channel: i64,
+    message: i64,
+    n: usize,
+) {
     let upload_id = presign_and_put(client, addr, token, channel, Some(message), &format!("{n}.png")).await;
-    let confirmed = client.post(format!("http://{addr}/files/uploads/{upload_id}/confirm")).bearer_auth(token).send().await.unwrap();
+    let confirmed = client
+        .post(format!("http://{addr}/files/uploads/{upload_id}/confirm"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(confirmed.status(), 201);
 }
 
@@ -391,7 +450,8 @@ pub(crate) async fn presign_and_put(
         .json()
         .await
         .unwrap();
-    let put = client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
+    let put =
+        client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
     assert!(put.status().is_success(), "PUT {}", put.status());
     p["upload_id"].as_str().unwrap().to_owned()
 }

@@ -35,7 +35,9 @@ fn raise_fd_limit() -> u64 {
 pub async fn run(client: &reqwest::Client) {
     let fds = raise_fd_limit();
     println!("\n## WebSocket fan-out: subscribers of one channel (broker in its own process)\n");
-    println!("| subscribers | rounds | confirm → receipt p50 ms | p99 ms | max ms | broker RSS idle MiB | with sockets MiB | KiB per connection |");
+    println!(
+        "| subscribers | rounds | confirm → receipt p50 ms | p99 ms | max ms | broker RSS idle MiB | with sockets MiB | KiB per connection |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for subscribers in [1_000usize, 10_000] {
         if fds < subscribers as u64 + 1_000 {
@@ -84,7 +86,10 @@ pub async fn run(client: &reqwest::Client) {
                 .unwrap();
             assert_eq!(confirmed.status(), 201);
             for _ in 0..subscribers {
-                let at = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("every subscriber receives").unwrap();
+                let at = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                    .await
+                    .expect("every subscriber receives")
+                    .unwrap();
                 latencies.push(at.duration_since(start));
             }
         }

@@ -19,7 +19,10 @@ use std::{
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::{connect_async, tungstenite::{Message, client::IntoClientRequest}};
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{Message, client::IntoClientRequest},
+};
 
 use crate::process::BrokerProcess;
 
@@ -57,7 +60,11 @@ impl SoakReport {
             out += &format!("| {outcome} | {count} |\n");
         }
         out += &format!("| unexpected outcomes | {} |\n", self.unexpected);
-        out += &format!("| broker RSS at start / end, MiB | {:.1} / {:.1} |\n", self.rss_start_kib as f64 / 1024.0, self.rss_end_kib as f64 / 1024.0);
+        out += &format!(
+            "| broker RSS at start / end, MiB | {:.1} / {:.1} |\n",
+            self.rss_start_kib as f64 / 1024.0,
+            self.rss_end_kib as f64 / 1024.0
+        );
         let samples: Vec<String> = self.rss_samples_kib.iter().map(|k| format!("{:.1}", *k as f64 / 1024.0)).collect();
         out += &format!("| broker RSS every tenth of the run, MiB | {} |\n", samples.join(" → "));
         out += &format!("| orphan objects after the final sweep | {} |\n", self.orphans_after_sweep);
@@ -135,11 +142,29 @@ impl Load {
     /// presign → PUT → confirm; returns the file id.
     async fn upload(&self, user: &User, n: u64, message: Option<i64>) -> Option<i64> {
         let body = json!({ "channel_id": self.channel, "message_id": message, "file_name": format!("s{n}.png"), "content_type": "image/png", "size": PNG.len() });
-        let presigned = self.json("presign", self.client.post(format!("{}/files/presign", self.base)).bearer_auth(&user.token).json(&body), &[201]).await?;
-        let put = self.client.put(presigned["url"].as_str()?).header("content-type", "image/png").body(PNG.to_vec()).send().await;
+        let presigned = self
+            .json(
+                "presign",
+                self.client.post(format!("{}/files/presign", self.base)).bearer_auth(&user.token).json(&body),
+                &[201],
+            )
+            .await?;
+        let put = self
+            .client
+            .put(presigned["url"].as_str()?)
+            .header("content-type", "image/png")
+            .body(PNG.to_vec())
+            .send()
+            .await;
         self.record("PUT to S3", put.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), &[200])?;
         let upload_id = presigned["upload_id"].as_str()?;
-        let file = self.json("confirm", self.client.post(format!("{}/files/uploads/{upload_id}/confirm", self.base)).bearer_auth(&user.token), &[201]).await?;
+        let file = self
+            .json(
+                "confirm",
+                self.client.post(format!("{}/files/uploads/{upload_id}/confirm", self.base)).bearer_auth(&user.token),
+                &[201],
+            )
+            .await?;
         // file_upload_complete, plus message_updated when it went onto a message.
         self.expected_per_subscriber.fetch_add(if message.is_some() { 2 } else { 1 }, Ordering::Relaxed);
         file["id"].as_i64()
@@ -152,7 +177,16 @@ impl Load {
             0 => {
                 if let Some(id) = self.upload(user, n, None).await {
                     let body = json!({ "content": format!("message {n}"), "file_ids": [id] });
-                    let posted = self.json("post message", self.client.post(format!("{}/channels/{}/messages", self.base, self.channel)).bearer_auth(&user.token).json(&body), &[201]).await;
+                    let posted = self
+                        .json(
+                            "post message",
+                            self.client
+                                .post(format!("{}/channels/{}/messages", self.base, self.channel))
+                                .bearer_auth(&user.token)
+                                .json(&body),
+                            &[201],
+                        )
+                        .await;
                     if posted.is_some() {
                         self.expected_per_subscriber.fetch_add(1, Ordering::Relaxed);
                         self.files.lock().unwrap().push((who, id));
@@ -160,12 +194,27 @@ impl Load {
                 }
             }
             1 => {
-                self.json("list messages", self.client.get(format!("{}/channels/{}/messages?limit=50", self.base, self.channel)).bearer_auth(&user.token), &[200]).await;
+                self.json(
+                    "list messages",
+                    self.client
+                        .get(format!("{}/channels/{}/messages?limit=50", self.base, self.channel))
+                        .bearer_auth(&user.token),
+                    &[200],
+                )
+                .await;
             }
             2 => {
                 let file = self.files.lock().unwrap().last().map(|(_, id)| *id);
                 if let Some(id) = file {
-                    let link = self.json("download link", self.client.get(format!("{}/files/download/{id}?redirect=false", self.base)).bearer_auth(&user.token), &[200, 404]).await;
+                    let link = self
+                        .json(
+                            "download link",
+                            self.client
+                                .get(format!("{}/files/download/{id}?redirect=false", self.base))
+                                .bearer_auth(&user.token),
+                            &[200, 404],
+                        )
+                        .await;
                     if let Some(url) = link.as_ref().and_then(|l| l["url"].as_str()) {
                         let got = self.client.get(url).send().await;
                         self.record("GET from S3", got.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), &[200]);
@@ -178,7 +227,13 @@ impl Load {
                     files.iter().position(|(owner, _)| *owner == who).map(|i| files.remove(i))
                 };
                 if let Some((_, id)) = own {
-                    let deleted = self.json("delete", self.client.delete(format!("{}/files/{id}", self.base)).bearer_auth(&user.token), &[204]).await;
+                    let deleted = self
+                        .json(
+                            "delete",
+                            self.client.delete(format!("{}/files/{id}", self.base)).bearer_auth(&user.token),
+                            &[204],
+                        )
+                        .await;
                     if deleted.is_some() {
                         // file_deleted, and message_updated for the message it left.
                         self.expected_per_subscriber.fetch_add(2, Ordering::Relaxed);
@@ -187,7 +242,16 @@ impl Load {
             }
             _ => {
                 let message = json!({ "content": format!("note {n}") });
-                let posted = self.json("post message", self.client.post(format!("{}/channels/{}/messages", self.base, self.channel)).bearer_auth(&user.token).json(&message), &[201]).await;
+                let posted = self
+                    .json(
+                        "post message",
+                        self.client
+                            .post(format!("{}/channels/{}/messages", self.base, self.channel))
+                            .bearer_auth(&user.token)
+                            .json(&message),
+                        &[201],
+                    )
+                    .await;
                 if let Some(message) = posted {
                     self.expected_per_subscriber.fetch_add(1, Ordering::Relaxed);
                     if let Some(id) = message["id"].as_i64() {
@@ -206,10 +270,27 @@ pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32,
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let mut users = Vec::new();
     for i in 0..3 {
-        let login: Value = client.post(format!("{}/auth/dev-login", broker.base)).json(&json!({ "username": format!("soak{i}") })).send().await.unwrap().json().await.unwrap();
+        let login: Value = client
+            .post(format!("{}/auth/dev-login", broker.base))
+            .json(&json!({ "username": format!("soak{i}") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         users.push(User { token: login["token"].as_str().unwrap().to_owned() });
     }
-    let channel: Value = client.post(format!("{}/channels", broker.base)).bearer_auth(&users[0].token).json(&json!({ "name": "soak" })).send().await.unwrap().json().await.unwrap();
+    let channel: Value = client
+        .post(format!("{}/channels", broker.base))
+        .bearer_auth(&users[0].token)
+        .json(&json!({ "name": "soak" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let channel = channel["id"].as_i64().unwrap();
     for i in 1..3 {
         let added = client
