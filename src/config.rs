@@ -99,6 +99,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub upload_url_ttl_secs: u64,
 
+    /// How long after its upload URL expires an upload may still be confirmed,
+    /// in seconds (a PUT that started in time may finish late). After that the
+    /// sweeper expires it and confirm answers 410 `upload_expired`.
+    #[arg(long, env = "UPLOAD_CONFIRM_GRACE_SECS", value_name = "UPLOAD_CONFIRM_GRACE_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub upload_confirm_grace_secs: u64,
+
     /// Lifetime of presigned download URLs, in seconds (at most 300).
     #[arg(long, env = "DOWNLOAD_URL_TTL_SECS", value_name = "DOWNLOAD_URL_TTL_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=300))]

@@ -246,13 +246,21 @@ impl Sha256Hex {
 /// How many bytes of an object are sniffed for magic numbers.
 pub const SNIFF_LEN: usize = 1024;
 
-/// Checks the first bytes of a file against its declared type. Returns the
-/// detected type when they contradict each other.
+/// Checks the first bytes of a file against its declared type. Returns what
+/// was found when they contradict each other: a signature of another format,
+/// or none at all for a type that always has one (PNG, PDF, ZIP…). Generic
+/// binary (`application/octet-stream`) claims nothing and is never refused;
+/// text types have no signature to miss, only a binary one to contradict them.
 pub fn sniff_mismatch(declared: &ContentType, head: &[u8]) -> Option<String> {
     let declared = declared.as_str();
-    let detected = infer::get(head).map(|kind| kind.mime_type());
-    match detected {
-        None if infer::is_mime_supported(declared) && !head.is_empty() => Some("no recognisable signature".to_owned()),
+    if declared == "application/octet-stream" {
+        return None;
+    }
+    // `infer` lists octet-stream (for a font format) and text types among
+    // those it recognises; neither promises a signature.
+    let has_signature = infer::is_mime_supported(declared) && !declared.starts_with("text/");
+    match infer::get(head).map(|kind| kind.mime_type()) {
+        None if has_signature && !head.is_empty() => Some("no recognisable signature".to_owned()),
         None => None,
         Some(found) if compatible(declared, found) => None,
         Some(found) => Some(found.to_owned()),
@@ -331,6 +339,26 @@ mod file_tests {
         let text = ContentType::parse("text/plain").unwrap();
         assert!(sniff_mismatch(&text, b"just some words").is_none());
         assert!(sniff_mismatch(&text, b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0").is_some());
+        let pdf = ContentType::parse("application/pdf").unwrap();
+        assert_eq!(sniff_mismatch(&pdf, b"no header at all").as_deref(), Some("no recognisable signature"));
+    }
+
+    #[test]
+    fn generic_binary_and_signatureless_types_pass_the_sniff() {
+        let binary = ContentType::parse("application/octet-stream").unwrap();
+        let random: Vec<u8> = (0..1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let gzip = b"\x1f\x8b\x08\0\0\0\0\0\0\x03\xcbH\xcd\xc9\xc9\x07\0";
+        // EOT: the font `infer` files under application/octet-stream.
+        let mut eot = [0u8; 64];
+        eot[34..36].copy_from_slice(b"LP");
+        eot[8..11].copy_from_slice(&[0x02, 0x00, 0x01]);
+        for head in [&random[..], &gzip[..], &eot[..], b"MZ\x90\0"] {
+            assert!(sniff_mismatch(&binary, head).is_none(), "{:?}", &head[..4]);
+        }
+        let json = ContentType::parse("application/json").unwrap();
+        assert!(sniff_mismatch(&json, b"{\"a\": 1}").is_none());
+        let markdown = ContentType::parse("text/markdown").unwrap();
+        assert!(sniff_mismatch(&markdown, b"# Title").is_none());
     }
 }
 

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (`conflict`, `already_member`…).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The upload's time ran out before it was confirmed (`upload_expired`); presign again.
+    #[oai(status = 410)]
+    Gone(Json<ErrorBody>),
     /// The file exceeds MAX_FILE_SIZE_MB (`file_too_large`).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -75,6 +78,7 @@ impl ApiError {
             403 => Self::Forbidden(body),
             404 => Self::NotFound(body),
             409 => Self::Conflict(body),
+            410 => Self::Gone(body),
             413 => Self::PayloadTooLarge(body),
             415 => Self::UnsupportedMediaType(body),
             422 => Self::Unprocessable(body),
@@ -104,6 +108,7 @@ impl ApiError {
             | Self::Forbidden(b)
             | Self::NotFound(b)
             | Self::Conflict(b)
+            | Self::Gone(b)
             | Self::PayloadTooLarge(b)
             | Self::UnsupportedMediaType(b)
             | Self::Unprocessable(b)

@@ -36,12 +36,8 @@ enum Command {
     },
     /// Print the OpenAPI spec.
     Openapi,
-    /// Run the sweeper once and print what it did.
-    Sweep {
-        /// Also delete objects under uploads/ that no row knows (older than an hour).
-        #[arg(long)]
-        delete_orphans: bool,
-    },
+    /// Run the sweeper once over the whole bucket and print what it did.
+    Sweep,
     /// Configure the bucket (create, block public access, SSE-S3, versioning,
     /// CORS, multipart lifecycle) and print what was done.
     BucketSetup {
@@ -111,13 +107,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Openapi => println!("{}", chatgenius_files::api::spec_json()),
-        Command::Sweep { delete_orphans } => {
+        Command::Sweep => {
             // Runs beside a serving instance: take free ports, serve nothing.
             let mut config = cli.config;
             config.bind_addr = "127.0.0.1:0".parse()?;
             config.embedded_s3_addr = "127.0.0.1:0".parse()?;
             let app = Application::build(config).await?;
-            let report = sweeper::sweep_once(app.state(), delete_orphans).await?;
+            let report = sweeper::sweep_once(app.state()).await?;
             print!("{}", report.table());
         }
         Command::BucketSetup { strict } => return bucket_setup(cli.config, strict).await,

@@ -23,6 +23,7 @@ pub struct Metrics {
     bytes_confirmed: AtomicU64,
     ws_connections: AtomicI64,
     sweeper: Mutex<BTreeMap<&'static str, u64>>,
+    cleanup_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A route label: numeric and UUID path segments become `{id}`.
@@ -72,6 +73,12 @@ impl Metrics {
         }
     }
 
+    /// A store cleanup failed (logged where it happened); `what` names it.
+    /// What it left behind is retried by the sweeper.
+    pub fn cleanup_failed(&self, what: &'static str) {
+        *self.cleanup_failures.lock().expect("metrics lock").entry(what).or_default() += 1;
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, limiter_keys: usize) -> String {
         let mut out = String::new();
@@ -116,6 +123,14 @@ impl Metrics {
             writeln!(out, "# HELP cgf_sweeper_total What the sweeper did, by step.\n# TYPE cgf_sweeper_total counter");
         for (step, count) in self.sweeper.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "cgf_sweeper_total{{step=\"{step}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cgf_store_cleanup_failures_total Object deletions and multipart aborts that failed (the sweeper retries).\n\
+             # TYPE cgf_store_cleanup_failures_total counter"
+        );
+        for (what, count) in self.cleanup_failures.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "cgf_store_cleanup_failures_total{{what=\"{what}\"}} {count}");
         }
         out
     }

@@ -21,7 +21,7 @@ use crate::{
     net::NoDelayAcceptor,
     ratelimit::RateLimits,
     relay,
-    service::{cache::ReadCache, files::DownloadRecorder, pending::PendingWriter},
+    service::{cache::ReadCache, files::DownloadRecorder},
     storage::{Storage, StorageSettings},
     sweeper,
     ws::AllowedOrigins,
@@ -36,7 +36,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub events: EventHub,
     pub limits: Arc<RateLimits>,
-    pub pending: PendingWriter,
     pub downloads: DownloadRecorder,
     pub cache: Arc<ReadCache>,
     pub metrics: Arc<Metrics>,
@@ -78,7 +77,6 @@ impl Application {
 
         let db = connect_database(&config, None).await?;
         Migrator::up(&db, None).await?;
-        let writer = connect_writer(&config, &db).await?;
 
         let secret = auth::resolve_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
         let tokens = Arc::new(TokenKeys::new(&secret, Duration::from_secs(config.token_ttl_secs)));
@@ -97,8 +95,7 @@ impl Application {
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let database_url = config.database_url();
         let state = AppState {
-            pending: pending_writer(&database_url, writer.clone())?,
-            downloads: DownloadRecorder::spawn(writer),
+            downloads: DownloadRecorder::spawn(db.clone()),
             db,
             storage,
             tokens,
@@ -134,11 +131,10 @@ impl Application {
 
     /// Serves until `shutdown` completes. Then: WebSocket clients get a close
     /// frame (1001), in-flight requests finish (up to 10 s), the sweeper
-    /// stops between sweeps, and the last download counts and journaled
-    /// presigns are written.
+    /// stops between sweeps, and the last download counts are written.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let (timers, sweeper) = self.spawn_background();
-        let (downloads, pending) = (self.state.downloads.clone(), self.state.pending.clone());
+        let downloads = self.state.downloads.clone();
         let closing = self.closing;
         let shutdown = async move {
             shutdown.await;
@@ -165,9 +161,8 @@ impl Application {
             // A sweep under way finishes; the loop then ends on its own.
             let _ = tokio::time::timeout(Duration::from_secs(30), sweeper).await;
         }
-        // Download counts and journaled presigns are written behind: the last ones reach the database.
+        // Download counts are written behind: the last ones reach the database.
         downloads.flush().await;
-        pending.flush().await;
         served
     }
 
@@ -239,29 +234,6 @@ async fn storage_settings(
             (common(endpoint, access_key_id, secret_access_key, path_style), None)
         }
     })
-}
-
-/// The connection the group-commit writers use. On SQLite it is a pool of
-/// its own with one connection: its page cache stays warm between batches
-/// (a pooled connection's is dropped whenever another one wrote). On
-/// PostgreSQL (and an in-memory SQLite database, which another pool would
-/// not see) the main pool.
-async fn connect_writer(config: &Config, db: &DatabaseConnection) -> anyhow::Result<DatabaseConnection> {
-    if sqlite_file(&config.database_url()) { connect_database(config, Some(1)).await } else { Ok(db.clone()) }
-}
-
-/// Whether `url` is a SQLite database in a file (not in memory).
-fn sqlite_file(url: &str) -> bool {
-    url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=memory")
-}
-
-/// The SQLite file's own writer thread, else group commit on `writer`.
-fn pending_writer(url: &str, writer: DatabaseConnection) -> anyhow::Result<PendingWriter> {
-    if sqlite_file(url) {
-        let options: sea_orm::sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-        return PendingWriter::sqlite(options.get_filename(), WAL_AUTOCHECKPOINT_PAGES);
-    }
-    Ok(PendingWriter::spawn(writer))
 }
 
 /// SQLite checkpoints the WAL (syncing it and the database file) inside the

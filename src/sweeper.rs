@@ -1,10 +1,11 @@
-//! Background cleanup, also run once by `chatgenius-files sweep`:
-//! purges objects of files deleted longer than the retention, removes expired
-//! unconfirmed uploads (objects and rows), aborts stale multipart uploads, and
-//! reports (optionally deletes) objects under `uploads/` that no row knows.
+//! Background cleanup, also run once by `chatgenius-files sweep`: purges
+//! objects of files deleted longer than the retention, expires uploads not
+//! confirmed in time (claiming each row before touching its object), forgets
+//! closed uploads, aborts stale multipart uploads, and deletes objects under
+//! `uploads/` that neither a pending upload nor a file owns.
 //! On PostgreSQL only one instance sweeps at a time (advisory lock).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
@@ -12,17 +13,28 @@ use sea_orm::{
 };
 
 use crate::{
-    entity::{file_upload, pending_upload},
-    service::{ServiceError, now},
+    entity::{
+        file_upload,
+        pending_upload::{self, UploadState},
+    },
+    service::{ServiceError, lifecycle, now},
     startup::AppState,
     storage::StorageError,
 };
 
 /// Arbitrary key of the sweeper's PostgreSQL advisory lock.
 pub const LOCK_KEY: i64 = 0x6367_665f_7377;
-/// Objects younger than this are never called orphans (a proxy upload stores
-/// its object a moment before its row).
-const ORPHAN_MIN_AGE_SECS: i64 = 3600;
+/// An object no row knows is deleted once it is this much older than the
+/// longest upload URL lifetime (clocks of broker and store may differ a little).
+const ORPHAN_MARGIN_SECS: i64 = 60;
+/// Pages of 1,000 objects one background sweep reads looking for orphans; the
+/// next sweep goes on from there, so a big bucket is read a slice at a time.
+const ORPHAN_PAGES_PER_SWEEP: usize = 10;
+/// Aborted, rejected and expired uploads are remembered this long after
+/// their expiry (a late confirm gets 409 or 410 instead of 404).
+const CLOSED_UPLOAD_RETENTION_DAYS: i64 = 1;
+/// Uploads expired per batch.
+const EXPIRE_BATCH: u64 = 1000;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,15 +43,17 @@ pub struct SweepReport {
     pub skipped: bool,
     /// Objects of deleted files purged (their rows removed).
     pub deleted_files_purged: u64,
-    /// Expired unconfirmed uploads removed.
+    /// Uploads not confirmed in time: expired, their objects deleted.
     pub expired_uploads_removed: u64,
+    /// Rows of closed uploads forgotten.
+    pub closed_uploads_forgotten: u64,
     /// Incomplete multipart uploads aborted.
     pub multipart_aborted: u64,
     /// Whether the store lists multipart uploads at all.
     pub multipart_supported: bool,
-    /// Objects under `uploads/` no row knows.
+    /// Objects under `uploads/` that no pending upload or file owns.
     pub orphans_found: u64,
-    /// Of those, deleted.
+    /// Of those, deleted (those of closed uploads at once, others once old enough).
     pub orphans_deleted: u64,
 }
 
@@ -50,6 +64,7 @@ impl SweepReport {
             ("skipped (another instance sweeping)", self.skipped.to_string()),
             ("deleted files purged", self.deleted_files_purged.to_string()),
             ("expired uploads removed", self.expired_uploads_removed.to_string()),
+            ("closed uploads forgotten", self.closed_uploads_forgotten.to_string()),
             (
                 "stale multipart uploads aborted",
                 if self.multipart_supported {
@@ -69,17 +84,27 @@ impl SweepReport {
     }
 }
 
+/// Where the orphan search goes on from, and how far it may go in one sweep.
+#[derive(Debug, Default, Clone)]
+pub struct OrphanCursor {
+    /// The last key looked at (`None`: the start of `uploads/`).
+    start_after: Option<String>,
+    /// Pages per sweep (`None`: the whole bucket).
+    pages: Option<usize>,
+}
+
 /// Sweeps every SWEEP_INTERVAL_SECS until shutdown starts (never mid-sweep).
 pub async fn run_periodically(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(state.config.sweep_interval_secs));
     tick.tick().await;
     let mut closing = state.closing.clone();
+    let mut orphans = OrphanCursor { start_after: None, pages: Some(ORPHAN_PAGES_PER_SWEEP) };
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = closing.changed() => return,
         }
-        match sweep_once(&state, false).await {
+        match sweep(&state, &mut orphans).await {
             Ok(report)
                 if report != SweepReport { multipart_supported: report.multipart_supported, ..Default::default() } =>
             {
@@ -91,8 +116,13 @@ pub async fn run_periodically(state: AppState) {
     }
 }
 
-/// One sweep over everything.
-pub async fn sweep_once(state: &AppState, delete_orphans: bool) -> Result<SweepReport, ServiceError> {
+/// One sweep over everything, the whole bucket included.
+pub async fn sweep_once(state: &AppState) -> Result<SweepReport, ServiceError> {
+    sweep(state, &mut OrphanCursor::default()).await
+}
+
+/// One sweep, reading the bucket for orphans as far as `orphans` allows.
+async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
     let lock = match take_lock(state).await? {
         Lock::Held(txn) => Some(txn),
         Lock::NotNeeded => None,
@@ -100,7 +130,8 @@ pub async fn sweep_once(state: &AppState, delete_orphans: bool) -> Result<SweepR
     };
     let mut report = SweepReport {
         deleted_files_purged: purge_deleted(state).await?,
-        expired_uploads_removed: remove_expired_uploads(state).await?,
+        expired_uploads_removed: expire_uploads(state).await?,
+        closed_uploads_forgotten: forget_closed_uploads(state).await?,
         ..Default::default()
     };
     match abort_stale_multipart(state).await {
@@ -108,10 +139,11 @@ pub async fn sweep_once(state: &AppState, delete_orphans: bool) -> Result<SweepR
         Err(ServiceError::Storage(StorageError::Service { code, .. })) if code == "NotImplemented" => {}
         Err(err) => return Err(err),
     }
-    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, delete_orphans).await?;
+    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, orphans).await?;
     state.metrics.swept(&[
         ("deleted_files_purged", report.deleted_files_purged),
         ("expired_uploads_removed", report.expired_uploads_removed),
+        ("closed_uploads_forgotten", report.closed_uploads_forgotten),
         ("multipart_aborted", report.multipart_aborted),
         ("orphans_found", report.orphans_found),
         ("orphans_deleted", report.orphans_deleted),
@@ -161,24 +193,46 @@ async fn purge_deleted(state: &AppState) -> Result<u64, ServiceError> {
     Ok(due.len() as u64)
 }
 
-async fn remove_expired_uploads(state: &AppState) -> Result<u64, ServiceError> {
-    let expired = pending_upload::Entity::find()
-        .filter(pending_upload::Column::ExpiresAt.lt(now()))
-        .limit(1000)
-        .all(&state.db)
-        .await?;
-    let mut removed = 0;
-    for upload in &expired {
-        if upload.state == "pending" {
-            if let Some(multipart) = &upload.multipart_upload_id {
-                state.storage.abort_multipart(&upload.s3_key, multipart).await.ok();
-            }
-            state.storage.delete(&upload.s3_key).await?;
-            removed += 1;
+/// Expires every pending upload past its time (the conditional claim first,
+/// then its object and parts).
+async fn expire_uploads(state: &AppState) -> Result<u64, ServiceError> {
+    let mut expired = 0;
+    loop {
+        let claimed = lifecycle::expire_due(&state.db, EXPIRE_BATCH).await?;
+        lifecycle::discard_objects(&state.storage, &state.metrics, &claimed).await;
+        expired += claimed.len() as u64;
+        if (claimed.len() as u64) < EXPIRE_BATCH {
+            return Ok(expired);
         }
-        pending_upload::Entity::delete_by_id(upload.id).exec(&state.db).await?;
     }
-    Ok(removed)
+}
+
+/// Forgets the rows of closed uploads once they are of no more use: confirmed
+/// ones past their expiry (the file row stays), the others a retention later.
+async fn forget_closed_uploads(state: &AppState) -> Result<u64, ServiceError> {
+    use sea_orm::sea_query::Condition;
+    let closed_before = now() - chrono::Duration::days(CLOSED_UPLOAD_RETENTION_DAYS);
+    let forgotten = pending_upload::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(pending_upload::Column::State.eq(UploadState::Confirmed))
+                        .add(pending_upload::Column::ExpiresAt.lt(now())),
+                )
+                .add(
+                    Condition::all()
+                        .add(pending_upload::Column::State.is_in([
+                            UploadState::Aborted,
+                            UploadState::Rejected,
+                            UploadState::Expired,
+                        ]))
+                        .add(pending_upload::Column::ExpiresAt.lt(closed_before)),
+                ),
+        )
+        .exec(&state.db)
+        .await?;
+    Ok(forgotten.rows_affected)
 }
 
 async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
@@ -193,41 +247,59 @@ async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
     Ok(aborted)
 }
 
-/// Objects under `uploads/` that neither a file nor a live upload knows.
-async fn sweep_orphans(state: &AppState, delete: bool) -> Result<(u64, u64), ServiceError> {
-    let old_enough = chrono::Utc::now().timestamp() - ORPHAN_MIN_AGE_SECS.min(state.config.upload_url_ttl_secs as i64);
-    let (mut found, mut deleted) = (0, 0);
-    let mut start_after: Option<String> = None;
+/// Deletes objects under `uploads/` that no pending upload or file owns: those
+/// of closed uploads (re-PUT with a still valid URL after an abort or a
+/// rejection) at once, those no row knows once older than the longest URL
+/// lifetime plus a margin. Returns (found, deleted).
+async fn sweep_orphans(state: &AppState, cursor: &mut OrphanCursor) -> Result<(u64, u64), ServiceError> {
+    let old_enough = chrono::Utc::now().timestamp() - state.config.upload_url_ttl_secs as i64 - ORPHAN_MARGIN_SECS;
+    let (mut found, mut deleted, mut pages) = (0, 0, 0);
     loop {
-        let page = state.storage.list_page("uploads/", start_after.as_deref()).await?;
-        let Some((last, _)) = page.last() else { break };
-        start_after = Some(last.clone());
+        if cursor.pages.is_some_and(|max| pages >= max) {
+            return Ok((found, deleted));
+        }
+        let page = state.storage.list_page("uploads/", cursor.start_after.as_deref()).await?;
+        let Some((last, _)) = page.last() else {
+            cursor.start_after = None;
+            return Ok((found, deleted));
+        };
+        cursor.start_after = Some(last.clone());
+        pages += 1;
         let keys: Vec<String> = page.iter().map(|(k, _)| k.clone()).collect();
-        let mut known: HashSet<String> = file_upload::Entity::find()
+        // Uploads first, files second: an upload confirmed in between is then
+        // seen as a file, never as a confirmed upload without one.
+        let uploads: HashMap<String, UploadState> = pending_upload::Entity::find()
+            .select_only()
+            .column(pending_upload::Column::S3Key)
+            .column(pending_upload::Column::State)
+            .filter(pending_upload::Column::S3Key.is_in(keys.clone()))
+            .into_tuple::<(String, UploadState)>()
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .collect();
+        let files: HashSet<String> = file_upload::Entity::find()
             .select_only()
             .column(file_upload::Column::S3Key)
-            .filter(file_upload::Column::S3Key.is_in(keys.clone()))
+            .filter(file_upload::Column::S3Key.is_in(keys))
             .into_tuple::<String>()
             .all(&state.db)
             .await?
             .into_iter()
             .collect();
-        known.extend(
-            pending_upload::Entity::find()
-                .select_only()
-                .column(pending_upload::Column::S3Key)
-                .filter(pending_upload::Column::S3Key.is_in(keys))
-                .into_tuple::<String>()
-                .all(&state.db)
-                .await?,
-        );
-        for (key, modified) in page.iter().filter(|(k, _)| !known.contains(k)) {
+        for (key, modified) in &page {
+            let owned = files.contains(key) || uploads.get(key) == Some(&UploadState::Pending);
+            if owned {
+                continue;
+            }
             found += 1;
-            if delete && modified.is_some_and(|t| t <= old_enough) {
+            // A closed upload never becomes a file; an object with no row at all
+            // is left alone until no URL could still be writing it.
+            let garbage = uploads.contains_key(key) || modified.is_some_and(|t| t <= old_enough);
+            if garbage {
                 state.storage.delete(key).await?;
                 deleted += 1;
             }
         }
     }
-    Ok((found, deleted))
 }

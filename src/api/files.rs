@@ -182,7 +182,7 @@ impl FilesApi {
             method: presigned.request.method.to_owned(),
             url: presigned.request.url,
             headers: presigned.request.headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            expires_at: presigned.upload.expires_at.and_utc(),
+            expires_at: presigned.url_expires_at.and_utc(),
             key: presigned.upload.s3_key,
         })))
     }

@@ -148,6 +148,7 @@ impl From<ServiceError> for ApiError {
             E::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             E::Invalid { code, message } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
             E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            E::Gone { code, message } => ApiError::new(StatusCode::GONE, code, message),
             E::Disabled { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
             E::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message),
             E::TypeNotAllowed(message) => {

@@ -2,11 +2,11 @@
 //! reported exactly like a missing one.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, ModelTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 
-use super::{OnConflict, ServiceError, now, users};
+use super::{OnConflict, ServiceError, lifecycle, now, users};
 use crate::{
     domain::{ChannelName, Username},
     entity::{channel, channel_member, user},
@@ -123,12 +123,18 @@ pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_
     if caller != user_id && channel.created_by != caller {
         return Err(ServiceError::Forbidden("only the channel's creator may remove other members".into()));
     }
-    let member = channel_member::Entity::find_by_id((channel_id, user_id))
-        .one(db)
-        .await?
-        .ok_or(ServiceError::NotFound("member"))?;
-    member.delete(db).await?;
+    // The membership goes and the member's open uploads in the channel are
+    // aborted in one transaction: a confirm racing this either committed
+    // before (the file stays) or finds its upload aborted.
+    let txn = db.begin().await?;
+    let removed = channel_member::Entity::delete_by_id((channel_id, user_id)).exec(&txn).await?;
+    if removed.rows_affected == 0 {
+        return Err(ServiceError::NotFound("member"));
+    }
+    let aborted = lifecycle::abort_member_uploads(&txn, channel_id, user_id).await?;
+    txn.commit().await?;
     state.cache.forget_membership(channel_id, user_id);
+    lifecycle::discard_objects(&state.storage, &state.metrics, &aborted).await;
     state.events.publish(Event::MemberLeft(MemberLeft { channel_id, user_id }));
     Ok(())
 }

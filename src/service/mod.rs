@@ -5,9 +5,9 @@ pub mod batch;
 pub mod cache;
 pub mod channels;
 pub mod files;
+pub mod lifecycle;
 pub mod messages;
 pub mod multipart;
-pub mod pending;
 pub mod uploads;
 pub mod users;
 
@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// The request conflicts with current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The thing asked about ran out of time (an upload past its expiry).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     /// The file is larger than MAX_FILE_SIZE_MB.
     #[error("{0}")]
     TooLarge(String),

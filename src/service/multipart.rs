@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::{
-    ServiceError, now,
-    uploads::{self, Confirmation, UploadRequest, state},
+    ServiceError, lifecycle, now,
+    uploads::{self, Confirmation, UploadRequest},
 };
 use crate::{
     entity::pending_upload,
@@ -104,11 +104,9 @@ pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<St
         part_size: Some(layout.part_size as i64),
         ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, state.config.multipart_upload_ttl_secs)
     };
-    // Recorded like a presign's row (journaled on a SQLite file), so a crash
-    // right after still leaves the sweeper an upload to abort.
-    if let Err(err) = state.pending.record(upload.clone()).await {
+    if let Err(err) = uploads::insert_row(&state.db, &upload).await {
         // Nothing may outlive a failed start.
-        state.storage.abort_multipart(&upload.s3_key, &multipart_id).await.ok();
+        lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
         return Err(err);
     }
     state.metrics.presigned();
@@ -161,8 +159,8 @@ async fn complete_inner(
     parts: &[(u32, String)],
 ) -> Result<Confirmation, ServiceError> {
     uploads::rate_limit(state, Action::Confirm, user)?;
-    let upload = uploads::own_upload(state, user, upload_id).await?;
-    if let Some(done) = uploads::finished(state, &upload).await? {
+    let upload = uploads::own_upload(&state.db, user, upload_id).await?;
+    if let Some(done) = uploads::finished(&state.db, &upload).await? {
         return Ok(done);
     }
     let layout = Layout::of(&upload)?;
@@ -243,13 +241,13 @@ fn is_part_error(code: &str) -> bool {
     matches!(code, "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "NoSuchUpload")
 }
 
-/// The caller's own upload, still pending.
+/// The caller's own upload, still pending and within its time.
 async fn open_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
-    let upload = uploads::own_upload(state, user, upload_id).await?;
-    if upload.state != state::PENDING {
-        return Err(uploads::not_pending(&upload));
+    let upload = uploads::own_upload(&state.db, user, upload_id).await?;
+    match uploads::finished(&state.db, &upload).await? {
+        None => Ok(upload),
+        Some(_) => Err(ServiceError::conflict("upload_not_pending", "this upload was confirmed")),
     }
-    Ok(upload)
 }
 
 fn multipart_id(upload: &pending_upload::Model) -> &str {

@@ -2,34 +2,26 @@
 //! records; abort; and uploads streamed through the broker.
 
 use bytes::{Bytes, BytesMut};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
-    sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
-use super::{OnConflict, ServiceError, channels, messages, now};
+use super::{ServiceError, channels, lifecycle, messages, now};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
-    entity::{file_upload, message, pending_upload},
+    entity::{
+        file_upload, message,
+        pending_upload::{self, UploadState},
+    },
     events::{Event, FileUploadComplete},
     ratelimit::Action,
     startup::AppState,
-    storage::PresignedRequest,
+    storage::{PresignedRequest, StorageError},
 };
 
 /// Part size of multipart uploads streamed through the broker; also the most
 /// one upload holds in memory.
 pub const STREAM_PART_SIZE: usize = 8 * 1024 * 1024;
-
-/// States of a `pending_uploads` row.
-pub(super) mod state {
-    pub const PENDING: &str = "pending";
-    pub const CONFIRMED: &str = "confirmed";
-    pub const ABORTED: &str = "aborted";
-    pub const REJECTED: &str = "rejected";
-}
 
 /// Where an upload goes: a channel, optionally a message of the uploader's in it.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +45,8 @@ pub struct UploadRequest {
 pub struct Presigned {
     pub upload: pending_upload::Model,
     pub request: PresignedRequest,
+    /// When the URL stops working (the upload may be confirmed a grace period longer).
+    pub url_expires_at: chrono::NaiveDateTime,
 }
 
 /// The result of a confirm.
@@ -110,16 +104,18 @@ async fn resolve_target(
             if channel_id.is_some_and(|c| c != message.channel_id) {
                 return Err(ServiceError::NotFound("message"));
             }
-            channels::require_member(db, message.channel_id, user)
-                .await
-                .map_err(|_| ServiceError::NotFound("message"))?;
+            if !channels::is_member(db, message.channel_id, user).await? {
+                return Err(ServiceError::NotFound("message"));
+            }
             if message.user_id != user {
                 return Err(ServiceError::Forbidden("files can only be added to your own messages".into()));
             }
             Ok((message.channel_id, Some(message_id)))
         }
         (Some(channel_id), None) => {
-            channels::require_member(db, channel_id, user).await?;
+            if !channels::is_member(db, channel_id, user).await? {
+                return Err(ServiceError::NotFound("channel"));
+            }
             Ok((channel_id, None))
         }
         (None, None) => Err(ServiceError::invalid("missing_target", "give channel_id or message_id")),
@@ -136,22 +132,14 @@ pub(super) async fn admit(
     rate_limit(state, Action::Upload, user)?;
     check_size(state, req.size)?;
     check_type(state, &req.file_name, &req.content_type)?;
-    match req.target {
-        Target { channel_id: Some(channel_id), message_id: None } => {
-            if !channels::is_member_cached(state, channel_id, user).await? {
-                return Err(ServiceError::NotFound("channel"));
-            }
-            Ok((channel_id, None))
-        }
-        target => resolve_target(&state.db, user, target).await,
-    }
+    resolve_target(&state.db, user, req.target).await
 }
 
 pub(super) fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
     format!("uploads/{channel_id}/{}/{}", upload_id.simple(), name.key_safe())
 }
 
-/// The row of an upload in progress, living `lifetime_secs` from now.
+/// The row of an upload in progress, confirmable for `lifetime_secs` from now.
 pub(super) fn pending_row(
     id: Uuid,
     user: i32,
@@ -171,7 +159,7 @@ pub(super) fn pending_row(
         content_type: req.content_type.as_str().to_owned(),
         file_size: req.size as i64,
         sha256: req.sha256.as_ref().map(|s| s.as_str().to_owned()),
-        state: state::PENDING.to_owned(),
+        state: UploadState::Pending,
         file_id: None,
         multipart_upload_id: None,
         part_size: None,
@@ -180,7 +168,16 @@ pub(super) fn pending_row(
     }
 }
 
-/// Validates an upload, records it as pending and signs the PUT the client must send.
+/// Commits a new upload's row (before anything is handed to the client).
+pub(super) async fn insert_row(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    pending_upload::Entity::insert(upload.clone().into_active_model()).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// Validates an upload, records it as pending and signs the PUT the client
+/// must send: exactly the declared type, size (and SHA-256), and only if no
+/// object is there yet (`If-None-Match: *`), so a URL can never replace a
+/// stored file.
 pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
     let (channel_id, message_id) = admit(state, user, &req).await?;
     let id = Uuid::now_v7();
@@ -189,25 +186,27 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
     let request =
         state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl);
-    let upload = pending_row(id, user, (channel_id, message_id), &req, key, ttl.as_secs());
-    state.pending.record(upload.clone()).await?;
+    let lifetime = ttl.as_secs() + state.config.upload_confirm_grace_secs;
+    let upload = pending_row(id, user, (channel_id, message_id), &req, key, lifetime);
+    insert_row(&state.db, &upload).await?;
     state.metrics.presigned();
-    Ok(Presigned { upload, request })
+    let url_expires_at = upload.created_at + chrono::Duration::seconds(ttl.as_secs() as i64);
+    Ok(Presigned { upload, request, url_expires_at })
 }
 
-/// The caller's own upload; anyone else's looks missing.
+/// The caller's own upload in a channel they still belong to; anything else
+/// looks missing.
 pub(super) async fn own_upload(
-    state: &AppState,
+    db: &DatabaseConnection,
     user: i32,
     upload_id: Uuid,
 ) -> Result<pending_upload::Model, ServiceError> {
-    let mut upload = pending_upload::Entity::find_by_id(upload_id).one(&state.db).await?;
-    if upload.is_none() && state.pending.writes_behind() {
-        // Presigned a moment ago: its row may still be on its way to the table.
-        state.pending.flush().await;
-        upload = pending_upload::Entity::find_by_id(upload_id).one(&state.db).await?;
-    }
-    upload.filter(|u| u.user_id == user).ok_or(ServiceError::NotFound("upload"))
+    pending_upload::Entity::find_by_id(upload_id)
+        .filter(pending_upload::Column::UserId.eq(user))
+        .filter(lifecycle::uploader_is_member())
+        .one(db)
+        .await?
+        .ok_or(ServiceError::NotFound("upload"))
 }
 
 /// Verifies the uploaded object and records the file. Idempotent: confirming
@@ -223,33 +222,46 @@ pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, Serv
     match result {
         Ok(Confirmation::Created(file)) => state.metrics.confirmed("created", file.file_size.unwrap_or(0) as u64),
         Ok(Confirmation::AlreadyConfirmed(_)) => state.metrics.confirmed("already_confirmed", 0),
-        Err(ServiceError::Unverified { code, .. }) => state.metrics.confirmed(code, 0),
+        Err(
+            ServiceError::Unverified { code, .. }
+            | ServiceError::Gone { code, .. }
+            | ServiceError::Conflict { code, .. },
+        ) => state.metrics.confirmed(code, 0),
         Err(_) => state.metrics.confirmed("error", 0),
     }
 }
 
-/// For a confirm or complete: `None` to go on with a pending upload, the
-/// recorded file when it was confirmed before, a conflict otherwise.
+/// What a confirm or complete does with an upload in its current state:
+/// `None` to go on verifying a pending upload, the recorded file when it was
+/// confirmed before, a refusal otherwise.
 pub(super) async fn finished(
-    state: &AppState,
+    db: &DatabaseConnection,
     upload: &pending_upload::Model,
 ) -> Result<Option<Confirmation>, ServiceError> {
-    match upload.state.as_str() {
-        state::PENDING => Ok(None),
-        state::CONFIRMED => already_confirmed(&state.db, upload).await.map(Some),
-        _ => Err(not_pending(upload)),
+    match upload.state {
+        UploadState::Pending if upload.expires_at > now() => Ok(None),
+        UploadState::Pending | UploadState::Expired => Err(expired()),
+        UploadState::Confirmed => already_confirmed(db, upload).await.map(Some),
+        UploadState::Aborted | UploadState::Rejected => Err(not_pending(upload)),
     }
 }
 
-/// The refusal for an upload that was aborted, rejected or already recorded.
+/// The refusal for an upload that was aborted or rejected.
 pub(super) fn not_pending(upload: &pending_upload::Model) -> ServiceError {
-    ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state))
+    ServiceError::conflict("upload_not_pending", format!("this upload was {}", upload.state.as_str()))
+}
+
+fn expired() -> ServiceError {
+    ServiceError::Gone {
+        code: "upload_expired",
+        message: "this upload expired before it was confirmed; presign again".into(),
+    }
 }
 
 async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
     rate_limit(state, Action::Confirm, user)?;
-    let upload = own_upload(state, user, upload_id).await?;
-    if let Some(done) = finished(state, &upload).await? {
+    let upload = own_upload(&state.db, user, upload_id).await?;
+    if let Some(done) = finished(&state.db, &upload).await? {
         return Ok(done);
     }
     if upload.multipart_upload_id.is_some() {
@@ -272,21 +284,33 @@ pub(super) async fn verify_and_record(
 }
 
 /// Records the file when it was `verified`; otherwise rejects the upload
-/// (deleting the object) unless the object is merely missing.
+/// (deleting the object) unless the object is merely missing. When the upload
+/// changed meanwhile, answers as that change decides.
 pub(super) async fn settle(
     state: &AppState,
     upload: &pending_upload::Model,
     verified: Result<(), ServiceError>,
 ) -> Result<Confirmation, ServiceError> {
-    if let Err(err) = verified {
-        if let ServiceError::Unverified { code, .. } = &err
-            && *code != "object_missing"
-        {
-            reject(state, upload).await?;
+    match verified {
+        Ok(()) => record(state, upload).await,
+        Err(ServiceError::Unverified { code: "object_missing", message }) => {
+            // Missing because an abort or the sweeper deleted it? Then say that.
+            match pending_upload::Entity::find_by_id(upload.id).one(&state.db).await? {
+                Some(now_is) if now_is.state == UploadState::Pending => {
+                    Err(ServiceError::Unverified { code: "object_missing", message })
+                }
+                _ => changed_meanwhile(state, upload).await,
+            }
         }
-        return Err(err);
+        Err(err @ ServiceError::Unverified { .. }) => {
+            if lifecycle::close(&state.db, upload.id, UploadState::Rejected).await? {
+                lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(upload)).await;
+                return Err(err);
+            }
+            changed_meanwhile(state, upload).await
+        }
+        Err(err) => Err(err),
     }
-    record(state, upload).await
 }
 
 pub(super) async fn already_confirmed(
@@ -321,7 +345,7 @@ async fn verify_size(state: &AppState, upload: &pending_upload::Model) -> Result
 /// The declared SHA-256 when there is one, and the magic bytes of the first KiB.
 pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
-        let actual = state.storage.sha256_hex(&upload.s3_key).await?;
+        let actual = state.storage.sha256_hex(&upload.s3_key).await.map_err(vanished)?;
         if &actual != expected {
             return Err(ServiceError::unverified(
                 "checksum_mismatch",
@@ -329,7 +353,7 @@ pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Mo
             ));
         }
     }
-    let head = state.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await?;
+    let head = state.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)?;
     let declared = ContentType::parse(&upload.content_type).map_err(|e| ServiceError::invalid(e.code, e.message))?;
     if let Some(found) = sniff_mismatch(&declared, &head) {
         return Err(ServiceError::unverified(
@@ -340,61 +364,45 @@ pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Mo
     Ok(())
 }
 
-/// Deletes the object of an upload that failed verification and closes the upload.
-pub(super) async fn reject(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
-    state.storage.delete(&upload.s3_key).await?;
-    set_state(&state.db, upload.id, state::REJECTED).await
+/// An object gone while it was read (an abort or the sweeper deleted it) is a
+/// missing object, not a store failure.
+fn vanished(err: StorageError) -> ServiceError {
+    if err.is_missing() {
+        ServiceError::unverified("object_missing", "no object was uploaded for this upload yet")
+    } else {
+        err.into()
+    }
 }
 
-pub(super) async fn set_state(db: &DatabaseConnection, id: Uuid, to: &str) -> Result<(), ServiceError> {
-    pending_upload::Entity::update_many()
-        .col_expr(pending_upload::Column::State, Expr::value(to))
-        .filter(pending_upload::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
-/// Inserts the file and closes the upload in one transaction, then announces it.
+/// Records the file (pending → confirmed, conditionally) and announces it. When
+/// the upload changed meanwhile (aborted, expired, its uploader removed, or
+/// confirmed by a concurrent call), answers as that change decides.
 pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
-    let txn = state.db.begin().await?;
-    let inserted = new_file(upload).insert(&txn).await.on_unique_violation("already_confirmed", "already confirmed");
-    let file = match inserted {
-        Ok(file) => file,
-        // A concurrent confirm recorded it first.
-        Err(ServiceError::Conflict { .. }) => {
-            txn.rollback().await?;
-            return already_confirmed(&state.db, upload).await;
-        }
-        Err(err) => return Err(err),
-    };
-    pending_upload::Entity::update_many()
-        .col_expr(pending_upload::Column::State, Expr::value(state::CONFIRMED))
-        .col_expr(pending_upload::Column::FileId, Expr::value(file.id))
-        .filter(pending_upload::Column::Id.eq(upload.id))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    announce(state, &file).await?;
-    Ok(Confirmation::Created(file))
+    if let Some(file) = lifecycle::confirm(&state.db, upload).await? {
+        announce(state, &file).await?;
+        return Ok(Confirmation::Created(file));
+    }
+    changed_meanwhile(state, upload).await
 }
 
-fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {
-    file_upload::ActiveModel {
-        message_id: Set(upload.message_id),
-        file_name: Set(upload.file_name.clone()),
-        s3_key: Set(upload.s3_key.clone()),
-        content_type: Set(Some(upload.content_type.clone())),
-        file_size: Set(Some(upload.file_size)),
-        uploaded_at: Set(Some(now())),
-        uploaded_by: Set(Some(upload.user_id)),
-        is_deleted: Set(Some(false)),
-        channel_id: Set(upload.channel_id),
-        sha256: Set(upload.sha256.clone()),
-        deleted_at: Set(None),
-        download_count: Set(0),
-        last_downloaded_at: Set(None),
-        ..Default::default()
+/// The answer for a confirm whose upload stopped being pending while it
+/// verified: the file when a concurrent confirm recorded it, a refusal naming
+/// what happened otherwise.
+async fn changed_meanwhile(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+    let Some(now_is) = pending_upload::Entity::find_by_id(upload.id).one(&state.db).await? else {
+        return Err(ServiceError::NotFound("upload"));
+    };
+    match now_is.state {
+        UploadState::Confirmed => already_confirmed(&state.db, &now_is).await,
+        UploadState::Pending if now_is.expires_at <= now() => Err(expired()),
+        // Still pending, yet not recorded: the uploader left the channel.
+        UploadState::Pending => Err(ServiceError::NotFound("upload")),
+        closed @ (UploadState::Aborted | UploadState::Rejected | UploadState::Expired) => {
+            // Whoever closed it discarded the object, perhaps before this
+            // call's complete or upload created it: no file can own it.
+            lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(upload)).await;
+            Err(if closed == UploadState::Expired { expired() } else { not_pending(&now_is) })
+        }
     }
 }
 
@@ -414,19 +422,22 @@ async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), Ser
 
 /// Abandons an unconfirmed upload, deleting whatever was uploaded.
 pub async fn abort(state: &AppState, user: i32, upload_id: Uuid) -> Result<(), ServiceError> {
-    let upload = own_upload(state, user, upload_id).await?;
-    match upload.state.as_str() {
-        state::CONFIRMED => {
-            Err(ServiceError::conflict("upload_confirmed", "this upload is confirmed; delete the file instead"))
-        }
-        state::PENDING => {
-            if let Some(multipart) = &upload.multipart_upload_id {
-                state.storage.abort_multipart(&upload.s3_key, multipart).await.ok();
+    let upload = own_upload(&state.db, user, upload_id).await?;
+    let confirmed = || ServiceError::conflict("upload_confirmed", "this upload is confirmed; delete the file instead");
+    match upload.state {
+        UploadState::Confirmed => Err(confirmed()),
+        UploadState::Pending => {
+            if lifecycle::close(&state.db, upload.id, UploadState::Aborted).await? {
+                lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
+                return Ok(());
             }
-            state.storage.delete(&upload.s3_key).await?;
-            set_state(&state.db, upload.id, state::ABORTED).await
+            // Changed meanwhile: a concurrent confirm may have won.
+            match pending_upload::Entity::find_by_id(upload.id).one(&state.db).await? {
+                Some(now_is) if now_is.state == UploadState::Confirmed => Err(confirmed()),
+                _ => Ok(()),
+            }
         }
-        _ => Ok(()),
+        UploadState::Aborted | UploadState::Rejected | UploadState::Expired => Ok(()),
     }
 }
 
@@ -464,48 +475,51 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
             format!("the file's content ({found}) does not match its declared type {}", file.content_type.as_str()),
         ));
     }
-    let size = if first.len() < STREAM_PART_SIZE {
+    // Recorded before any byte is stored, so nothing in the store is ever
+    // unknown to the database (and the sweeper cleans up after a crash).
+    let request = UploadRequest {
+        target: file.target,
+        file_name: file.file_name.clone(),
+        content_type: file.content_type.clone(),
+        size: first.len() as u64,
+        sha256: None,
+    };
+    let lifetime = state
+        .config
+        .multipart_upload_ttl_secs
+        .max(state.config.upload_url_ttl_secs + state.config.upload_confirm_grace_secs);
+    let mut upload = pending_row(id, user, (channel_id, message_id), &request, key.clone(), lifetime);
+    insert_row(&state.db, &upload).await?;
+    let stored = if first.len() < STREAM_PART_SIZE {
         // The whole file fit in the first read: one PutObject.
         let size = first.len() as u64;
-        state.storage.put(&key, file.content_type.as_str(), first).await?;
-        size
+        state.storage.put(&key, file.content_type.as_str(), first).await.map(|()| size).map_err(ServiceError::from)
     } else {
-        let multipart = state.storage.create_multipart(&key, file.content_type.as_str()).await?;
-        match stream_parts(state, &key, &multipart, first, &mut file.body, &mut buffer, max).await {
-            Ok(size) => size,
-            Err(err) => {
-                state.storage.abort_multipart(&key, &multipart).await.ok();
-                return Err(err);
+        match state.storage.create_multipart(&key, file.content_type.as_str()).await {
+            Ok(multipart) => {
+                let streamed = stream_parts(state, &key, &multipart, first, &mut file.body, &mut buffer, max).await;
+                if streamed.is_err() {
+                    upload.multipart_upload_id = Some(multipart);
+                }
+                streamed
             }
+            Err(err) => Err(err.into()),
         }
     };
-
-    let upload = pending_upload::Model {
-        id,
-        user_id: user,
-        channel_id,
-        message_id,
-        file_name: file.file_name.as_str().to_owned(),
-        s3_key: key.clone(),
-        content_type: file.content_type.as_str().to_owned(),
-        file_size: size as i64,
-        sha256: None,
-        state: state::CONFIRMED.to_owned(),
-        file_id: None,
-        multipart_upload_id: None,
-        part_size: None,
-        created_at: now(),
-        expires_at: now(),
-    };
-    match new_file(&upload).insert(&state.db).await {
-        Ok(recorded) => {
-            state.metrics.confirmed("uploaded_through_broker", size);
-            announce(state, &recorded).await?;
-            Ok(recorded)
-        }
+    let size = match stored {
+        Ok(size) => size,
         Err(err) => {
-            state.storage.delete(&key).await.ok();
-            Err(err.into())
+            if lifecycle::close(&state.db, upload.id, UploadState::Aborted).await? {
+                lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
+            }
+            return Err(err);
+        }
+    };
+    upload.file_size = size as i64;
+    match record(state, &upload).await? {
+        Confirmation::Created(file) | Confirmation::AlreadyConfirmed(file) => {
+            state.metrics.confirmed("uploaded_through_broker", size);
+            Ok(file)
         }
     }
 }

@@ -52,6 +52,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The store says what was asked about does not exist (`NoSuchKey`, `NoSuchUpload`).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::Service { code, .. } if matches!(code.as_str(), "NoSuchKey" | "NoSuchUpload" | "NotFound"))
+    }
+
     fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -159,12 +164,14 @@ impl Storage {
             .map_err(StorageError::from_sdk)
     }
 
-    /// Stores a small object in one request.
+    /// Stores a small object in one request, unless one is there already
+    /// (keys are never reused: a stored file is never replaced).
     pub async fn put(&self, key: &str, content_type: &str, body: Bytes) -> Result<(), StorageError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .if_none_match("*")
             .content_type(content_type)
             .body(ByteStream::from(body))
             .send()
@@ -263,7 +270,8 @@ impl Storage {
         Ok(CompletedPart::builder().part_number(part_number).set_e_tag(out.e_tag().map(str::to_owned)).build())
     }
 
-    /// Completes a multipart upload from its parts. The store may take a
+    /// Completes a multipart upload from its parts, unless an object is there
+    /// already (a stored file is never replaced). The store may take a
     /// while to assemble a big object (AWS sends whitespace meanwhile): this
     /// call gets [`COMPLETE_TIMEOUT`], and no stalled-stream check, whose
     /// 100 ms throughput timer would otherwise wake the broker all along.
@@ -278,6 +286,7 @@ impl Storage {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .if_none_match("*")
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .customize()
             .config_override(

@@ -90,7 +90,9 @@ impl Presigner {
     }
 
     /// A PUT of exactly `content_length` bytes of `content_type` (and, when
-    /// given, of the base64 SHA-256 `checksum_sha256`).
+    /// given, of the base64 SHA-256 `checksum_sha256`) that only creates:
+    /// `If-None-Match: *` is signed, so once an object is stored the same URL
+    /// cannot replace it.
     pub fn put_object(
         &self,
         key: &str,
@@ -99,8 +101,11 @@ impl Presigner {
         checksum_sha256: Option<&str>,
         ttl: Duration,
     ) -> PresignedRequest {
-        let mut headers =
-            vec![("content-length", content_length.to_string()), ("content-type", content_type.to_owned())];
+        let mut headers = vec![
+            ("content-length", content_length.to_string()),
+            ("content-type", content_type.to_owned()),
+            ("if-none-match", "*".to_owned()),
+        ];
         if let Some(checksum) = checksum_sha256 {
             headers.push(("x-amz-checksum-sha256", checksum.to_owned()));
         }
@@ -125,7 +130,10 @@ impl Presigner {
         PresignedRequest { method: "PUT", url, headers }
     }
 
-    /// A GET whose response carries the given `Content-Type` and `Content-Disposition`.
+    /// A GET whose response carries the service's headers, whatever the
+    /// uploader sent with the object: the given `Content-Type` and
+    /// `Content-Disposition`, `Cache-Control: private` for the link's
+    /// lifetime, `Expires` at its end, and no content encoding.
     pub fn get_object(
         &self,
         key: &str,
@@ -133,11 +141,17 @@ impl Presigner {
         response_content_disposition: &str,
         ttl: Duration,
     ) -> PresignedRequest {
+        let now = SystemTime::now();
+        let cache_control = format!("private, max-age={}", ttl.as_secs());
+        let expires = DateTime::<Utc>::from(now + ttl).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
         let query = [
+            ("response-cache-control", cache_control.as_str()),
             ("response-content-disposition", response_content_disposition),
+            ("response-content-encoding", "identity"),
             ("response-content-type", response_content_type),
+            ("response-expires", expires.as_str()),
         ];
-        let url = self.sign("GET", key, &query, &[], ttl, SystemTime::now());
+        let url = self.sign("GET", key, &query, &[], ttl, now);
         PresignedRequest { method: "GET", url, headers: Vec::new() }
     }
 
@@ -329,7 +343,15 @@ mod tests {
             let key = "uploads/7/0190a1b2c3d4/résumé (final) ~v2+.png";
             type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'static str, String)>);
             let cases: Vec<Case> = vec![
-                ("PUT", vec![], vec![("content-length", "42".into()), ("content-type", "image/png".into())]),
+                (
+                    "PUT",
+                    vec![],
+                    vec![
+                        ("content-length", "42".into()),
+                        ("content-type", "image/png".into()),
+                        ("if-none-match", "*".into()),
+                    ],
+                ),
                 (
                     "PUT",
                     vec![],
@@ -347,7 +369,10 @@ mod tests {
                             "response-content-disposition",
                             "attachment; filename=\"r sum .png\"; filename*=UTF-8''r%C3%A9sum%C3%A9.png",
                         ),
+                        ("response-cache-control", "private, max-age=300"),
+                        ("response-content-encoding", "identity"),
                         ("response-content-type", "image/png"),
+                        ("response-expires", "Wed, 02 Dec 2026 19:00:00 GMT"),
                     ],
                     vec![],
                 ),
@@ -388,14 +413,21 @@ mod tests {
     }
 
     #[test]
-    fn presigned_put_signs_type_length_and_checksum_only() {
+    fn presigned_put_signs_type_length_create_only_and_checksum() {
         let req =
             presigner(true).put_object("uploads/1/x/a b.png", "image/png", 42, Some("abc="), Duration::from_secs(60));
         assert!(req.url.starts_with("http://127.0.0.1:9000/files/uploads/1/x/a%20b.png?"), "{}", req.url);
-        assert!(req.url.contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"));
+        assert!(
+            req.url.contains(
+                "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bif-none-match%3Bx-amz-checksum-sha256"
+            ),
+            "{}",
+            req.url
+        );
+        assert!(req.headers.contains(&("if-none-match", "*".to_owned())));
         assert!(!req.url.contains("x-amz-sdk-checksum-algorithm"));
         assert!(!req.url.to_ascii_lowercase().contains("x-amz-checksum-crc"));
-        assert_eq!(req.headers.len(), 3);
+        assert_eq!(req.headers.len(), 4);
     }
 
     #[test]
@@ -403,6 +435,8 @@ mod tests {
         let req = presigner(false).get_object("k", "text/plain", "attachment", Duration::from_secs(60));
         assert!(req.url.starts_with("http://files.127.0.0.1:9000/k?"), "{}", req.url);
         assert!(req.url.contains("response-content-disposition=attachment&"), "{}", req.url);
+        assert!(req.url.contains("response-cache-control=private%2C%20max-age%3D60&"), "{}", req.url);
+        assert!(req.url.contains("response-content-encoding=identity&"), "{}", req.url);
     }
 
     #[test]

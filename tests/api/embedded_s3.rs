@@ -11,7 +11,15 @@ async fn presigned_put(app: &TestApp, key: &str, body: &[u8], ttl: Duration) -> 
 }
 
 async fn put(app: &TestApp, url: &str, body: &'static [u8]) -> StatusCode {
-    app.client.put(url).header("content-type", "text/plain").body(body).send().await.unwrap().status()
+    app.client
+        .put(url)
+        .header("content-type", "text/plain")
+        .header("if-none-match", "*")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 #[tokio::test]

@@ -98,14 +98,7 @@ async fn presign_and_put(app: &TestApp, user: &crate::helpers::TestUser, channel
         .json()
         .await
         .unwrap();
-    let put = app
-        .client
-        .put(presigned["url"].as_str().unwrap())
-        .header("content-type", "image/png")
-        .body(PNG.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let put = crate::presigned::put(&app.client, &presigned, PNG.to_vec()).send().await.unwrap();
     assert!(put.status().is_success(), "PUT {}", put.status());
     presigned["upload_id"].as_str().unwrap().to_owned()
 }
@@ -195,6 +188,7 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
         // Not 1: X-Amz-Date has whole seconds, so a 1 s URL can die before the PUT.
         ("UPLOAD_URL_TTL_SECS", "2".to_owned()),
+        ("UPLOAD_CONFIRM_GRACE_SECS", "0".to_owned()),
         ("SWEEP_INTERVAL_SECS", "0".to_owned()),
         ("RUST_LOG", "error".to_owned()),
     ];
@@ -242,13 +236,7 @@ async fn an_upload_abandoned_by_a_killed_broker_is_gone_after_expiry_and_one_swe
         .json()
         .await
         .unwrap();
-    let put = client
-        .put(presigned["url"].as_str().unwrap())
-        .header("content-type", "image/png")
-        .body(PNG.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let put = crate::presigned::put(&client, &presigned, PNG.to_vec()).send().await.unwrap();
     assert!(put.status().is_success());
     // SIGKILL between the PUT and the confirm.
     broker.kill().unwrap();
@@ -312,7 +300,7 @@ async fn a_client_vanishing_mid_upload_leaves_no_row_and_no_object() {
     drop(stream);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    let report = sweep_once(&app.state, false).await.unwrap();
+    let report = sweep_once(&app.state).await.unwrap();
     assert_eq!(report.orphans_found, 0);
     assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 0, "no row");
     assert_eq!(app.object_count().await, 0, "no object");
@@ -329,6 +317,7 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
     let mut args = store_args(s3.endpoint().as_str(), &s3);
     args.push(("database-url", database_url));
     args.push(("upload-url-ttl-secs", "2".to_owned()));
+    args.push(("upload-confirm-grace-secs", "0".to_owned()));
     args.push(("confirm-rate-per-min", "100000".to_owned()));
     args.push(("presign-rate-per-min", "100000".to_owned()));
     args.push(("sweep-interval-secs", "0".to_owned()));
@@ -376,7 +365,7 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
     // After the links expire, one sweep by a new instance settles everything.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = spawn_with(&args).await;
-    sweep_once(&after.state, false).await.unwrap();
+    sweep_once(&after.state).await.unwrap();
     let files = file_upload::Entity::find().all(&after.state.db).await.unwrap();
     let objects: Vec<String> =
         after.state.storage.list_page("uploads/", None).await.unwrap().into_iter().map(|(key, _)| key).collect();
@@ -409,13 +398,7 @@ async fn a_download_just_before_sigterm_is_counted() {
     let body =
         json!({ "channel_id": channel["id"], "file_name": "last.png", "content_type": "image/png", "size": PNG.len() });
     let presigned: Value = post("/files/presign", token, body).await.unwrap().json().await.unwrap();
-    let put = client
-        .put(presigned["url"].as_str().unwrap())
-        .header("content-type", "image/png")
-        .body(PNG.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let put = crate::presigned::put(&client, &presigned, PNG.to_vec()).send().await.unwrap();
     assert!(put.status().is_success());
     let confirm = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
     let confirmed = post(&confirm, token, json!({})).await.unwrap();

@@ -153,6 +153,11 @@ pub struct TestUser {
 }
 
 impl TestApp {
+    /// The broker's DATA_DIR (the embedded store keeps objects under `s3/<bucket>/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     /// Starts a graceful shutdown, as SIGTERM does.
     pub fn shut_down(&self) {
         self.shutdown.notify_one();
@@ -226,14 +231,7 @@ impl TestApp {
             .json()
             .await
             .unwrap();
-        let put = self
-            .client
-            .put(presigned["url"].as_str().expect("presigned url"))
-            .header("content-type", content_type)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let put = crate::presigned::put(&self.client, &presigned, body.to_vec()).send().await.unwrap();
         assert!(put.status().is_success(), "PUT {}", put.status());
         let path = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
         let resp = self.post(user, &path, json!({})).await;

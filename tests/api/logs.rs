@@ -70,7 +70,8 @@ async fn a_full_flow_logs_no_signature_token_or_secret() {
         .await
         .unwrap();
     let url = presigned["url"].as_str().unwrap().to_owned();
-    client.put(&url).header("content-type", "text/plain").body("hello").send().await.unwrap();
+    let put = crate::presigned::put(&client, &presigned, "hello").send().await.unwrap();
+    assert!(put.status().is_success(), "PUT {}", put.status());
     let confirm = format!("{base}/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
     let file: Value = client.post(confirm).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     let link: Value = client

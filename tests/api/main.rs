@@ -15,6 +15,7 @@ mod errors;
 mod faults;
 mod files;
 mod health;
+mod lifecycle;
 mod logs;
 mod messages;
 mod metrics;
@@ -25,6 +26,8 @@ mod sweeper;
 mod uploads;
 mod ws;
 
+#[path = "../support/presigned.rs"]
+mod presigned;
 #[path = "../support/process.rs"]
 mod process;
 mod soak;

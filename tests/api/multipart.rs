@@ -269,13 +269,13 @@ async fn an_expired_multipart_upload_is_aborted_by_the_sweeper(store: Store) {
     assert_eq!(s.app.state.storage.list_parts(key, &multipart_id).await.unwrap().len(), 1);
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let report = chatgenius_files::sweeper::sweep_once(&s.app.state, false).await.unwrap();
+    let report = chatgenius_files::sweeper::sweep_once(&s.app.state).await.unwrap();
     assert_eq!(report.expired_uploads_removed, 1);
     // Gone: SeaweedFS answers NoSuchUpload, s3s-fs lists no part files.
     if let Ok(left) = s.app.state.storage.list_parts(key, &multipart_id).await {
         assert!(left.is_empty(), "parts left: {left:?}");
     }
-    assert_error(parts(&s, &started["upload_id"], &[1]).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(parts(&s, &started["upload_id"], &[1]).await, StatusCode::GONE, "upload_expired").await;
 }
 
 async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished_by_the_next(store: Store) {
@@ -300,7 +300,7 @@ async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished
 }
 
 /// The store's multipart upload id, as the first part URL carries it.
-fn store_upload_id(started: &Value) -> String {
+pub(crate) fn store_upload_id(started: &Value) -> String {
     let url = started["parts"][0]["url"].as_str().unwrap();
     percent_decode(url.split("uploadId=").nth(1).unwrap().split('&').next().unwrap())
 }

@@ -16,6 +16,7 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     let app = spawn_app_with(&[
         ("deleted-file-retention-days", "0"),
         ("upload-url-ttl-secs", "2"),
+        ("upload-confirm-grace-secs", "0"),
         ("sweep-interval-secs", "0"),
     ])
     .await;
@@ -35,14 +36,7 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
         .json()
         .await
         .unwrap();
-    let put = app
-        .client
-        .put(abandoned["url"].as_str().unwrap())
-        .header("content-type", "text/plain")
-        .body("abandoned")
-        .send()
-        .await
-        .unwrap();
+    let put = crate::presigned::put(&app.client, &abandoned, "abandoned").send().await.unwrap();
     assert!(put.status().is_success());
     app.post(
         &alice,
@@ -53,7 +47,7 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     assert_eq!(app.object_count().await, 2);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let report = sweep_once(&app.state, false).await.unwrap();
+    let report = sweep_once(&app.state).await.unwrap();
     assert_eq!(report.deleted_files_purged, 1);
     assert_eq!(report.expired_uploads_removed, 2);
     assert_eq!(report.orphans_found, 0);
@@ -61,11 +55,11 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     let confirm = app
         .post(&alice, &format!("/files/uploads/{}/confirm", abandoned["upload_id"].as_str().unwrap()), json!({}))
         .await;
-    assert_eq!(confirm.status(), StatusCode::NOT_FOUND);
+    crate::helpers::assert_error(confirm, StatusCode::GONE, "upload_expired").await;
 
     // A live file survives every sweep.
     let kept = app.upload(&alice, channel, None, "kept.txt", "text/plain", b"kept").await;
-    let again = sweep_once(&app.state, true).await.unwrap();
+    let again = sweep_once(&app.state).await.unwrap();
     assert_eq!((again.deleted_files_purged, again.expired_uploads_removed, again.orphans_deleted), (0, 0, 0));
     assert_eq!(app.object_count().await, 1);
     assert_eq!(
@@ -75,19 +69,19 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
 }
 
 #[tokio::test]
-async fn sweep_reports_orphans_and_deletes_them_on_request() {
-    let app = spawn_app_with(&[("upload-url-ttl-secs", "1"), ("sweep-interval-secs", "0")]).await;
-    app.state
-        .storage
-        .put("uploads/1/unknown/orphan.txt", "text/plain", bytes::Bytes::from_static(b"orphan"))
-        .await
-        .unwrap();
-    let report = sweep_once(&app.state, false).await.unwrap();
-    assert_eq!((report.orphans_found, report.orphans_deleted), (1, 0));
-    assert_eq!(app.object_count().await, 1, "reporting deletes nothing");
+async fn sweep_deletes_objects_no_row_knows_once_no_url_could_still_write_them() {
+    let app = spawn_app_with(&[("upload-url-ttl-secs", "60"), ("sweep-interval-secs", "0")]).await;
+    let key = "uploads/1/unknown/orphan.txt";
+    app.state.storage.put(key, "text/plain", bytes::Bytes::from_static(b"orphan")).await.unwrap();
+    let report = sweep_once(&app.state).await.unwrap();
+    assert_eq!((report.orphans_found, report.orphans_deleted), (1, 0), "young: a URL might still be writing it");
+    assert_eq!(app.object_count().await, 1);
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let report = sweep_once(&app.state, true).await.unwrap();
+    // Older than the URL lifetime plus the margin (the embedded store dates objects by their file).
+    let path = app.data_dir().join("s3").join(app.state.storage.bucket()).join(key);
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(125)).unwrap();
+    let report = sweep_once(&app.state).await.unwrap();
     assert_eq!((report.orphans_found, report.orphans_deleted), (1, 1));
     assert_eq!(app.object_count().await, 0);
     assert!(report.table().contains("| orphan objects deleted | 1 |"));
@@ -116,15 +110,15 @@ async fn only_one_instance_sweeps_at_a_time_on_postgresql() {
     let app = spawn_app_with(&[("sweep-interval-secs", "0")]).await;
     if app.state.db.get_database_backend() != DatabaseBackend::Postgres {
         // SQLite serves a single instance: no lock, the sweep always runs.
-        assert!(!sweep_once(&app.state, false).await.unwrap().skipped);
+        assert!(!sweep_once(&app.state).await.unwrap().skipped);
         return;
     }
     let other_instance = app.state.db.begin().await.unwrap();
     let lock = format!("SELECT pg_advisory_xact_lock({})", chatgenius_files::sweeper::LOCK_KEY);
     other_instance.execute_raw(Statement::from_string(DatabaseBackend::Postgres, lock)).await.unwrap();
-    assert!(sweep_once(&app.state, false).await.unwrap().skipped, "locked by another instance");
+    assert!(sweep_once(&app.state).await.unwrap().skipped, "locked by another instance");
     other_instance.rollback().await.unwrap();
-    assert!(!sweep_once(&app.state, false).await.unwrap().skipped);
+    assert!(!sweep_once(&app.state).await.unwrap().skipped);
 }
 
 /// Incomplete multipart uploads past their TTL are aborted where the store lists them.
@@ -134,7 +128,7 @@ async fn stale_multipart_uploads_are_aborted(store: crate::helpers::Store, store
     let upload_id =
         app.state.storage.create_multipart("uploads/1/stale/big.bin", "application/octet-stream").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = sweep_once(&app.state, false).await.unwrap();
+    let report = sweep_once(&app.state).await.unwrap();
     assert_eq!(report.multipart_supported, store_lists_them);
     if !report.multipart_supported {
         // s3s-fs does not list multipart uploads; the table says so.

@@ -4,6 +4,8 @@
 //! are about. Not a test: nothing here fails on a slow machine.
 
 mod large;
+#[path = "../support/presigned.rs"]
+mod presigned;
 #[path = "../support/process.rs"]
 mod process;
 #[path = "../soak/mod.rs"]
@@ -216,10 +218,107 @@ async fn run() {
     let bare_routes = Route::new().at("/bare", post(bare)).at("/bare-redirect", poem::get(bare_redirect));
     tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes));
 
-    let (token, channel) = login_and_channel(&client, &addr.to_string()).await;
+    // Presign and confirm on PostgreSQL (production's database) and on the embedded SQLite default.
+    let pg_dir = tempfile::tempdir().unwrap();
+    let postgres = match postgres_database().await {
+        Some(url) => Some(start(pg_dir.path(), Some(&url)).await),
+        None => {
+            println!("\n(PostgreSQL not reachable on 127.0.0.1:5432: its rows are left out)");
+            None
+        }
+    };
+    let mut databases = Vec::new();
+    if let Some((pg_addr, pg_state)) = &postgres {
+        databases.push(("PostgreSQL", *pg_addr, pg_state.clone()));
+    }
+    databases.push(("SQLite", addr, state.clone()));
+    for (database, addr, state) in &databases {
+        upload_paths(&client, database, *addr, state, bare_addr).await;
+    }
+    // `cargo bench --bench broker -- upload` stops here.
+    if std::env::args().any(|a| a == "upload") {
+        return;
+    }
+    let (token, _) = login_and_channel(&client, &addr.to_string()).await;
+
+    // Download redirects.
+    let file_id = state.db.clone();
+    let file_id = {
+        use sea_orm::EntityTrait;
+        chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
+    };
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
+    println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for concurrency in [16, 64] {
+        let (c, url) = (no_follow.clone(), format!("http://{bare_addr}/bare-redirect"));
+        let bare_stats = load(concurrency, move |_| {
+            let (c, url) = (c.clone(), url.clone());
+            async move { redirected(c.get(&url).send().await.unwrap().status()) }
+        })
+        .await;
+        let (c, url, t) = (no_follow.clone(), format!("http://{addr}/files/download/{file_id}"), token.clone());
+        let download_stats = load(concurrency, move |_| {
+            let (c, url, t) = (c.clone(), url.clone(), t.clone());
+            async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
+        })
+        .await;
+        print_beside(concurrency, ("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats));
+    }
+
+    // A page of 50 messages with 2 files each, on SQLite and PostgreSQL.
+    println!("\n## Message page: 50 messages x 2 files (concurrency 16)\n");
+    println!("| database | requests/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (database, addr, _) in databases {
+        let token = login_token(&client, addr).await;
+        let channel = make_channel(&client, addr, &token).await;
+        for i in 0..50 {
+            let message: Value = client
+                .post(format!("http://{addr}/channels/{channel}/messages"))
+                .bearer_auth(&token)
+                .json(&json!({ "content": format!("message {i}") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for j in 0..2 {
+                upload_into(&client, addr, &token, channel, message["id"].as_i64().unwrap(), j).await;
+            }
+        }
+        let (c, url, t) =
+            (client.clone(), format!("http://{addr}/channels/{channel}/messages?limit=50"), token.clone());
+        let page = load(16, move |_| {
+            let (c, url, t) = (c.clone(), url.clone(), t.clone());
+            async move { c.get(&url).bearer_auth(&t).send().await.unwrap().status() }
+        })
+        .await;
+        println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
+    }
+    ws::run(&client).await;
+    large::run(&client).await;
+}
+
+/// Presign beside the bare endpoint (concurrency 16 and 64), then confirm
+/// beside its own store and database round trips, on one broker.
+async fn upload_paths(
+    client: &reqwest::Client,
+    database: &str,
+    addr: std::net::SocketAddr,
+    state: &chatgenius_files::startup::AppState,
+    bare_addr: std::net::SocketAddr,
+) {
+    let (token, channel) = login_and_channel(client, &addr.to_string()).await;
     let presign_body = move |i: usize| json!({ "channel_id": channel, "file_name": format!("f{i}.png"), "content_type": "image/png", "size": 1024 });
 
-    println!("\n## Presign vs a bare poem endpoint (embedded default, SQLite)\n");
+    println!("\n## Presign vs a bare poem endpoint ({database}, embedded store)\n");
     println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
     println!("|---|---:|---:|---:|---:|---:|");
     // This machine's speed drifts (a shared VM): the two endpoints take turns
@@ -251,15 +350,11 @@ async fn run() {
             ratios[ratios.len() / 2],
         );
     }
-    // `cargo bench --bench broker -- presign` stops here (for profiling).
-    if std::env::args().any(|a| a == "presign") {
-        return;
-    }
 
     // Confirm: prepare uploads, then time confirms one by one.
     let mut uploads = Vec::new();
     for i in 0..CONFIRMS {
-        uploads.push(presign_and_put(&client, addr, &token, channel, None, &format!("c{i}.png")).await);
+        uploads.push(presign_and_put(client, addr, &token, channel, None, &format!("c{i}.png")).await);
     }
     let mut confirm = Vec::new();
     for id in &uploads {
@@ -300,7 +395,9 @@ async fn run() {
     }
     let confirm = Stats { requests: confirm.len(), elapsed: Duration::ZERO, latencies: confirm };
     let raw = Stats { requests: raw.len(), elapsed: Duration::ZERO, latencies: raw };
-    println!("\n## Confirm vs its own S3 HEAD + ranged GET + insert ({CONFIRMS} sequential, embedded default)\n");
+    println!(
+        "\n## Confirm vs its own S3 HEAD + ranged GET + insert ({CONFIRMS} sequential, {database}, embedded store)\n"
+    );
     println!("| what | p50 ms | p99 ms | p50 ratio |");
     println!("|---|---:|---:|---:|");
     println!("| raw HEAD + GET 1 KiB + INSERT | {} | {} | 1.00 |", ms(raw.pct(0.5)), ms(raw.pct(0.99)));
@@ -310,76 +407,6 @@ async fn run() {
         ms(confirm.pct(0.99)),
         confirm.pct(0.5).as_secs_f64() / raw.pct(0.5).as_secs_f64()
     );
-
-    // Download redirects.
-    let file_id = state.db.clone();
-    let file_id = {
-        use sea_orm::EntityTrait;
-        chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
-    };
-    let no_follow = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
-    println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
-    println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for concurrency in [16, 64] {
-        let (c, url) = (no_follow.clone(), format!("http://{bare_addr}/bare-redirect"));
-        let bare_stats = load(concurrency, move |_| {
-            let (c, url) = (c.clone(), url.clone());
-            async move { redirected(c.get(&url).send().await.unwrap().status()) }
-        })
-        .await;
-        let (c, url, t) = (no_follow.clone(), format!("http://{addr}/files/download/{file_id}"), token.clone());
-        let download_stats = load(concurrency, move |_| {
-            let (c, url, t) = (c.clone(), url.clone(), t.clone());
-            async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
-        })
-        .await;
-        print_beside(concurrency, ("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats));
-    }
-
-    // A page of 50 messages with 2 files each, on SQLite and PostgreSQL.
-    println!("\n## Message page: 50 messages x 2 files (concurrency 16)\n");
-    println!("| database | requests/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|");
-    let pg_dir = tempfile::tempdir().unwrap();
-    let mut targets = vec![("SQLite", addr, state.clone())];
-    if let Some(url) = postgres_database().await {
-        let (pg_addr, pg_state) = start(pg_dir.path(), Some(&url)).await;
-        targets.push(("PostgreSQL", pg_addr, pg_state));
-    }
-    for (database, addr, _) in targets {
-        let token = login_token(&client, addr).await;
-        let channel = make_channel(&client, addr, &token).await;
-        for i in 0..50 {
-            let message: Value = client
-                .post(format!("http://{addr}/channels/{channel}/messages"))
-                .bearer_auth(&token)
-                .json(&json!({ "content": format!("message {i}") }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            for j in 0..2 {
-                upload_into(&client, addr, &token, channel, message["id"].as_i64().unwrap(), j).await;
-            }
-        }
-        let (c, url, t) =
-            (client.clone(), format!("http://{addr}/channels/{channel}/messages?limit=50"), token.clone());
-        let page = load(16, move |_| {
-            let (c, url, t) = (c.clone(), url.clone(), t.clone());
-            async move { c.get(&url).bearer_auth(&t).send().await.unwrap().status() }
-        })
-        .await;
-        println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
-    }
-    ws::run(&client).await;
-    large::run(&client).await;
 }
 
 fn redirected(status: reqwest::StatusCode) -> reqwest::StatusCode {
@@ -450,8 +477,7 @@ pub(crate) async fn presign_and_put(
         .json()
         .await
         .unwrap();
-    let put =
-        client.put(p["url"].as_str().unwrap()).header("content-type", "image/png").body(PNG).send().await.unwrap();
+    let put = crate::presigned::put(client, &p, PNG).send().await.unwrap();
     assert!(put.status().is_success(), "PUT {}", put.status());
     p["upload_id"].as_str().unwrap().to_owned()
 }

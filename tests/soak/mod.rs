@@ -149,13 +149,7 @@ impl Load {
                 &[201],
             )
             .await?;
-        let put = self
-            .client
-            .put(presigned["url"].as_str()?)
-            .header("content-type", "image/png")
-            .body(PNG.to_vec())
-            .send()
-            .await;
+        let put = crate::presigned::put(&self.client, &presigned, PNG.to_vec()).send().await;
         self.record("PUT to S3", put.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), &[200])?;
         let upload_id = presigned["upload_id"].as_str()?;
         let file = self
