@@ -504,3 +504,39 @@ async fn upload_started_just_before_a_sigkill(
         client.delete(format!("{}/files/uploads/{upload_id}", broker.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn an_aborted_upload_stays_aborted_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = outside_store(&dir.path().join("s3")).await;
+    let mut args = store_args(s3.endpoint().as_str(), &s3);
+    args.push(("database-url", fresh_database_url(dir.path()).await));
+    args.push(("data-dir", dir.path().join("broker").display().to_string()));
+    args.push(("sweep-interval-secs", "0".to_owned()));
+    let app = spawn_with(&args).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let presigned: Value = app
+        .post(
+            &alice,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "a.png", "content_type": "image/png", "size": PNG.len() }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(crate::presigned::put(&app.client, &presigned, PNG.to_vec()).send().await.unwrap().status().is_success());
+    let upload = format!("/files/uploads/{}", presigned["upload_id"].as_str().unwrap());
+    assert_eq!(app.delete(&alice, &upload).await.status(), StatusCode::NO_CONTENT);
+    // The URL still works: the object is back, for an aborted upload.
+    assert!(crate::presigned::put(&app.client, &presigned, PNG.to_vec()).send().await.unwrap().status().is_success());
+    app.shut_down();
+    drop(app);
+
+    let restarted = spawn_with(&args).await;
+    let confirm = restarted.post(&alice, &format!("{upload}/confirm"), json!({})).await;
+    assert_error(confirm, StatusCode::CONFLICT, "upload_not_pending").await;
+    sweep_once(&restarted.state).await.unwrap();
+    assert_eq!(restarted.object_count().await, 0, "the re-PUT object is swept");
+}

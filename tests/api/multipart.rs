@@ -20,6 +20,7 @@ on_every_store!(
     part_lists_are_checked_before_completing,
     an_expired_multipart_upload_is_aborted_by_the_sweeper,
     a_complete_that_failed_after_the_store_assembled_the_object_is_finished_by_the_next,
+    part_urls_cannot_change_a_completed_file,
 );
 
 struct Setup {
@@ -307,4 +308,22 @@ pub(crate) fn store_upload_id(started: &Value) -> String {
 
 fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text).decode_utf8().unwrap().into_owned()
+}
+
+async fn part_urls_cannot_change_a_completed_file(store: Store) {
+    let s = setup(&store).await;
+    let file = file_of(6 * MIB);
+    let started = start(&s, "done.png", file.len()).await;
+    let etags = upload_all(&s, &started, &file).await;
+    let completed: Value = complete(&s, &started["upload_id"], &etags).await.json().await.unwrap();
+
+    // The part URLs are still within their lifetime; the upload is gone from the store.
+    let mut other = file.clone();
+    other[5 * MIB..].fill(0xEE);
+    let (status, _) = put_part(&s.app, &started["parts"][1], chunk(&other, 5 * MIB, 2)).await;
+    assert!(!status.is_success(), "a part PUT after complete answered {status}");
+    let link: Value =
+        s.app.get(&s.alice, &format!("/files/download/{}?redirect=false", completed["id"])).await.json().await.unwrap();
+    let downloaded = s.app.client.get(link["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert!(downloaded.as_ref() == file.as_slice(), "the completed file is unchanged");
 }
