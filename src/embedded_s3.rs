@@ -14,7 +14,7 @@ use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     pin::Pin,
     sync::{
         Arc, Mutex, Weak,
@@ -65,7 +65,8 @@ impl EmbeddedS3 {
 
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key_id.clone(), secret_access_key.expose()));
-        let endpoint = S3Endpoint { s3: builder.build(), writes: KeyLocks::default() }.with(s3_cors(cors_origins));
+        let endpoint = S3Endpoint { s3: builder.build(), writes: KeyLocks::default(), root: root.to_owned() }
+            .with(s3_cors(cors_origins));
 
         let (acceptor, addr) = NoDelayAcceptor::new(tokio::net::TcpListener::bind(addr).await?)?;
         let stop = Arc::new(Notify::new());
@@ -120,6 +121,8 @@ fn s3_cors(origins: &[Origin]) -> Cors {
 struct S3Endpoint {
     s3: S3Service,
     writes: KeyLocks,
+    /// Where s3s-fs keeps objects and their metadata files.
+    root: PathBuf,
 }
 
 impl Endpoint for S3Endpoint {
@@ -141,10 +144,20 @@ impl Endpoint for S3Endpoint {
                 }
             }
         }
+        if req.method() == Method::GET && has_param(&req, "uploads") {
+            // s3s-fs cannot list multipart uploads; answered here, without the
+            // error line s3s logs for every 5xx (the sweeper asks every sweep).
+            return Ok(s3_error(StatusCode::NOT_IMPLEMENTED, "NotImplemented", "ListMultipartUploads"));
+        }
+        // s3s decodes the path before it finds the key: so does the lock, or
+        // `/b/%75ploads/…` would be the same object under another lock.
+        let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+        let deletes_object = req.method() == Method::DELETE && !has_param(&req, "uploadId");
         let writes_object = (req.method() == Method::PUT && !has_param(&req, "partNumber"))
-            || (req.method() == Method::POST && has_param(&req, "uploadId"));
+            || (req.method() == Method::POST && has_param(&req, "uploadId"))
+            || deletes_object;
         let _one_writer = match writes_object {
-            true => Some(self.writes.lock(req.uri().path()).await),
+            true => Some(self.writes.lock(&path).await),
             false => None,
         };
         let bad_digest = Arc::new(AtomicBool::new(false));
@@ -171,6 +184,9 @@ impl Endpoint for S3Endpoint {
         }
         match result {
             Ok(resp) => {
+                if deletes_object && resp.status().is_success() {
+                    forget_metadata(&self.root, &path).await;
+                }
                 let (parts, body) = resp.into_parts();
                 let mut out = Response::builder()
                     .status(parts.status)
@@ -201,12 +217,34 @@ fn has_param(req: &Request, name: &str) -> bool {
     query_param(req, name).is_some()
 }
 
-/// A query parameter, percent-decoded.
+/// A query parameter, name and value percent-decoded as s3s decodes them
+/// (`X-Amz-Signed%48eaders` is `X-Amz-SignedHeaders` to the signature check).
 fn query_param(req: &Request, name: &str) -> Option<String> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     req.uri().query()?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+        (decode(key) == name).then(|| decode(value))
     })
+}
+
+/// Removes what s3s-fs keeps beside a deleted object (its metadata files,
+/// which it leaves behind) and the object's now empty folders.
+async fn forget_metadata(root: &Path, path: &str) {
+    use base64::Engine;
+    let Some((bucket, key)) = path.trim_start_matches('/').split_once('/') else { return };
+    let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let stem = format!(".bucket-{}.object-{}", encode(bucket), encode(key));
+    for suffix in [".metadata.json", ".internal.json"] {
+        let _ = tokio::fs::remove_file(root.join(format!("{stem}{suffix}"))).await;
+    }
+    let bucket_dir = root.join(bucket);
+    let mut dir = bucket_dir.join(key);
+    while dir.pop() && dir.starts_with(&bucket_dir) && dir != bucket_dir {
+        // Fails (and stops) at the first folder that still holds something.
+        if tokio::fs::remove_dir(&dir).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// The SHA-256 a PUT declares in `x-amz-checksum-sha256`, decoded.

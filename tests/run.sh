@@ -43,7 +43,7 @@ start_seaweedfs() {
 JSON
   if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     log "starting SeaweedFS on 127.0.0.1:$port"
-    weed mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=$port -s3.config="$dir/s3.json" >"$dir/weed.log" 2>&1 &
+    weed mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.volumeSizeLimitMB=64 -s3.port=$port -s3.config="$dir/s3.json" >"$dir/weed.log" 2>&1 &
     WEED_PID=$!
     trap 'kill $WEED_PID 2>/dev/null || true' EXIT
     for _ in $(seq 1 60); do

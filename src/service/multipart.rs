@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use sea_orm::{EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::{
@@ -14,7 +15,7 @@ use super::{
     uploads::{self, Confirmation, UploadRequest},
 };
 use crate::{
-    entity::pending_upload,
+    entity::pending_upload::{self, UploadState},
     ratelimit::Action,
     startup::AppState,
     storage::{PresignedRequest, StorageError, StoredPart},
@@ -165,34 +166,70 @@ async fn complete_inner(
     }
     let layout = Layout::of(&upload)?;
     let given = check_part_list(&layout, parts)?;
-    let stored = match state.storage.list_parts(&upload.s3_key, multipart_id(&upload)).await {
+    match assemble(state, &upload, &layout, &given).await {
+        Ok(Assembled::Parts) => {}
+        Ok(Assembled::Earlier) => {
+            // Completed in the store by an earlier call that failed afterwards:
+            // the object stands on its own and is verified like a single PUT.
+            return uploads::verify_and_record(state, &upload).await;
+        }
+        Err(err) => {
+            // An abort, an expiry or a removal from the channel that won the
+            // race leaves the store without the upload: say that instead.
+            let now_is = pending_upload::Entity::find_by_id(upload.id)
+                .filter(lifecycle::uploader_is_member())
+                .one(&state.db)
+                .await?;
+            return match now_is {
+                Some(row) if row.state == UploadState::Pending && row.expires_at > now() => Err(err),
+                _ => uploads::changed_meanwhile(state, &upload).await,
+            };
+        }
+    }
+    // Every part had its signed size, so the object has the declared size:
+    // no HeadObject, only the content is left to verify.
+    let verified = uploads::verify_content(state, &upload).await;
+    uploads::settle(state, &upload, verified).await
+}
+
+/// How the store holds a multipart upload once [`assemble`] is done.
+enum Assembled {
+    /// Assembled from the client's parts by this call.
+    Parts,
+    /// Assembled by an earlier call (no parts left, the object is there).
+    Earlier,
+}
+
+/// Checks the client's part list against the store and completes the
+/// multipart upload there.
+async fn assemble(
+    state: &AppState,
+    upload: &pending_upload::Model,
+    layout: &Layout,
+    given: &[(u32, String)],
+) -> Result<Assembled, ServiceError> {
+    let stored = match state.storage.list_parts(&upload.s3_key, multipart_id(upload)).await {
         Ok(stored) => stored,
         Err(StorageError::Service { code, .. }) if code == "NoSuchUpload" => Vec::new(),
         Err(err) => return Err(err.into()),
     };
     if stored.is_empty() && state.storage.head(&upload.s3_key).await?.is_some() {
-        // Completed in the store by an earlier call that failed afterwards:
-        // the object stands on its own and is verified like a single PUT.
-        return uploads::verify_and_record(state, &upload).await;
+        return Ok(Assembled::Earlier);
     }
-    check_against_store(&layout, &given, &stored)?;
+    check_against_store(layout, given, &stored)?;
     let completed = given
         .iter()
         .map(|(n, etag)| {
             aws_sdk_s3::types::CompletedPart::builder().part_number(*n as i32).e_tag(format!("\"{etag}\"")).build()
         })
         .collect();
-    match state.storage.complete_multipart(&upload.s3_key, multipart_id(&upload), completed).await {
-        Ok(()) => {}
+    match state.storage.complete_multipart(&upload.s3_key, multipart_id(upload), completed).await {
+        Ok(()) => Ok(Assembled::Parts),
         Err(StorageError::Service { code, message }) if is_part_error(&code) => {
-            return Err(ServiceError::unverified("part_mismatch", format!("the store refused the parts: {message}")));
+            Err(ServiceError::unverified("part_mismatch", format!("the store refused the parts: {message}")))
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => Err(err.into()),
     }
-    // Every part had its signed size, so the object has the declared size:
-    // no HeadObject, only the content is left to verify.
-    let verified = uploads::verify_content(state, &upload).await;
-    uploads::settle(state, &upload, verified).await
 }
 
 /// Every part from 1 to the last exactly once, each with an ETag.

@@ -388,8 +388,14 @@ pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> 
 /// The answer for a confirm whose upload stopped being pending while it
 /// verified: the file when a concurrent confirm recorded it, a refusal naming
 /// what happened otherwise.
-async fn changed_meanwhile(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
-    let Some(now_is) = pending_upload::Entity::find_by_id(upload.id).one(&state.db).await? else {
+pub(super) async fn changed_meanwhile(
+    state: &AppState,
+    upload: &pending_upload::Model,
+) -> Result<Confirmation, ServiceError> {
+    // An uploader removed from the channel meanwhile sees what a stranger sees.
+    let Some(now_is) =
+        pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&state.db).await?
+    else {
         return Err(ServiceError::NotFound("upload"));
     };
     match now_is.state {

@@ -80,3 +80,18 @@ async fn embedded_s3_answers_cors_preflight_only_for_allowed_origins() {
     let exposed = get.headers().get("access-control-expose-headers").map(|v| v.to_str().unwrap().to_ascii_lowercase());
     assert!(exposed.is_some_and(|e| e.contains("etag")), "ETag exposed");
 }
+
+#[tokio::test]
+async fn a_deleted_object_leaves_no_metadata_or_folders_behind() {
+    let app = spawn_app().await;
+    let storage = &app.state.storage;
+    let root = app.data_dir().join("s3");
+    let entries = || std::fs::read_dir(&root).unwrap().count();
+    let before = entries();
+    storage.put("uploads/7/abc/notes.txt", "text/plain", bytes::Bytes::from_static(b"hello")).await.unwrap();
+    assert!(entries() > before, "s3s-fs keeps metadata files beside the bucket");
+    storage.delete("uploads/7/abc/notes.txt").await.unwrap();
+    assert_eq!(entries(), before, "the object's metadata files are gone");
+    let uploads = root.join(storage.bucket()).join("uploads");
+    assert!(!uploads.join("7").exists(), "its empty folders are gone");
+}

@@ -25,6 +25,8 @@ on_every_store!(
     a_removed_member_can_no_longer_add_files,
     objects_put_after_an_abort_or_a_rejection_are_swept_in_the_background,
     generic_binary_passes_the_sniff_whatever_its_first_bytes,
+    a_slow_put_to_an_encoded_path_cannot_replace_a_confirmed_file,
+    an_encoded_query_name_does_not_skip_the_unsigned_header_checks,
 );
 
 /// A PNG of `len` bytes (signature first, padding after).
@@ -201,7 +203,10 @@ async fn confirm_racing_the_uploaders_removal_never_leaves_a_file_without_its_ob
                 let (status, _, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
                 assert_eq!((status, bytes.as_slice()), (StatusCode::OK, PNG));
             }
-            StatusCode::NOT_FOUND | StatusCode::CONFLICT => {}
+            // The removed uploader sees what a stranger sees.
+            StatusCode::NOT_FOUND => {
+                assert_error(confirm, StatusCode::NOT_FOUND, "not_found").await;
+            }
             other => panic!("confirm answered {other}"),
         }
     }
@@ -424,4 +429,80 @@ async fn generic_binary_passes_the_sniff_whatever_its_first_bytes(store: Store) 
     let presigned = presign(&app, &alice, channel, "fake.png", "image/png", 300).await;
     assert_eq!(put(&app, &presigned, vec![7u8; 300]).await, StatusCode::OK);
     assert_error(confirm(&app, &alice, &presigned).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch").await;
+}
+
+/// A presigned PUT sent by hand with the path's `uploads/` spelled `%75ploads/`
+/// (the same key once decoded), its body held back after `head` bytes.
+async fn encoded_put_started(presigned: &Value, body: &[u8], head: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let url = reqwest::Url::parse(presigned["url"].as_str().unwrap()).unwrap();
+    let path = url.path().replacen("/uploads/", "/%75ploads/", 1);
+    let (host, port) = (url.host_str().unwrap(), url.port().unwrap());
+    let mut request = format!("PUT {path}?{} HTTP/1.1\r\nhost: {host}:{port}\r\n", url.query().unwrap());
+    for (name, value) in presigned["headers"].as_object().unwrap() {
+        request.push_str(&format!("{name}: {}\r\n", value.as_str().unwrap()));
+    }
+    request.push_str("connection: close\r\n\r\n");
+    let mut socket = tokio::net::TcpStream::connect((host, port)).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&body[..head]).await.unwrap();
+    socket
+}
+
+async fn a_slow_put_to_an_encoded_path_cannot_replace_a_confirmed_file(store: Store) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_on(&store, &[]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let png = png_of(64, 0);
+    let mut html = b"<html><script>alert(1)</script></html>".to_vec();
+    html.resize(64, b' ');
+    let presigned = presign(&app, &alice, channel, "pic.png", "image/png", png.len()).await;
+
+    // A slow PUT of HTML under another spelling of the key, then the real
+    // PUT and confirm while the slow one is still sending.
+    let mut slow = encoded_put_started(&presigned, &html, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fast = async {
+        let put = put(&app, &presigned, png.clone()).await;
+        let confirm = confirm(&app, &alice, &presigned).await;
+        let status = confirm.status();
+        (put, status, confirm.json::<Value>().await.unwrap())
+    };
+    let slow_rest = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        slow.write_all(&html[10..]).await.unwrap();
+        let mut answer = String::new();
+        slow.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let ((fast_put, confirmed, file), answer) = tokio::join!(fast, slow_rest);
+    assert!(
+        !(answer.starts_with("HTTP/1.1 200") && fast_put == StatusCode::OK),
+        "two create-only PUTs of one key both stored: {answer:.40} / {fast_put}"
+    );
+    if confirmed == StatusCode::CREATED {
+        let (status, _, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(bytes, png, "the confirmed file serves the bytes confirm verified");
+    } else {
+        assert_eq!(file["error"]["code"], "content_mismatch", "the HTML was stored first and refused: {file}");
+    }
+}
+
+async fn an_encoded_query_name_does_not_skip_the_unsigned_header_checks(store: Store) {
+    let app = spawn_app_on(&store, &[]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let png = png_of(100, 4);
+    let mut presigned = presign(&app, &alice, channel, "pic.png", "image/png", png.len()).await;
+    let url = presigned["url"].as_str().unwrap().replace("X-Amz-SignedHeaders=", "X-Amz-Signed%48eaders=");
+    presigned["url"] = url.into();
+    let resp = crate::presigned::put(&app.client, &presigned, png)
+        .header("x-amz-meta-evil", "1")
+        .header("x-amz-website-redirect-location", "/elsewhere")
+        .send()
+        .await
+        .unwrap();
+    assert!(!resp.status().is_success(), "unsigned x-amz-* headers stored: {}", resp.status());
 }

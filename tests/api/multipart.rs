@@ -21,6 +21,7 @@ on_every_store!(
     an_expired_multipart_upload_is_aborted_by_the_sweeper,
     a_complete_that_failed_after_the_store_assembled_the_object_is_finished_by_the_next,
     part_urls_cannot_change_a_completed_file,
+    complete_and_abort_at_once_have_exactly_one_winner,
 );
 
 struct Setup {
@@ -326,4 +327,31 @@ async fn part_urls_cannot_change_a_completed_file(store: Store) {
         s.app.get(&s.alice, &format!("/files/download/{}?redirect=false", completed["id"])).await.json().await.unwrap();
     let downloaded = s.app.client.get(link["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert!(downloaded.as_ref() == file.as_slice(), "the completed file is unchanged");
+}
+
+async fn complete_and_abort_at_once_have_exactly_one_winner(store: Store) {
+    let s = setup(&store).await;
+    let file = file_of(64);
+    let mut created = 0;
+    for _ in 0..12 {
+        let started = start(&s, "race.png", file.len()).await;
+        let etags = upload_all(&s, &started, &file).await;
+        let upload_id = started["upload_id"].as_str().unwrap();
+        let abort_path = format!("/files/uploads/{upload_id}");
+        let abort = s.app.delete(&s.alice, &abort_path);
+        let (completed, aborted) = tokio::join!(complete(&s, &started["upload_id"], &etags), abort);
+        match (completed.status(), aborted.status()) {
+            (StatusCode::CREATED, StatusCode::CONFLICT) => {
+                created += 1;
+                assert_error(aborted, StatusCode::CONFLICT, "upload_confirmed").await;
+            }
+            (StatusCode::CONFLICT, StatusCode::NO_CONTENT) => {
+                assert_error(completed, StatusCode::CONFLICT, "upload_not_pending").await;
+            }
+            (c, a) => {
+                panic!("complete {c} ({}) and abort {a}: not exactly one winner", completed.text().await.unwrap())
+            }
+        }
+    }
+    assert_eq!(s.app.object_count().await, created, "every object is a completed file's");
 }
