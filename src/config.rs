@@ -9,7 +9,13 @@ use clap::Args;
 /// name (upper case); `--help` lists them with their defaults.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
-    /// S3 access key id. Unset together with AWS_S3_ENDPOINT: the embedded S3
+    /// Object store: `embedded` (in-process S3 under DATA_DIR) or `s3` (AWS S3
+    /// or an S3-compatible store). Default: `s3` when keys are set, `embedded`
+    /// when no S3 setting is; S3 settings without keys need it said.
+    #[arg(long, env = "STORAGE", value_name = "STORAGE")]
+    pub storage: Option<StorageKind>,
+
+    /// S3 access key id. Unset with STORAGE=embedded: the embedded S3
     /// endpoint starts with generated credentials.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub aws_access_key_id: Option<String>,
@@ -18,13 +24,35 @@ pub struct Config {
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", value_name = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<Secret>,
 
-    /// Bucket holding every uploaded object.
-    #[arg(long, env = "AWS_S3_BUCKET_NAME", value_name = "AWS_S3_BUCKET_NAME", default_value = "chatgenius-files")]
-    pub aws_s3_bucket_name: BucketName,
+    /// Bucket holding every uploaded object. Default: chatgenius-files.
+    #[arg(long, env = "AWS_S3_BUCKET_NAME", value_name = "AWS_S3_BUCKET_NAME")]
+    pub aws_s3_bucket_name: Option<BucketName>,
 
-    /// S3 region used for signing.
-    #[arg(long, env = "AWS_S3_REGION", value_name = "AWS_S3_REGION", default_value = "us-east-1")]
-    pub aws_s3_region: String,
+    /// S3 region used for signing. Default: us-east-1.
+    #[arg(long, env = "AWS_S3_REGION", value_name = "AWS_S3_REGION")]
+    pub aws_s3_region: Option<String>,
+
+    /// Seconds to open a connection to the object store.
+    #[arg(long, env = "S3_CONNECT_TIMEOUT_SECS", value_name = "S3_CONNECT_TIMEOUT_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub s3_connect_timeout_secs: u64,
+
+    /// Seconds one attempt of an object store call may take (completing a
+    /// multipart upload gets 600: the store assembles the object meanwhile).
+    #[arg(long, env = "S3_ATTEMPT_TIMEOUT_SECS", value_name = "S3_ATTEMPT_TIMEOUT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub s3_attempt_timeout_secs: u64,
+
+    /// Seconds an object store call may take with its retries; past it the
+    /// request answers 503 `storage_unavailable`.
+    #[arg(long, env = "S3_TOTAL_TIMEOUT_SECS", value_name = "S3_TOTAL_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub s3_total_timeout_secs: u64,
+
+    /// Attempts per object store call (1 = no retry).
+    #[arg(long, env = "S3_MAX_ATTEMPTS", value_name = "S3_MAX_ATTEMPTS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub s3_max_attempts: u32,
 
     /// Largest accepted file, in MiB (1 to 5,000,000).
     #[arg(long, env = "MAX_FILE_SIZE_MB", value_name = "MAX_FILE_SIZE_MB", default_value_t = 100,
@@ -212,6 +240,15 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// The STORAGE setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageKind {
+    /// The in-process S3 endpoint, objects under DATA_DIR/s3.
+    Embedded,
+    /// AWS S3 or an S3-compatible store (AWS_S3_ENDPOINT).
+    S3,
+}
+
 /// Where objects are stored.
 #[derive(Debug, Clone)]
 pub enum StorageMode {
@@ -248,32 +285,74 @@ impl Config {
         match (&self.aws_access_key_id, &self.aws_secret_access_key) {
             (Some(_), None) => return err("AWS_SECRET_ACCESS_KEY", "required when AWS_ACCESS_KEY_ID is set"),
             (None, Some(_)) => return err("AWS_ACCESS_KEY_ID", "required when AWS_SECRET_ACCESS_KEY is set"),
-            (None, None) if self.aws_s3_endpoint.is_some() => {
-                return err("AWS_ACCESS_KEY_ID", "required when AWS_S3_ENDPOINT is set");
-            }
             _ => {}
         }
+        self.storage_kind()?;
         if let Some(secret) = &self.jwt_secret
             && secret.expose().len() < 32
         {
             return err("JWT_SECRET", "must be at least 32 bytes long");
         }
-        if self.aws_s3_region.is_empty() {
+        if self.aws_s3_region.as_deref().is_some_and(str::is_empty) {
             return err("AWS_S3_REGION", "must not be empty");
         }
         Ok(())
     }
 
-    /// Which object store to use.
+    /// The object store to use: as STORAGE says, or implied by the keys; never
+    /// the local disk when any S3 setting was given.
+    fn storage_kind(&self) -> Result<StorageKind, ConfigError> {
+        let keys = self.aws_access_key_id.is_some();
+        let s3_setting = [
+            ("AWS_S3_ENDPOINT", self.aws_s3_endpoint.is_some()),
+            ("AWS_S3_BUCKET_NAME", self.aws_s3_bucket_name.is_some()),
+            ("AWS_S3_REGION", self.aws_s3_region.is_some()),
+            ("AWS_S3_PUBLIC_ENDPOINT", self.aws_s3_public_endpoint.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name));
+        let problem = |problem: String| ConfigError { var: "STORAGE", problem };
+        match (self.storage, keys, s3_setting) {
+            (Some(StorageKind::Embedded), true, _) => {
+                Err(problem("is embedded, but AWS_ACCESS_KEY_ID is set; say STORAGE=s3 or drop the keys".into()))
+            }
+            (Some(StorageKind::Embedded), false, Some(setting @ ("AWS_S3_ENDPOINT" | "AWS_S3_PUBLIC_ENDPOINT"))) => {
+                Err(problem(format!("is embedded, but {setting} is set; say STORAGE=s3 or drop it")))
+            }
+            (Some(StorageKind::S3), false, _) => Err(ConfigError {
+                var: "AWS_ACCESS_KEY_ID",
+                problem: "required with STORAGE=s3 (with AWS_SECRET_ACCESS_KEY)".into(),
+            }),
+            (Some(kind), _, _) => Ok(kind),
+            (None, true, _) => Ok(StorageKind::S3),
+            (None, false, Some(setting)) => Err(problem(format!(
+                "not set, and {setting} is set without credentials: say STORAGE=s3 (with keys) or \
+                 STORAGE=embedded, so files never land on the local disk by mistake"
+            ))),
+            (None, false, None) => Ok(StorageKind::Embedded),
+        }
+    }
+
+    /// Which object store to use (after [`Config::validate`]).
     pub fn storage_mode(&self) -> StorageMode {
-        match (&self.aws_access_key_id, &self.aws_secret_access_key) {
-            (Some(key), Some(secret)) => StorageMode::External {
+        match (self.storage_kind(), &self.aws_access_key_id, &self.aws_secret_access_key) {
+            (Ok(StorageKind::S3), Some(key), Some(secret)) => StorageMode::External {
                 endpoint: self.aws_s3_endpoint.clone(),
                 access_key_id: key.clone(),
                 secret_access_key: secret.clone(),
             },
             _ => StorageMode::Embedded,
         }
+    }
+
+    /// The bucket (AWS_S3_BUCKET_NAME or `chatgenius-files`).
+    pub fn bucket(&self) -> BucketName {
+        self.aws_s3_bucket_name.clone().unwrap_or_else(|| BucketName("chatgenius-files".into()))
+    }
+
+    /// The signing region (AWS_S3_REGION or `us-east-1`).
+    pub fn region(&self) -> String {
+        self.aws_s3_region.clone().unwrap_or_else(|| "us-east-1".into())
     }
 
     /// The database URL, defaulting to a SQLite file in DATA_DIR.

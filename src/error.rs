@@ -65,8 +65,12 @@ pub enum ApiError {
     BadGateway(Json<ErrorBody>),
     /// The object store or the database cannot be reached (`storage_unavailable`, `database_unavailable`).
     #[oai(status = 503)]
-    ServiceUnavailable(Json<ErrorBody>),
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
+
+/// The `Retry-After` of a 503: long enough for a database failover or a
+/// store node's restart to be noticed, short enough for an upload dialog.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     /// An error with the given status, code and message. Statuses without a
@@ -84,7 +88,7 @@ impl ApiError {
             422 => Self::Unprocessable(body),
             429 => Self::TooManyRequests(body, 1),
             502 => Self::BadGateway(body),
-            503 => Self::ServiceUnavailable(body),
+            503 => Self::ServiceUnavailable(body, UNAVAILABLE_RETRY_AFTER_SECS),
             s if s >= 500 => Self::Internal(body),
             _ => Self::BadRequest(body),
         }
@@ -115,7 +119,7 @@ impl ApiError {
             | Self::TooManyRequests(b, _)
             | Self::Internal(b)
             | Self::BadGateway(b)
-            | Self::ServiceUnavailable(b) => &b.0,
+            | Self::ServiceUnavailable(b, _) => &b.0,
         }
     }
 }

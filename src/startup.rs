@@ -22,7 +22,7 @@ use crate::{
     ratelimit::RateLimits,
     relay,
     service::{cache::ReadCache, files::DownloadRecorder},
-    storage::{Storage, StorageSettings},
+    storage::{Storage, StorageSettings, Timeouts},
     sweeper,
     ws::AllowedOrigins,
 };
@@ -209,18 +209,24 @@ async fn storage_settings(
     let common = |endpoint: Option<Origin>, key: String, secret, path_style| StorageSettings {
         public_endpoint: config.aws_s3_public_endpoint.clone().or_else(|| endpoint.clone()),
         endpoint,
-        region: config.aws_s3_region.clone(),
-        bucket: config.aws_s3_bucket_name.clone(),
+        region: config.region(),
+        bucket: config.bucket(),
         access_key_id: key,
         secret_access_key: secret,
         force_path_style: config.aws_s3_force_path_style.unwrap_or(path_style),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(config.s3_connect_timeout_secs),
+            attempt: Duration::from_secs(config.s3_attempt_timeout_secs),
+            total: Duration::from_secs(config.s3_total_timeout_secs),
+            max_attempts: config.s3_max_attempts,
+        },
     };
     Ok(match config.storage_mode() {
         StorageMode::Embedded => {
             let s3 = EmbeddedS3::start(&config.data_dir.join("s3"), config.embedded_s3_addr, cors_origins)
                 .await
                 .map_err(|e| anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}"))?;
-            tracing::info!(endpoint = %s3.endpoint(), bucket = config.aws_s3_bucket_name.as_str(), "storage: embedded S3 endpoint (SigV4 checked)");
+            tracing::info!(endpoint = %s3.endpoint(), bucket = config.bucket().as_str(), "storage: embedded S3 endpoint (SigV4 checked)");
             let settings = common(Some(s3.endpoint()), s3.access_key_id.clone(), s3.secret_access_key.clone(), true);
             (settings, Some(s3))
         }
@@ -228,7 +234,7 @@ async fn storage_settings(
             let path_style = endpoint.is_some();
             tracing::info!(
                 endpoint = endpoint.as_ref().map_or("AWS", Origin::as_str),
-                bucket = config.aws_s3_bucket_name.as_str(),
+                bucket = config.bucket().as_str(),
                 "storage: external S3"
             );
             (common(endpoint, access_key_id, secret_access_key, path_style), None)
@@ -252,12 +258,11 @@ pub async fn connect_database(config: &Config, connections: Option<u32>) -> anyh
     }
     let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url);
-    if sqlite {
-        // A SQLite connection is a file handle: pinging it before every use
-        // (a round trip to its worker thread) finds nothing.
-        options.test_before_acquire(false);
-    }
+    // No ping before every use: a round trip to PostgreSQL (or to a SQLite
+    // connection's worker thread) that doubled the statements of a presign.
+    // A connection that died is found by its next statement instead.
     options
+        .test_before_acquire(false)
         .max_connections(connections.unwrap_or(if sqlite { 8 } else { 16 }))
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))

@@ -1,13 +1,33 @@
 //! `/health` and `/ready`.
 
+use std::time::Duration;
+
 use poem::{http::StatusCode, web::Data};
 use poem_openapi::{Object, OpenApi};
 
 use super::{ApiTags, Success, ok};
 use crate::{error::ApiError, startup::AppState};
 
+/// How long `/ready` waits for each of the database and the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Probe operations.
 pub struct HealthApi;
+
+/// Whether a readiness check answered in time and well (logging why not).
+fn answered<E: std::fmt::Display>(what: &str, check: Result<Result<(), E>, tokio::time::error::Elapsed>) -> bool {
+    match check {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: {what} unavailable");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("readiness: {what} did not answer within {READY_TIMEOUT:?}");
+            false
+        }
+    }
+}
 
 /// Result of a probe.
 #[derive(Object)]
@@ -29,16 +49,16 @@ impl HealthApi {
     /// 503 names what failed (`database`, `storage` or both).
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&AppState>) -> Result<Success<Status>, ApiError> {
-        let (db, storage) = tokio::join!(state.db.ping(), state.storage.check());
-        let mut failed = Vec::new();
-        if let Err(err) = db {
-            tracing::warn!(error = %err, "readiness: database unavailable");
-            failed.push("database");
-        }
-        if let Err(err) = storage {
-            tracing::warn!(error = %err, "readiness: object store unavailable");
-            failed.push("storage");
-        }
+        // A stalled database or store is as unready as a refusing one: each
+        // check gets READY_TIMEOUT, not the store's whole retry budget.
+        let (db, storage) = tokio::join!(
+            tokio::time::timeout(READY_TIMEOUT, state.db.ping()),
+            tokio::time::timeout(READY_TIMEOUT, state.storage.check()),
+        );
+        let failed: Vec<&str> = [("database", answered("database", db)), ("storage", answered("storage", storage))]
+            .into_iter()
+            .filter_map(|(what, ok)| (!ok).then_some(what))
+            .collect();
         if failed.is_empty() {
             return Ok(ok(Status { status: "ok".into() }));
         }

@@ -165,7 +165,7 @@ impl From<ServiceError> for ApiError {
                 retry_after_secs.max(1),
             ),
             E::Database(err) => {
-                if matches!(err, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) {
+                if crate::service::database_unavailable(&err) {
                     tracing::warn!(error = %err, "database unavailable");
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,

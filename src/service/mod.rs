@@ -85,6 +85,32 @@ impl<T> OnConflict<T> for Result<T, DbErr> {
     }
 }
 
+/// Whether a database error means the database cannot be reached or is going
+/// away (connection lost, pool exhausted, server shutting down or refusing
+/// connections): the client may retry, unlike a failed statement.
+pub fn database_unavailable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let sqlx_err = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx_err.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin or
+        // crash shutdown, cannot connect now), 53300 (too many connections).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// The current time as stored in `TIMESTAMP` columns (UTC, no zone).
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()

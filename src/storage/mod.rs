@@ -10,7 +10,7 @@ use aws_sdk_s3::{
     Client,
     config::{
         BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-        StalledStreamProtectionConfig, timeout::TimeoutConfig,
+        StalledStreamProtectionConfig, retry::RetryConfig, timeout::TimeoutConfig,
     },
     error::{ProvideErrorMetadata, SdkError},
 };
@@ -38,6 +38,31 @@ pub struct StorageSettings {
     pub access_key_id: String,
     pub secret_access_key: Secret,
     pub force_path_style: bool,
+    /// How long calls may take before the store counts as unavailable.
+    pub timeouts: Timeouts,
+}
+
+/// Time limits of the broker's own S3 calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// One attempt.
+    pub attempt: Duration,
+    /// A call with its retries.
+    pub total: Duration,
+    /// Attempts per call (1 = no retry).
+    pub max_attempts: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            attempt: Duration::from_secs(5),
+            total: Duration::from_secs(15),
+            max_attempts: 2,
+        }
+    }
 }
 
 /// A storage failure, split by what the client should be told.
@@ -292,7 +317,12 @@ impl Storage {
             .config_override(
                 aws_sdk_s3::Config::builder()
                     .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-                    .timeout_config(timeouts(COMPLETE_TIMEOUT)),
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .operation_attempt_timeout(COMPLETE_TIMEOUT)
+                            .operation_timeout(COMPLETE_TIMEOUT)
+                            .build(),
+                    ),
             )
             .send()
             .await
@@ -380,14 +410,8 @@ impl StorageSettings {
     }
 }
 
-/// How long one attempt of an S3 call may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the store may take to assemble a completed multipart upload.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn timeouts(attempt: Duration) -> TimeoutConfig {
-    TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).operation_attempt_timeout(attempt).build()
-}
 
 fn build_client(settings: &StorageSettings, endpoint: Option<&Origin>) -> Client {
     let credentials = settings.credentials();
@@ -399,7 +423,14 @@ fn build_client(settings: &StorageSettings, endpoint: Option<&Origin>) -> Client
         // Browsers cannot compute the SDK's flexible checksums: never ask for them.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .timeout_config(timeouts(ATTEMPT_TIMEOUT));
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.timeouts.connect)
+                .operation_attempt_timeout(settings.timeouts.attempt)
+                .operation_timeout(settings.timeouts.total)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.timeouts.max_attempts));
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint.as_str());
     }

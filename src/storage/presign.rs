@@ -274,6 +274,7 @@ mod tests {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             force_path_style: path_style,
+            timeouts: Default::default(),
         }
     }
 

@@ -23,7 +23,13 @@ fn boot_refuses_bad_configuration_naming_the_variable() {
         (&[("ALLOWED_FILE_TYPES", "imagepng")], "ALLOWED_FILE_TYPES"),
         (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
         (&[("AWS_S3_BUCKET_NAME", "Not_A_Bucket")], "AWS_S3_BUCKET_NAME"),
-        (&[("AWS_S3_ENDPOINT", "http://127.0.0.1:1")], "AWS_ACCESS_KEY_ID"),
+        (&[("AWS_S3_ENDPOINT", "http://127.0.0.1:1")], "STORAGE"),
+        (&[("AWS_S3_BUCKET_NAME", "team-files")], "STORAGE"),
+        (&[("AWS_S3_REGION", "eu-west-1")], "STORAGE"),
+        (&[("STORAGE", "embedded"), ("AWS_ACCESS_KEY_ID", "key"), ("AWS_SECRET_ACCESS_KEY", "secret")], "STORAGE"),
+        (&[("STORAGE", "embedded"), ("AWS_S3_ENDPOINT", "http://127.0.0.1:1")], "STORAGE"),
+        (&[("STORAGE", "s3")], "AWS_ACCESS_KEY_ID"),
+        (&[("STORAGE", "disk")], "STORAGE"),
         (&[("AWS_ACCESS_KEY_ID", "key")], "AWS_SECRET_ACCESS_KEY"),
         (&[("JWT_SECRET", "short")], "JWT_SECRET"),
         (&[("CORS_ALLOWED_ORIGINS", "localhost:3000")], "CORS_ALLOWED_ORIGINS"),
@@ -31,7 +37,7 @@ fn boot_refuses_bad_configuration_naming_the_variable() {
     ];
     for (vars, named) in cases {
         let (code, stderr) = boot_with(vars);
-        assert_ne!(code, 0, "{vars:?} must stop boot");
+        assert_eq!(code, 2, "{vars:?} must stop boot with exit 2");
         assert_eq!(stderr.trim().lines().count(), 1, "one line for {vars:?}: {stderr}");
         assert!(stderr.contains(named), "{vars:?}: stderr should name {named}: {stderr}");
     }

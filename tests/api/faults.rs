@@ -26,23 +26,32 @@ use crate::helpers::{TestApp, assert_error, fresh_database_url, spawn_app_with};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
-/// A TCP link that can be cut (every connection dropped, new ones refused) and restored.
+/// A TCP link that can be cut (every connection dropped, new ones refused),
+/// frozen (connections accepted and never answered, as a hung server does)
+/// and restored.
 struct Link {
     addr: SocketAddr,
     down: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Link {
     async fn to(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let down = Arc::new(AtomicBool::new(false));
+        let (down, frozen) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let open: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (is_down, conns) = (down.clone(), open.clone());
+        let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (is_down, is_frozen, conns, holding) = (down.clone(), frozen.clone(), open.clone(), held.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if is_frozen.load(Ordering::SeqCst) {
+                    holding.lock().unwrap().push(client);
                     continue;
                 }
                 let task = tokio::spawn(async move {
@@ -53,7 +62,14 @@ impl Link {
                 conns.lock().unwrap().push(task);
             }
         });
-        Self { addr, down, open }
+        Self { addr, down, frozen, open, held }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     fn cut(&self) {
@@ -65,6 +81,8 @@ impl Link {
 
     fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
+        self.held.lock().unwrap().clear();
     }
 }
 
@@ -131,6 +149,91 @@ async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it
     assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
     assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_store_is_503_with_retry_after_within_the_total_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = outside_store(dir.path()).await;
+    let link = Link::to(s3.addr).await;
+    let mut args = store_args(&format!("http://{}", link.addr), &s3);
+    args.extend([("s3-attempt-timeout-secs", "1".to_owned()), ("s3-total-timeout-secs", "2".to_owned())]);
+    let app = spawn_with(&args).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let upload_id = presign_and_put(&app, &alice, channel, "a.png").await;
+
+    link.freeze();
+    let started = std::time::Instant::now();
+    let resp = confirm(&app, &alice, &upload_id).await;
+    let waited = started.elapsed();
+    assert_eq!(resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()).as_deref(), Some("5"));
+    assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+    // The total timeout is 2 s; the old single 30 s attempt would hang here.
+    assert!(waited < Duration::from_secs(10), "confirm waited {waited:?} on a hung store");
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_error(ready, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+
+    link.restore();
+    let resp = confirm(&app, &alice, &upload_id).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn database_backends_terminated_under_load_are_503_never_500() {
+    let Ok(server) = std::env::var("TEST_POSTGRES_URL") else {
+        eprintln!("PostgreSQL not configured (TEST_POSTGRES_URL); tests/run.sh runs this on PostgreSQL");
+        return;
+    };
+    let app = spawn_app_with(&[("presign-rate-per-min", "100000")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let database = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = sea_orm::Database::connect(format!("{}/postgres", server.trim_end_matches('/'))).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use sea_orm::ConnectionTrait;
+            let mut terminated = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let sql = format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'"
+                );
+                if let Ok(Some(row)) =
+                    admin.query_one_raw(sea_orm::Statement::from_string(admin.get_database_backend(), sql)).await
+                {
+                    terminated += row.try_get_by_index::<i64>(0).unwrap_or(0) as u64;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            terminated
+        })
+    };
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let messages = format!("/channels/{channel}/messages");
+    while std::time::Instant::now() < deadline {
+        let presign = app.post(
+            &alice,
+            "/files/presign",
+            json!({ "channel_id": channel, "file_name": "a.png", "content_type": "image/png", "size": 10 }),
+        );
+        let message = app.post(&alice, &messages, json!({ "content": "hi" }));
+        let list = app.get(&alice, "/channels");
+        let (a, b, c) = tokio::join!(presign, message, list);
+        for resp in [a, b, c] {
+            *statuses.entry(resp.status().as_u16()).or_default() += 1;
+            if resp.status().is_server_error() {
+                assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let terminated = killer.await.unwrap();
+    assert!(terminated > 0, "the load ran while backends were terminated: {statuses:?}");
+    assert!(statuses.keys().all(|s| (200..300).contains(s) || *s == 503), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -263,6 +366,7 @@ async fn count_objects(s3: &EmbeddedS3) -> usize {
         access_key_id: s3.access_key_id.clone(),
         secret_access_key: s3.secret_access_key.clone(),
         force_path_style: true,
+        timeouts: Default::default(),
     };
     let storage = chatgenius_files::storage::Storage::new(&settings);
     storage.list_page("uploads/", None).await.unwrap().len()

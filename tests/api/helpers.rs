@@ -104,6 +104,9 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("aws-s3-bucket-name", format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
     ];
     let mut args = vec!["chatgenius-files".to_owned()];
+    if overridden("aws-s3-endpoint").is_none() {
+        args.push("--storage=embedded".to_owned());
+    }
     for (name, value) in defaults {
         args.push(format!("--{name}={}", overridden(name).unwrap_or(value)));
     }

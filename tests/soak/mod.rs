@@ -85,6 +85,9 @@ async fn start_broker(binary: &str, backend: &Backend) -> BrokerProcess {
     if let Some(url) = &backend.database_url {
         settings.push(("DATABASE_URL", url.clone()));
     }
+    if backend.s3.is_none() {
+        settings.push(("STORAGE", "embedded".to_owned()));
+    }
     if let Some((endpoint, key, secret)) = &backend.s3 {
         settings.push(("AWS_S3_ENDPOINT", endpoint.clone()));
         settings.push(("AWS_ACCESS_KEY_ID", key.clone()));
