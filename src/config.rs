@@ -308,6 +308,8 @@ impl Config {
             ("AWS_S3_BUCKET_NAME", self.aws_s3_bucket_name.is_some()),
             ("AWS_S3_REGION", self.aws_s3_region.is_some()),
             ("AWS_S3_PUBLIC_ENDPOINT", self.aws_s3_public_endpoint.is_some()),
+            ("AWS_S3_FORCE_PATH_STYLE", self.aws_s3_force_path_style.is_some()),
+            ("AWS_S3_VERSIONING", self.aws_s3_versioning),
         ]
         .into_iter()
         .find_map(|(name, set)| set.then_some(name));

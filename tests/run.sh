@@ -68,6 +68,10 @@ ensure_postgres
 start_seaweedfs
 ensure_browser
 
+log "formatting and lints"
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
 log "building"
 cargo build --locked --workspace --all-targets
 

@@ -27,7 +27,7 @@ impl<T, R> Clone for Batcher<T, R> {
     }
 }
 
-impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+impl<T: Clone + Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts a writer calling `write` with up to `max_batch` items at a time;
     /// `write` returns one result per item, in order. With a `linger`, the
     /// writer waits that long after the first item for more to join the batch
@@ -64,7 +64,16 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                 }
                 if !items.is_empty() {
                     let count = items.len();
-                    match write(db.clone(), items).await {
+                    let mut written = write(db.clone(), items.clone()).await;
+                    if let Err(err) = &written
+                        && super::database_unavailable(err)
+                    {
+                        // The connection was lost (the pool opens a new one):
+                        // once more, rather than losing the batch.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        written = write(db.clone(), items).await;
+                    }
+                    match written {
                         Ok(results) => {
                             for (reply, result) in replies.into_iter().zip(results) {
                                 if let Some(reply) = reply {

@@ -120,6 +120,7 @@ pub struct Storage {
     client: Client,
     presigner: Presigner,
     bucket: String,
+    timeouts: Timeouts,
 }
 
 impl Storage {
@@ -128,7 +129,7 @@ impl Storage {
         let client = build_client(settings, settings.endpoint.as_ref());
         let public = settings.public_endpoint.as_ref().or(settings.endpoint.as_ref());
         let presigner = Presigner::new(settings, public.map(Origin::as_str));
-        Self { client, presigner, bucket: settings.bucket.as_str().to_owned() }
+        Self { client, presigner, bucket: settings.bucket.as_str().to_owned(), timeouts: settings.timeouts }
     }
 
     /// Signs presigned URLs (no network).
@@ -152,6 +153,14 @@ impl Storage {
 
     /// The first `len` bytes of an object (fewer when it is shorter).
     pub async fn read_prefix(&self, key: &str, len: u64) -> Result<Bytes, StorageError> {
+        // The SDK's total timeout ends with the response head; the body is
+        // read within what is left of the same budget.
+        tokio::time::timeout(self.timeouts.total, self.read_prefix_untimed(key, len))
+            .await
+            .map_err(|_| StorageError::Unavailable(format!("no answer within {:?}", self.timeouts.total)))?
+    }
+
+    async fn read_prefix_untimed(&self, key: &str, len: u64) -> Result<Bytes, StorageError> {
         let out = self
             .client
             .get_object()

@@ -26,6 +26,7 @@ fn boot_refuses_bad_configuration_naming_the_variable() {
         (&[("AWS_S3_ENDPOINT", "http://127.0.0.1:1")], "STORAGE"),
         (&[("AWS_S3_BUCKET_NAME", "team-files")], "STORAGE"),
         (&[("AWS_S3_REGION", "eu-west-1")], "STORAGE"),
+        (&[("AWS_S3_FORCE_PATH_STYLE", "true")], "STORAGE"),
         (&[("STORAGE", "embedded"), ("AWS_ACCESS_KEY_ID", "key"), ("AWS_SECRET_ACCESS_KEY", "secret")], "STORAGE"),
         (&[("STORAGE", "embedded"), ("AWS_S3_ENDPOINT", "http://127.0.0.1:1")], "STORAGE"),
         (&[("STORAGE", "s3")], "AWS_ACCESS_KEY_ID"),

@@ -61,13 +61,22 @@ pub enum Store {
 }
 
 impl Store {
-    /// SeaweedFS when tests/run.sh started one, else `None`.
+    /// SeaweedFS when tests/run.sh started one, else `None` — except under CI
+    /// (`CI` set), where a missing SeaweedFS fails the test instead of
+    /// letting its variant pass without running.
     pub fn seaweedfs() -> Option<Self> {
-        Some(Self::SeaweedFs {
-            endpoint: std::env::var("TEST_S3_ENDPOINT").ok()?,
-            access_key: std::env::var("TEST_S3_ACCESS_KEY").ok()?,
-            secret_key: std::env::var("TEST_S3_SECRET_KEY").ok()?,
-        })
+        let var = |name| std::env::var(name).ok();
+        let store = (|| {
+            Some(Self::SeaweedFs {
+                endpoint: var("TEST_S3_ENDPOINT")?,
+                access_key: var("TEST_S3_ACCESS_KEY")?,
+                secret_key: var("TEST_S3_SECRET_KEY")?,
+            })
+        })();
+        if store.is_none() && std::env::var_os("CI").is_some() {
+            panic!("CI is set but SeaweedFS is not configured (TEST_S3_ENDPOINT, …): run the suite with tests/run.sh");
+        }
+        store
     }
 }
 
