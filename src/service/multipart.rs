@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::{EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::{
@@ -15,7 +14,7 @@ use super::{
     uploads::{self, Confirmation, UploadRequest},
 };
 use crate::{
-    entity::pending_upload::{self, UploadState},
+    entity::pending_upload,
     ratelimit::Action,
     startup::AppState,
     storage::{PresignedRequest, StorageError, StoredPart},
@@ -173,18 +172,9 @@ async fn complete_inner(
             // the object stands on its own and is verified like a single PUT.
             return uploads::verify_and_record(state, &upload).await;
         }
-        Err(err) => {
-            // An abort, an expiry or a removal from the channel that won the
-            // race leaves the store without the upload: say that instead.
-            let now_is = pending_upload::Entity::find_by_id(upload.id)
-                .filter(lifecycle::uploader_is_member())
-                .one(&state.db)
-                .await?;
-            return match now_is {
-                Some(row) if row.state == UploadState::Pending && row.expires_at > now() => Err(err),
-                _ => uploads::changed_meanwhile(state, &upload).await,
-            };
-        }
+        // An abort, an expiry or a removal from the channel that won the race
+        // leaves the store without the upload: say that instead.
+        Err(err) => return uploads::unless_changed(state, &upload, err).await,
     }
     // Every part had its signed size, so the object has the declared size:
     // no HeadObject, only the content is left to verify.

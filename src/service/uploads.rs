@@ -293,15 +293,8 @@ pub(super) async fn settle(
 ) -> Result<Confirmation, ServiceError> {
     match verified {
         Ok(()) => record(state, upload).await,
-        Err(ServiceError::Unverified { code: "object_missing", message }) => {
-            // Missing because an abort or the sweeper deleted it? Then say that.
-            match pending_upload::Entity::find_by_id(upload.id).one(&state.db).await? {
-                Some(now_is) if now_is.state == UploadState::Pending => {
-                    Err(ServiceError::Unverified { code: "object_missing", message })
-                }
-                _ => changed_meanwhile(state, upload).await,
-            }
-        }
+        // Missing because an abort or the sweeper deleted it? Then say that.
+        Err(err @ ServiceError::Unverified { code: "object_missing", .. }) => unless_changed(state, upload, err).await,
         Err(err @ ServiceError::Unverified { .. }) => {
             if lifecycle::close(&state.db, upload.id, UploadState::Rejected).await? {
                 lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(upload)).await;
@@ -385,13 +378,27 @@ pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> 
     changed_meanwhile(state, upload).await
 }
 
+/// `err` when the upload is still open (pending, in time, its uploader a
+/// member); otherwise what closed it meanwhile (an abort, an expiry, a
+/// removal from the channel, a concurrent confirm) answers instead: a store
+/// error or a missing object is then its consequence, not the cause.
+pub(super) async fn unless_changed(
+    state: &AppState,
+    upload: &pending_upload::Model,
+    err: ServiceError,
+) -> Result<Confirmation, ServiceError> {
+    let now_is =
+        pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&state.db).await?;
+    match now_is {
+        Some(row) if row.state == UploadState::Pending && row.expires_at > now() => Err(err),
+        _ => changed_meanwhile(state, upload).await,
+    }
+}
+
 /// The answer for a confirm whose upload stopped being pending while it
 /// verified: the file when a concurrent confirm recorded it, a refusal naming
 /// what happened otherwise.
-pub(super) async fn changed_meanwhile(
-    state: &AppState,
-    upload: &pending_upload::Model,
-) -> Result<Confirmation, ServiceError> {
+async fn changed_meanwhile(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     // An uploader removed from the channel meanwhile sees what a stranger sees.
     let Some(now_is) =
         pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&state.db).await?
