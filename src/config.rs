@@ -15,8 +15,9 @@ pub struct Config {
     #[arg(long, env = "STORAGE", value_name = "STORAGE")]
     pub storage: Option<StorageKind>,
 
-    /// S3 access key id. Unset with STORAGE=embedded: the embedded S3
-    /// endpoint starts with generated credentials.
+    /// S3 access key id. Unset with STORAGE=s3: AWS's credential chain
+    /// (profile, web identity, ECS, EC2 instance role); unset with
+    /// STORAGE=embedded: the embedded endpoint generates its own.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub aws_access_key_id: Option<String>,
 
@@ -254,8 +255,9 @@ pub enum StorageKind {
 pub enum StorageMode {
     /// The in-process S3 endpoint, with credentials generated at boot.
     Embedded,
-    /// An external S3-compatible store (AWS when `endpoint` is `None`).
-    External { endpoint: Option<Origin>, access_key_id: String, secret_access_key: Secret },
+    /// An external S3-compatible store (AWS when `endpoint` is `None`), with
+    /// fixed keys or, without them, AWS's standard credential chain.
+    External { endpoint: Option<Origin>, keys: Option<(String, Secret)> },
 }
 
 /// Parses a [`Config`] alone, for tools and tests.
@@ -321,14 +323,10 @@ impl Config {
             (Some(StorageKind::Embedded), false, Some(setting @ ("AWS_S3_ENDPOINT" | "AWS_S3_PUBLIC_ENDPOINT"))) => {
                 Err(problem(format!("is embedded, but {setting} is set; say STORAGE=s3 or drop it")))
             }
-            (Some(StorageKind::S3), false, _) => Err(ConfigError {
-                var: "AWS_ACCESS_KEY_ID",
-                problem: "required with STORAGE=s3 (with AWS_SECRET_ACCESS_KEY)".into(),
-            }),
             (Some(kind), _, _) => Ok(kind),
             (None, true, _) => Ok(StorageKind::S3),
             (None, false, Some(setting)) => Err(problem(format!(
-                "not set, and {setting} is set without credentials: say STORAGE=s3 (with keys) or \
+                "not set, and {setting} is set without keys: say STORAGE=s3 (AWS credential chain) or \
                  STORAGE=embedded, so files never land on the local disk by mistake"
             ))),
             (None, false, None) => Ok(StorageKind::Embedded),
@@ -337,11 +335,10 @@ impl Config {
 
     /// Which object store to use (after [`Config::validate`]).
     pub fn storage_mode(&self) -> StorageMode {
-        match (self.storage_kind(), &self.aws_access_key_id, &self.aws_secret_access_key) {
-            (Ok(StorageKind::S3), Some(key), Some(secret)) => StorageMode::External {
+        match self.storage_kind() {
+            Ok(StorageKind::S3) => StorageMode::External {
                 endpoint: self.aws_s3_endpoint.clone(),
-                access_key_id: key.clone(),
-                secret_access_key: secret.clone(),
+                keys: self.aws_access_key_id.clone().zip(self.aws_secret_access_key.clone()),
             },
             _ => StorageMode::Embedded,
         }

@@ -22,7 +22,7 @@ use crate::{
     ratelimit::RateLimits,
     relay,
     service::{cache::ReadCache, files::DownloadRecorder},
-    storage::{Storage, StorageSettings, Timeouts},
+    storage::{CredentialSource, Storage, StorageSettings, Timeouts},
     sweeper,
     ws::AllowedOrigins,
 };
@@ -206,13 +206,12 @@ async fn storage_settings(
     config: &Config,
     cors_origins: &[Origin],
 ) -> anyhow::Result<(StorageSettings, Option<EmbeddedS3>)> {
-    let common = |endpoint: Option<Origin>, key: String, secret, path_style| StorageSettings {
+    let common = |endpoint: Option<Origin>, credentials, path_style| StorageSettings {
         public_endpoint: config.aws_s3_public_endpoint.clone().or_else(|| endpoint.clone()),
         endpoint,
         region: config.region(),
         bucket: config.bucket(),
-        access_key_id: key,
-        secret_access_key: secret,
+        credentials,
         force_path_style: config.aws_s3_force_path_style.unwrap_or(path_style),
         timeouts: Timeouts {
             connect: Duration::from_secs(config.s3_connect_timeout_secs),
@@ -227,17 +226,28 @@ async fn storage_settings(
                 .await
                 .map_err(|e| anyhow::anyhow!("EMBEDDED_S3_ADDR: cannot start the embedded S3 endpoint: {e}"))?;
             tracing::info!(endpoint = %s3.endpoint(), bucket = config.bucket().as_str(), "storage: embedded S3 endpoint (SigV4 checked)");
-            let settings = common(Some(s3.endpoint()), s3.access_key_id.clone(), s3.secret_access_key.clone(), true);
+            let credentials = CredentialSource::fixed(&s3.access_key_id, s3.secret_access_key.expose());
+            let settings = common(Some(s3.endpoint()), credentials, true);
             (settings, Some(s3))
         }
-        StorageMode::External { endpoint, access_key_id, secret_access_key } => {
+        StorageMode::External { endpoint, keys } => {
             let path_style = endpoint.is_some();
+            let credentials = match keys {
+                Some((key, secret)) => CredentialSource::fixed(&key, secret.expose()),
+                None => CredentialSource::chain(&config.region()).await.map_err(|e| {
+                    let cause = aws_smithy_types::error::display::DisplayErrorContext(e);
+                    anyhow::anyhow!(
+                        "STORAGE=s3 without AWS_ACCESS_KEY_ID: AWS's credential chain (environment, profile, \
+                             web identity, ECS, instance metadata) found no credentials: {cause}"
+                    )
+                })?,
+            };
             tracing::info!(
                 endpoint = endpoint.as_ref().map_or("AWS", Origin::as_str),
                 bucket = config.bucket().as_str(),
                 "storage: external S3"
             );
-            (common(endpoint, access_key_id, secret_access_key, path_style), None)
+            (common(endpoint, credentials, path_style), None)
         }
     })
 }

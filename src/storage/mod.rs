@@ -2,6 +2,7 @@
 //! [`Presigner`] for the endpoint browsers reach. Works with AWS S3, SeaweedFS,
 //! Garage, Ceph RGW and the embedded endpoint.
 
+pub mod credentials;
 pub mod presign;
 
 use std::time::Duration;
@@ -9,8 +10,8 @@ use std::time::Duration;
 use aws_sdk_s3::{
     Client,
     config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-        StalledStreamProtectionConfig, retry::RetryConfig, timeout::TimeoutConfig,
+        BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+        retry::RetryConfig, timeout::TimeoutConfig,
     },
     error::{ProvideErrorMetadata, SdkError},
 };
@@ -22,9 +23,10 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+pub use credentials::CredentialSource;
 pub use presign::{PresignedRequest, Presigner};
 
-use crate::config::{BucketName, Origin, Secret};
+use crate::config::{BucketName, Origin};
 
 /// How to reach the object store.
 #[derive(Debug, Clone)]
@@ -35,8 +37,8 @@ pub struct StorageSettings {
     pub public_endpoint: Option<Origin>,
     pub region: String,
     pub bucket: BucketName,
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
+    /// What the broker signs with (its own calls and presigned URLs).
+    pub credentials: CredentialSource,
     pub force_path_style: bool,
     /// How long calls may take before the store counts as unavailable.
     pub timeouts: Timeouts,
@@ -412,22 +414,14 @@ impl Storage {
     }
 }
 
-impl StorageSettings {
-    /// The static credentials both clients sign with.
-    pub fn credentials(&self) -> Credentials {
-        Credentials::new(&self.access_key_id, self.secret_access_key.expose(), None, None, "chatgenius-files")
-    }
-}
-
 /// How long the store may take to assemble a completed multipart upload.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn build_client(settings: &StorageSettings, endpoint: Option<&Origin>) -> Client {
-    let credentials = settings.credentials();
     let mut builder = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
-        .credentials_provider(credentials)
+        .credentials_provider(settings.credentials.provider())
         .force_path_style(settings.force_path_style)
         // Browsers cannot compute the SDK's flexible checksums: never ask for them.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)

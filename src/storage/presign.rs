@@ -21,8 +21,9 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
-use super::StorageSettings;
-use crate::config::Secret;
+use aws_credential_types::Credentials;
+
+use super::{CredentialSource, StorageSettings};
 
 /// RFC 3986 unreserved characters stay as they are; everything else is encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -41,8 +42,8 @@ pub struct PresignedRequest {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// The signing key of one UTC day: `(yyyymmdd, key)`.
-type DayKey = (String, Vec<u8>);
+/// The signing key of one UTC day and access key: `(yyyymmdd, access key id, key)`.
+type DayKey = (String, String, Vec<u8>);
 
 /// Signs presigned S3 URLs for the endpoint clients reach.
 #[derive(Clone)]
@@ -54,8 +55,7 @@ pub struct Presigner {
     host: String,
     /// `/{bucket}` for path-style addressing, empty otherwise.
     bucket_path: String,
-    access_key_id: String,
-    secret_access_key: Secret,
+    credentials: CredentialSource,
     region: String,
     day_key: Arc<Mutex<Option<DayKey>>>,
 }
@@ -82,8 +82,7 @@ impl Presigner {
             origin: format!("{scheme}://{authority}"),
             host: authority.strip_suffix(default_port).unwrap_or(&authority).to_owned(),
             bucket_path,
-            access_key_id: settings.access_key_id.clone(),
-            secret_access_key: settings.secret_access_key.clone(),
+            credentials: settings.credentials.clone(),
             region: settings.region.clone(),
             day_key: Arc::default(),
         }
@@ -177,7 +176,8 @@ impl Presigner {
         signed.sort_unstable_by_key(|(name, _)| *name);
         let signed_headers = signed.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(";");
 
-        let credential = format!("{}/{date}/{}/s3/aws4_request", self.access_key_id, self.region);
+        let credentials = self.credentials.current();
+        let credential = format!("{}/{date}/{}/s3/aws4_request", credentials.access_key_id(), self.region);
         let expires = ttl.as_secs().to_string();
         let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = query.iter().map(|(k, v)| (encode(k), encode(v))).collect();
         params.extend([
@@ -187,6 +187,10 @@ impl Presigner {
             (Cow::Borrowed("X-Amz-Expires"), Cow::Borrowed(expires.as_str())),
             (Cow::Borrowed("X-Amz-SignedHeaders"), encode(&signed_headers)),
         ]);
+        if let Some(token) = credentials.session_token() {
+            // Temporary credentials (a role): the token is part of what is signed.
+            params.push((Cow::Borrowed("X-Amz-Security-Token"), encode(token)));
+        }
         params.sort_unstable();
         let mut query = String::with_capacity(256);
         for (i, (name, value)) in params.iter().enumerate() {
@@ -207,20 +211,22 @@ impl Presigner {
             self.region,
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let signature = v4::calculate_signature(self.signing_key(date, now.into()), string_to_sign.as_bytes());
+        let key = self.signing_key(&credentials, date, now.into());
+        let signature = v4::calculate_signature(key, string_to_sign.as_bytes());
         format!("{}{path}?{query}&X-Amz-Signature={signature}", self.origin)
     }
 
-    /// The signing key of `date`'s UTC day, derived once per day.
-    fn signing_key(&self, date: &str, now: SystemTime) -> Vec<u8> {
+    /// The signing key of `date`'s UTC day, derived once per day and access
+    /// key (temporary credentials bring a new key id with each renewal).
+    fn signing_key(&self, credentials: &Credentials, date: &str, now: SystemTime) -> Vec<u8> {
         let mut cached = self.day_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match cached.as_ref() {
-            Some((day, key)) if day == date => key.clone(),
+            Some((day, id, key)) if day == date && id == credentials.access_key_id() => key.clone(),
             _ => {
-                let key = v4::generate_signing_key(self.secret_access_key.expose(), now, &self.region, "s3")
+                let key = v4::generate_signing_key(credentials.secret_access_key(), now, &self.region, "s3")
                     .as_ref()
                     .to_vec();
-                *cached = Some((date.to_owned(), key.clone()));
+                *cached = Some((date.to_owned(), credentials.access_key_id().to_owned(), key.clone()));
                 key
             }
         }
@@ -263,7 +269,8 @@ mod tests {
     use aws_smithy_runtime_api::client::identity::Identity;
 
     use super::*;
-    use crate::config::Secret;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
     fn settings(path_style: bool) -> StorageSettings {
         StorageSettings {
@@ -271,10 +278,25 @@ mod tests {
             public_endpoint: None,
             region: "eu-central-1".into(),
             bucket: "files".parse().unwrap(),
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            credentials: CredentialSource::fixed("AKIDEXAMPLE", SECRET),
             force_path_style: path_style,
             timeouts: Default::default(),
+        }
+    }
+
+    /// Settings with temporary credentials (a role's): key, secret and token.
+    async fn settings_with_token(path_style: bool, token: &str) -> StorageSettings {
+        let credentials = Credentials::new(
+            "ASIAEXAMPLE",
+            SECRET,
+            Some(token.to_owned()),
+            Some(SystemTime::now() + Duration::from_secs(3600)),
+            "test",
+        );
+        let provider = aws_credential_types::provider::SharedCredentialsProvider::new(credentials);
+        StorageSettings {
+            credentials: CredentialSource::from_provider(provider).await.unwrap(),
+            ..settings(path_style)
         }
     }
 
@@ -314,7 +336,7 @@ mod tests {
         signing.expires_in = Some(ttl);
         signing.percent_encoding_mode = PercentEncodingMode::Single;
         signing.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let identity: Identity = settings.credentials().into();
+        let identity: Identity = settings.credentials.current().into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&settings.region)
@@ -330,16 +352,21 @@ mod tests {
         aws_sigv4::http_request::sign(request, &params).unwrap().into_parts().1
     }
 
-    #[test]
-    fn signatures_match_aws_sigv4_for_every_url_shape() {
+    #[tokio::test]
+    async fn signatures_match_aws_sigv4_for_every_url_shape_with_and_without_a_session_token() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let ttl = Duration::from_secs(900);
-        for (path_style, endpoint) in [
-            (true, "http://127.0.0.1:9000"),
-            (false, "https://s3.eu-central-1.amazonaws.com"),
-            (true, "http://localhost:80"),
+        for (path_style, endpoint, token) in [
+            (true, "http://127.0.0.1:9000", None),
+            (false, "https://s3.eu-central-1.amazonaws.com", None),
+            (true, "http://localhost:80", None),
+            (true, "http://127.0.0.1:9000", Some("IQoJb3JpZ2luX2VjE/+token=with~odd%chars")),
+            (false, "https://s3.eu-central-1.amazonaws.com", Some("FwoGZXIvYXdzEBYaDH")),
         ] {
-            let settings = settings(path_style);
+            let settings = match token {
+                Some(token) => settings_with_token(path_style, token).await,
+                None => settings(path_style),
+            };
             let signer = Presigner::new(&settings, Some(endpoint));
             let key = "uploads/7/0190a1b2c3d4/résumé (final) ~v2+.png";
             type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'static str, String)>);
@@ -386,6 +413,7 @@ mod tests {
                 assert_eq!(params["X-Amz-Signature"], expected, "{method} {endpoint} {query:?}");
                 assert_eq!(params["X-Amz-Date"], "20261118T110640Z");
                 assert_eq!(params["X-Amz-Expires"], "900");
+                assert_eq!(params.get("X-Amz-Security-Token").map(String::as_str), token);
                 for (k, v) in &query {
                     assert_eq!(&params[*k], v);
                 }

@@ -363,8 +363,10 @@ async fn count_objects(s3: &EmbeddedS3) -> usize {
         endpoint: Some(s3.endpoint()),
         region: "us-east-1".into(),
         bucket: "chatgenius-files".parse().unwrap(),
-        access_key_id: s3.access_key_id.clone(),
-        secret_access_key: s3.secret_access_key.clone(),
+        credentials: chatgenius_files::storage::CredentialSource::fixed(
+            &s3.access_key_id,
+            s3.secret_access_key.expose(),
+        ),
         force_path_style: true,
         timeouts: Default::default(),
     };

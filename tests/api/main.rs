@@ -10,6 +10,7 @@ mod boot;
 mod bucket_setup;
 mod channels;
 mod client;
+mod credentials;
 mod embedded_s3;
 mod errors;
 mod faults;
