@@ -121,17 +121,34 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, ServiceError> {
     sweep(state, &mut OrphanCursor::default()).await
 }
 
-/// One sweep, reading the bucket for orphans as far as `orphans` allows.
+/// One sweep, reading the bucket for orphans as far as `orphans` allows. On
+/// PostgreSQL every statement runs on the transaction that holds the sweep
+/// lock: when that connection dies the lock is gone, and so is this sweep, at
+/// its next statement (another instance may then take over).
 async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
-    let lock = match take_lock(state).await? {
-        Lock::Held(txn) => Some(txn),
-        Lock::NotNeeded => None,
-        Lock::Busy => return Ok(SweepReport { skipped: true, ..Default::default() }),
-    };
+    match take_lock(state).await? {
+        Lock::Held(txn) => {
+            let report = steps(state, &txn, orphans).await?;
+            // Relayed events are read within moments; an hour is plenty.
+            txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
+            txn.commit().await?;
+            Ok(report)
+        }
+        Lock::NotNeeded => steps(state, &state.db, orphans).await,
+        Lock::Busy => Ok(SweepReport { skipped: true, ..Default::default() }),
+    }
+}
+
+/// The steps of a sweep, every statement on `db`.
+async fn steps(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    orphans: &mut OrphanCursor,
+) -> Result<SweepReport, ServiceError> {
     let mut report = SweepReport {
-        deleted_files_purged: purge_deleted(state).await?,
-        expired_uploads_removed: expire_uploads(state).await?,
-        closed_uploads_forgotten: forget_closed_uploads(state).await?,
+        deleted_files_purged: purge_deleted(state, db).await?,
+        expired_uploads_removed: expire_uploads(state, db).await?,
+        closed_uploads_forgotten: forget_closed_uploads(db).await?,
         ..Default::default()
     };
     match abort_stale_multipart(state).await {
@@ -139,7 +156,7 @@ async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepRepo
         Err(ServiceError::Storage(StorageError::Service { code, .. })) if code == "NotImplemented" => {}
         Err(err) => return Err(err),
     }
-    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, orphans).await?;
+    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, db, orphans).await?;
     state.metrics.swept(&[
         ("deleted_files_purged", report.deleted_files_purged),
         ("expired_uploads_removed", report.expired_uploads_removed),
@@ -148,11 +165,6 @@ async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepRepo
         ("orphans_found", report.orphans_found),
         ("orphans_deleted", report.orphans_deleted),
     ]);
-    if let Some(txn) = lock {
-        // Relayed events are read within moments; an hour is plenty.
-        txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
-        txn.commit().await?;
-    }
     Ok(report)
 }
 
@@ -178,27 +190,27 @@ async fn take_lock(state: &AppState) -> Result<Lock, ServiceError> {
     Ok(if locked { Lock::Held(txn) } else { Lock::Busy })
 }
 
-async fn purge_deleted(state: &AppState) -> Result<u64, ServiceError> {
+async fn purge_deleted(state: &AppState, db: &impl ConnectionTrait) -> Result<u64, ServiceError> {
     let cutoff = now() - chrono::Duration::days(state.config.deleted_file_retention_days as i64);
     let due = file_upload::Entity::find()
         .filter(file_upload::Column::IsDeleted.eq(true))
         .filter(file_upload::Column::DeletedAt.lte(cutoff))
         .limit(1000)
-        .all(&state.db)
+        .all(db)
         .await?;
     for file in &due {
         state.storage.delete(&file.s3_key).await?;
-        file_upload::Entity::delete_by_id(file.id).exec(&state.db).await?;
+        file_upload::Entity::delete_by_id(file.id).exec(db).await?;
     }
     Ok(due.len() as u64)
 }
 
 /// Expires every pending upload past its time (the conditional claim first,
 /// then its object and parts).
-async fn expire_uploads(state: &AppState) -> Result<u64, ServiceError> {
+async fn expire_uploads(state: &AppState, db: &impl ConnectionTrait) -> Result<u64, ServiceError> {
     let mut expired = 0;
     loop {
-        let claimed = lifecycle::expire_due(&state.db, EXPIRE_BATCH).await?;
+        let claimed = lifecycle::expire_due(db, EXPIRE_BATCH).await?;
         lifecycle::discard_objects(&state.storage, &state.metrics, &claimed).await;
         expired += claimed.len() as u64;
         if (claimed.len() as u64) < EXPIRE_BATCH {
@@ -209,7 +221,7 @@ async fn expire_uploads(state: &AppState) -> Result<u64, ServiceError> {
 
 /// Forgets the rows of closed uploads once they are of no more use: confirmed
 /// ones past their expiry (the file row stays), the others a retention later.
-async fn forget_closed_uploads(state: &AppState) -> Result<u64, ServiceError> {
+async fn forget_closed_uploads(db: &impl ConnectionTrait) -> Result<u64, ServiceError> {
     use sea_orm::sea_query::Condition;
     let closed_before = now() - chrono::Duration::days(CLOSED_UPLOAD_RETENTION_DAYS);
     let forgotten = pending_upload::Entity::delete_many()
@@ -230,7 +242,7 @@ async fn forget_closed_uploads(state: &AppState) -> Result<u64, ServiceError> {
                         .add(pending_upload::Column::ExpiresAt.lt(closed_before)),
                 ),
         )
-        .exec(&state.db)
+        .exec(db)
         .await?;
     Ok(forgotten.rows_affected)
 }
@@ -251,7 +263,11 @@ async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
 /// of closed uploads (re-PUT with a still valid URL after an abort or a
 /// rejection) at once, those no row knows once older than the longest URL
 /// lifetime plus a margin. Returns (found, deleted).
-async fn sweep_orphans(state: &AppState, cursor: &mut OrphanCursor) -> Result<(u64, u64), ServiceError> {
+async fn sweep_orphans(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    cursor: &mut OrphanCursor,
+) -> Result<(u64, u64), ServiceError> {
     let old_enough = chrono::Utc::now().timestamp() - state.config.upload_url_ttl_secs as i64 - ORPHAN_MARGIN_SECS;
     let (mut found, mut deleted, mut pages) = (0, 0, 0);
     loop {
@@ -274,7 +290,7 @@ async fn sweep_orphans(state: &AppState, cursor: &mut OrphanCursor) -> Result<(u
             .column(pending_upload::Column::State)
             .filter(pending_upload::Column::S3Key.is_in(keys.clone()))
             .into_tuple::<(String, UploadState)>()
-            .all(&state.db)
+            .all(db)
             .await?
             .into_iter()
             .collect();
@@ -283,7 +299,7 @@ async fn sweep_orphans(state: &AppState, cursor: &mut OrphanCursor) -> Result<(u
             .column(file_upload::Column::S3Key)
             .filter(file_upload::Column::S3Key.is_in(keys))
             .into_tuple::<String>()
-            .all(&state.db)
+            .all(db)
             .await?
             .into_iter()
             .collect();

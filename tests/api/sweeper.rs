@@ -153,3 +153,62 @@ async fn stale_multipart_uploads_are_aborted_on_seaweedfs() {
 async fn stale_multipart_uploads_are_reported_unsupported_on_the_embedded_store() {
     stale_multipart_uploads_are_aborted(crate::helpers::Store::Embedded, false).await;
 }
+
+/// The sweep lock lives with its connection: when that connection dies
+/// (PostgreSQL restarted, backend terminated, network cut), the sweep stops at
+/// its next statement instead of going on beside the next lock holder's.
+#[tokio::test]
+async fn a_sweep_stops_when_its_lock_connection_dies() {
+    use chatgenius_files::entity::file_upload;
+    use sea_orm::{
+        ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    };
+    let app = spawn_app_with(&[("sweep-interval-secs", "0"), ("deleted-file-retention-days", "0")]).await;
+    if app.state.db.get_database_backend() != DatabaseBackend::Postgres {
+        eprintln!("PostgreSQL only (TEST_POSTGRES_URL): SQLite serves a single instance");
+        return;
+    }
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await as i32;
+    // 1,000 deleted files due for purge: each is a store call and a statement.
+    let deleted_at = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
+    let rows = (0..1000).map(|i| file_upload::ActiveModel {
+        file_name: Set(format!("{i}.txt")),
+        s3_key: Set(format!("uploads/{channel}/gone{i}/{i}.txt")),
+        channel_id: Set(channel),
+        is_deleted: Set(Some(true)),
+        deleted_at: Set(Some(deleted_at)),
+        download_count: Set(0),
+        ..Default::default()
+    });
+    file_upload::Entity::insert_many(rows).exec(&app.state.db).await.unwrap();
+    let due = || file_upload::Entity::find().filter(file_upload::Column::IsDeleted.eq(true)).count(&app.state.db);
+
+    let state = app.state.clone();
+    let sweeping = tokio::spawn(async move { sweep_once(&state).await });
+    let holder = loop {
+        let row = app
+            .state
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ))
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.try_get::<i32>("", "pid").unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.state.db.execute_unprepared(&format!("SELECT pg_terminate_backend({holder})")).await.unwrap();
+    let stopped = sweeping.await.unwrap();
+    assert!(stopped.is_err(), "the sweep went on without its lock: {stopped:?}");
+    // Nothing it did is committed; the next lock holder sweeps everything.
+    assert_eq!(due().await.unwrap(), 1000);
+    let next = sweep_once(&app.state).await.unwrap();
+    assert_eq!(next.deleted_files_purged, 1000);
+    assert_eq!(due().await.unwrap(), 0);
+}
