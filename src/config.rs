@@ -241,6 +241,9 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Longest bucket name the embedded store can hold every object key in.
+const MAX_EMBEDDED_BUCKET_LEN: usize = 21;
+
 /// The STORAGE setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StorageKind {
@@ -289,7 +292,10 @@ impl Config {
             (None, Some(_)) => return err("AWS_ACCESS_KEY_ID", "required when AWS_SECRET_ACCESS_KEY is set"),
             _ => {}
         }
-        self.storage_kind()?;
+        if self.storage_kind()? == StorageKind::Embedded && self.bucket().as_str().len() > MAX_EMBEDDED_BUCKET_LEN {
+            // s3s-fs names metadata files after bucket and key (see MAX_KEY_NAME_BYTES).
+            return err("AWS_S3_BUCKET_NAME", "at most 21 characters with the embedded store");
+        }
         if let Some(secret) = &self.jwt_secret
             && secret.expose().len() < 32
         {

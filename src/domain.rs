@@ -118,6 +118,14 @@ pub struct FileName(String);
 /// Longest file name, in UTF-8 bytes (the column is VARCHAR(255)).
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 
+/// Longest file name part of an object key. Downloads carry the full name;
+/// the key only needs to be recognisable. The embedded store (s3s-fs) names a
+/// multipart upload's metadata file `.bucket-{b64 bucket}.object-{b64 key}
+/// .upload-{uuid}.metadata.json`, which must fit in 255 bytes: with the
+/// longest key (`uploads/{10-digit channel}/{32 hex}/{name}`) and a bucket of
+/// up to 21 characters, 60 does.
+pub const MAX_KEY_NAME_BYTES: usize = 60;
+
 /// Characters that reorder or hide text: bidi controls and zero-width characters.
 fn is_invisible_or_bidi(c: char) -> bool {
     matches!(c,
@@ -160,7 +168,7 @@ impl FileName {
     }
 
     /// An ASCII version for object keys: letters, digits, `.`, `-`, `_`, at most
-    /// 100 bytes, extension kept.
+    /// [`MAX_KEY_NAME_BYTES`], extension kept.
     pub fn key_safe(&self) -> String {
         let clean = |s: &str| -> String {
             let mut out = String::with_capacity(s.len());
@@ -181,7 +189,7 @@ impl FileName {
             _ => (clean(&self.0), String::new()),
         };
         let ext: String = ext.chars().take(16).collect();
-        let mut stem: String = stem.trim_matches(['-', '_']).chars().take(100 - 1 - ext.len()).collect();
+        let mut stem: String = stem.trim_matches(['-', '_']).chars().take(MAX_KEY_NAME_BYTES - 1 - ext.len()).collect();
         if stem.is_empty() {
             stem.push_str("file");
         }
@@ -314,7 +322,7 @@ mod file_tests {
         assert_eq!(FileName::parse("Résumé final.PDF").unwrap().key_safe(), "R_sum_-final.PDF");
         assert_eq!(FileName::parse("日本語.png").unwrap().key_safe(), "file.png");
         let long = FileName::parse(&format!("{}.txt", "a".repeat(200))).unwrap().key_safe();
-        assert!(long.len() <= 100 && long.ends_with(".txt"));
+        assert!(long.len() <= MAX_KEY_NAME_BYTES && long.ends_with(".txt"));
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn boot_refuses_bad_configuration_naming_the_variable() {
         (&[("STORAGE", "embedded"), ("AWS_ACCESS_KEY_ID", "key"), ("AWS_SECRET_ACCESS_KEY", "secret")], "STORAGE"),
         (&[("STORAGE", "embedded"), ("AWS_S3_ENDPOINT", "http://127.0.0.1:1")], "STORAGE"),
         (&[("STORAGE", "disk")], "STORAGE"),
+        (&[("STORAGE", "embedded"), ("AWS_S3_BUCKET_NAME", "a-bucket-name-longer-than-21")], "AWS_S3_BUCKET_NAME"),
         (&[("AWS_ACCESS_KEY_ID", "key")], "AWS_SECRET_ACCESS_KEY"),
         (&[("JWT_SECRET", "short")], "JWT_SECRET"),
         (&[("CORS_ALLOWED_ORIGINS", "localhost:3000")], "CORS_ALLOWED_ORIGINS"),
