@@ -95,7 +95,7 @@ pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -
     }
     let disposition = content_disposition(if inline { "inline" } else { "attachment" }, &file.file_name);
     let ttl = Duration::from_secs(state.config.download_url_ttl_secs);
-    let request = state.storage.presigner().get_object(&file.s3_key, &content_type, &disposition, ttl);
+    let request = state.storage.presigner().get_object(&file.s3_key, &content_type, &disposition, ttl)?;
     state.downloads.record(file.id, user).await?;
     Ok(DownloadLink { url: request.url, expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64) })
 }

@@ -104,14 +104,21 @@ pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<St
         part_size: Some(layout.part_size as i64),
         ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, state.config.multipart_upload_ttl_secs)
     };
-    if let Err(err) = uploads::insert_row(&state.db, &upload).await {
-        // Nothing may outlive a failed start.
-        lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
-        return Err(err);
-    }
-    state.metrics.presigned();
     let first: Vec<u32> = (1..=layout.part_count.min(FIRST_BATCH)).collect();
-    let (parts, urls_expire_at) = sign_parts(state, &upload, &layout, &first);
+    let signed_and_recorded = async {
+        let signed = sign_parts(state, &upload, &layout, &first)?;
+        uploads::insert_row(&state.db, &upload).await?;
+        Ok::<_, ServiceError>(signed)
+    };
+    let (parts, urls_expire_at) = match signed_and_recorded.await {
+        Ok(signed) => signed,
+        Err(err) => {
+            // Nothing may outlive a failed start.
+            lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
+            return Err(err);
+        }
+    };
+    state.metrics.presigned();
     Ok(Started { upload, layout, parts, urls_expire_at })
 }
 
@@ -134,7 +141,7 @@ pub async fn parts(state: &AppState, user: i32, upload_id: Uuid, part_numbers: &
         ));
     }
     let wanted: Vec<u32> = wanted.into_iter().collect();
-    let (parts, urls_expire_at) = sign_parts(state, &upload, &layout, &wanted);
+    let (parts, urls_expire_at) = sign_parts(state, &upload, &layout, &wanted)?;
     let uploaded = state.storage.list_parts(&upload.s3_key, multipart_id(&upload)).await?;
     Ok(Parts { layout, parts, uploaded, urls_expire_at })
 }
@@ -286,17 +293,17 @@ fn sign_parts(
     upload: &pending_upload::Model,
     layout: &Layout,
     numbers: &[u32],
-) -> (Vec<PartUrl>, chrono::NaiveDateTime) {
+) -> Result<(Vec<PartUrl>, chrono::NaiveDateTime), ServiceError> {
     let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
     let presigner = state.storage.presigner();
     let parts = numbers
         .iter()
-        .map(|&n| PartUrl {
-            part_number: n,
-            request: presigner.upload_part(&upload.s3_key, multipart_id(upload), n, layout.part_len(n), ttl),
+        .map(|&n| {
+            let request = presigner.upload_part(&upload.s3_key, multipart_id(upload), n, layout.part_len(n), ttl)?;
+            Ok(PartUrl { part_number: n, request })
         })
-        .collect();
-    (parts, now() + chrono::Duration::seconds(ttl.as_secs() as i64))
+        .collect::<Result<_, ServiceError>>()?;
+    Ok((parts, now() + chrono::Duration::seconds(ttl.as_secs() as i64)))
 }
 
 #[cfg(test)]

@@ -185,7 +185,7 @@ pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<
     let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
     let request =
-        state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl);
+        state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
     let lifetime = ttl.as_secs() + state.config.upload_confirm_grace_secs;
     let upload = pending_row(id, user, (channel_id, message_id), &req, key, lifetime);
     insert_row(&state.db, &upload).await?;

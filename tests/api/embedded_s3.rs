@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use crate::helpers::{TestApp, spawn_app};
 
 async fn presigned_put(app: &TestApp, key: &str, body: &[u8], ttl: Duration) -> String {
-    app.state.storage.presigner().put_object(key, "text/plain", body.len() as u64, None, ttl).url
+    app.state.storage.presigner().put_object(key, "text/plain", body.len() as u64, None, ttl).unwrap().url
 }
 
 async fn put(app: &TestApp, url: &str, body: &'static [u8]) -> StatusCode {

@@ -8,6 +8,7 @@ mod large;
 mod presigned;
 #[path = "../support/process.rs"]
 mod process;
+mod sign;
 #[path = "../soak/mod.rs"]
 mod soak;
 mod ws;
@@ -206,6 +207,10 @@ async fn run() {
         print!("{}", report.table(&title));
         return;
     }
+    // `cargo bench --bench broker -- sign`: the two signers alone.
+    if std::env::args().any(|a| a == "sign") {
+        return sign::run();
+    }
     // `cargo bench --bench broker -- large` runs the 1 GiB upload alone.
     if std::env::args().any(|a| a == "large") {
         return large::run(&client).await;
@@ -239,6 +244,7 @@ async fn run() {
     if std::env::args().any(|a| a == "upload") {
         return;
     }
+    sign::run();
     let (token, _) = login_and_channel(&client, &addr.to_string()).await;
 
     // Download redirects.
