@@ -156,7 +156,33 @@ async fn a_stalled_store_is_503_with_retry_after_within_the_total_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = outside_store(dir.path()).await;
     let link = Link::to(s3.addr).await;
-    let mut args = store_args(&format!("http://{}", link.addr), &s3);
+    let args = store_args(&format!("http://{}", link.addr), &s3);
+    stalled_store_answers_503_then_recovers(&link, args).await;
+}
+
+#[tokio::test]
+async fn a_stalled_seaweedfs_is_503_with_retry_after_within_the_total_timeout() {
+    let Some(crate::helpers::Store::SeaweedFs { endpoint, access_key, secret_key }) =
+        crate::helpers::Store::seaweedfs()
+    else {
+        eprintln!("SeaweedFS not configured (TEST_S3_ENDPOINT); run tests/run.sh");
+        return;
+    };
+    let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let link = Link::to(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
+    let args = vec![
+        ("aws-s3-endpoint", format!("http://{}", link.addr)),
+        ("aws-access-key-id", access_key),
+        ("aws-secret-access-key", secret_key),
+        ("aws-s3-bucket-name", format!("stall-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
+    ];
+    stalled_store_answers_503_then_recovers(&link, args).await;
+}
+
+/// The store behind `link` hangs (connections accepted, never answered):
+/// confirm answers 503 with Retry-After within the total timeout, `/ready`
+/// says so, and the same confirm succeeds once the store answers again.
+async fn stalled_store_answers_503_then_recovers(link: &Link, mut args: Vec<(&'static str, String)>) {
     args.extend([("s3-attempt-timeout-secs", "1".to_owned()), ("s3-total-timeout-secs", "2".to_owned())]);
     let app = spawn_with(&args).await;
     let alice = app.login("alice").await;
