@@ -80,7 +80,7 @@ wait_for() { # what timeout-seconds command...
   local t0; t0=$(now)
   while ! "$@" >/dev/null 2>&1; do
     if awk -v a="$t0" -v b="$(now)" -v t="$timeout" 'BEGIN { exit !(b - a > t) }'; then
-      die "$what not up after ${timeout}s (logs in $LOG)"
+      die "$what not up after ${timeout}s (logs in $LOG; stop the rest with: $0 down)"
     fi
     sleep 0.2
   done
@@ -169,6 +169,7 @@ JSON
   t0=$(now)
   PGOPTIONS='-c client_min_messages=warning' dropdb --if-exists --force -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$DB_NAME"
   createdb -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$DB_NAME"
+  rm -f "$WORK_DIR/smoke-files"   # their rows went with the old database
   log "database $DB_NAME created in $(since "$t0") s"
 
   # Brokers ----------------------------------------------------------------

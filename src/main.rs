@@ -99,12 +99,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { action } => {
             let db = startup::connect_database(&cli.config, None).await?;
-            match action {
-                MigrateAction::Up => Migrator::up(&db, None).await?,
-                MigrateAction::Down => Migrator::down(&db, Some(1)).await?,
-                MigrateAction::Status => Migrator::status(&db).await?,
-                MigrateAction::Fresh => Migrator::fresh(&db).await?,
-            }
+            startup::with_migration_lock(&db, || async {
+                match action {
+                    MigrateAction::Up => Migrator::up(&db, None).await,
+                    MigrateAction::Down => Migrator::down(&db, Some(1)).await,
+                    MigrateAction::Status => Migrator::status(&db).await,
+                    MigrateAction::Fresh => Migrator::fresh(&db).await,
+                }
+            })
+            .await?;
         }
         Command::Openapi => println!("{}", chatgenius_files::api::spec_json()),
         Command::Sweep => {
@@ -120,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { username } => {
             let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
             let db = startup::connect_database(&cli.config, None).await?;
-            Migrator::up(&db, None).await?;
+            startup::with_migration_lock(&db, || Migrator::up(&db, None)).await?;
             let user = users::find_or_create(&db, &username).await?;
             let secret = auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
             let keys = TokenKeys::new(&secret, std::time::Duration::from_secs(cli.config.token_ttl_secs));

@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use migration::{Migrator, MigratorTrait};
 use poem::{EndpointExt, Route, Server, http::Method, middleware::Cors};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -76,7 +76,7 @@ impl Application {
         }
 
         let db = connect_database(&config, None).await?;
-        Migrator::up(&db, None).await?;
+        with_migration_lock(&db, || Migrator::up(&db, None)).await?;
 
         let secret = auth::resolve_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
         let tokens = Arc::new(TokenKeys::new(&secret, Duration::from_secs(config.token_ttl_secs)));
@@ -250,6 +250,30 @@ async fn storage_settings(
             (common(endpoint, credentials, path_style), None)
         }
     })
+}
+
+/// Arbitrary key of the PostgreSQL advisory lock migrations run under.
+const MIGRATION_LOCK_KEY: i64 = 0x6367_665f_6d69;
+
+/// Runs `migrate` (applying, reverting or listing migrations) while holding a
+/// PostgreSQL advisory lock, so instances booting together on one database
+/// take turns: the first applies what is pending, the others find nothing
+/// left. Their DDL would otherwise collide (`pg_type_typname_nsp_index`) and
+/// all but one would exit. SQLite serves one instance: no lock.
+pub async fn with_migration_lock<T, F, Fut>(db: &DatabaseConnection, migrate: F) -> Result<T, DbErr>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return migrate().await;
+    }
+    // Held by this transaction's connection; the migrations use others.
+    let lock = db.begin().await?;
+    lock.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")).await?;
+    let result = migrate().await;
+    lock.commit().await?;
+    result
 }
 
 /// SQLite checkpoints the WAL (syncing it and the database file) inside the

@@ -54,3 +54,27 @@ async fn migrations_go_up_down_and_up_again() {
     }
     assert!(Migrator::get_pending_migrations(&db).await.unwrap().is_empty());
 }
+
+/// Instances started together on a new database (or a new version with a new
+/// migration) take turns migrating: every one of them boots.
+#[tokio::test]
+async fn instances_migrating_one_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let runs = (0..4).map(|i| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatgenius-files"));
+        cmd.args(["migrate", "up"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &url)
+            .env("DATA_DIR", dir.path().join(format!("d{i}")))
+            .env("RUST_LOG", "error");
+        cmd.output()
+    });
+    for out in futures_util::future::join_all(runs).await {
+        let out = out.unwrap();
+        assert!(out.status.success(), "a concurrent migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let db = Database::connect(&url).await.unwrap();
+    assert!(Migrator::get_pending_migrations(&db).await.unwrap().is_empty());
+}
