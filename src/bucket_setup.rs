@@ -1,7 +1,8 @@
 //! `chatgenius-files bucket-setup`: brings the bucket to the configuration the
 //! service expects (exists, no public access, SSE-S3 by default, versioning when
 //! asked, CORS for the browser origins, incomplete multipart uploads aborted by
-//! a lifecycle rule) and reports, setting by setting, what it did.
+//! a lifecycle rule), checks that a PUT still works, and reports, setting by
+//! setting, what it did.
 
 use std::fmt;
 
@@ -29,6 +30,8 @@ pub enum Outcome {
     Applied,
     /// Was already as wanted.
     AlreadySet,
+    /// A check that passed.
+    Checked,
     /// Not asked for by the configuration.
     Skipped(String),
     /// The store does not implement it.
@@ -42,6 +45,7 @@ impl fmt::Display for Outcome {
         match self {
             Self::Applied => f.write_str("applied"),
             Self::AlreadySet => f.write_str("already set"),
+            Self::Checked => f.write_str("ok"),
             Self::Skipped(_) => f.write_str("skipped"),
             Self::NotSupported(_) => f.write_str("not supported by this store"),
             Self::Failed(_) => f.write_str("FAILED"),
@@ -114,7 +118,27 @@ pub async fn run(client: &Client, wanted: &Wanted) -> Report {
     steps.push(Step { setting: "versioning", outcome: versioning(client, wanted).await });
     steps.push(Step { setting: "CORS rules", outcome: cors(client, wanted).await });
     steps.push(Step { setting: "abort incomplete multipart uploads", outcome: lifecycle(client, wanted).await });
+    steps.push(Step { setting: "a PUT still works", outcome: write_probe(client, &wanted.bucket).await });
     Report { steps }
+}
+
+/// Writes and deletes one small object under `uploads/`, the way the service
+/// will: a store can accept a setting and then refuse every upload (SeaweedFS
+/// with default encryption and no SSE key answers each PUT with 500). A probe
+/// left behind is removed by the sweeper like any object no row knows.
+async fn write_probe(client: &Client, bucket: &str) -> Outcome {
+    let key = format!("uploads/bucket-setup-probe/{}", uuid::Uuid::new_v4().simple());
+    let put = client.put_object().bucket(bucket).key(&key).content_type("text/plain").body(b"probe".to_vec().into());
+    if let Err(err) = put.send().await {
+        let (code, message) = (err.code().unwrap_or("error"), err.message().unwrap_or(""));
+        return Outcome::Failed(format!("the store refused a PUT after setup: {code} {message}").trim_end().to_owned());
+    }
+    match client.delete_object().bucket(bucket).key(&key).send().await {
+        Ok(_) => Outcome::Checked,
+        Err(err) => {
+            Outcome::Failed(format!("the probe object could not be deleted: {}", err.code().unwrap_or("error")))
+        }
+    }
 }
 
 /// How a failed call is reported: unimplemented operations are "not supported",

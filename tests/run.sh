@@ -38,8 +38,12 @@ start_seaweedfs() {
   dir="$PWD/target/seaweedfs"
   rm -rf "$dir" && mkdir -p "$dir/data"
   export TEST_S3_ACCESS_KEY=cgftestkey TEST_S3_SECRET_KEY=cgftestsecret0123456789
+  export TEST_S3_READ_ACCESS_KEY=cgfreadkey TEST_S3_READ_SECRET_KEY=cgfreadsecret0123456789
   cat >"$dir/s3.json" <<JSON
-{"identities":[{"name":"broker","credentials":[{"accessKey":"$TEST_S3_ACCESS_KEY","secretKey":"$TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+{"identities":[
+  {"name":"broker","credentials":[{"accessKey":"$TEST_S3_ACCESS_KEY","secretKey":"$TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","Write","List","Tagging"]},
+  {"name":"reader","credentials":[{"accessKey":"$TEST_S3_READ_ACCESS_KEY","secretKey":"$TEST_S3_READ_SECRET_KEY"}],"actions":["Read","List"]}
+]}
 JSON
   if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     log "starting SeaweedFS on 127.0.0.1:$port"

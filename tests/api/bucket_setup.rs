@@ -86,6 +86,7 @@ async fn on_seaweedfs_it_applies_each_setting_then_finds_it_set() {
         lifecycle.rules().iter().find(|r| r.id() == Some(chatgenius_files::bucket_setup::LIFECYCLE_RULE_ID)).unwrap();
     assert_eq!(ours.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()), Some(3));
 
+    assert!(row(&stdout, "a PUT still works").contains("| ok |"), "{stdout}");
     let again = bucket_setup(&envs, false);
     let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
     assert_eq!(again.status.code(), Some(0));
@@ -101,4 +102,39 @@ async fn on_seaweedfs_it_applies_each_setting_then_finds_it_set() {
     let strict = bucket_setup(&envs, true);
     let unsupported = String::from_utf8_lossy(&strict.stdout).contains("not supported by this store");
     assert_eq!(strict.status.code(), Some(if unsupported { 3 } else { 0 }));
+}
+
+/// A store that takes the settings and then refuses uploads (here: the
+/// bucket set up by a writable identity, then checked with one that may read
+/// but not write) fails the setup at its closing PUT, before users meet it.
+#[test]
+fn a_store_that_refuses_puts_after_setup_fails_it() {
+    let Some(Store::SeaweedFs { endpoint, access_key, secret_key }) = Store::seaweedfs() else {
+        eprintln!("SeaweedFS not configured (TEST_S3_ENDPOINT); run tests/run.sh");
+        return;
+    };
+    let (Ok(read_key), Ok(read_secret)) =
+        (std::env::var("TEST_S3_READ_ACCESS_KEY"), std::env::var("TEST_S3_READ_SECRET_KEY"))
+    else {
+        eprintln!("no read-only SeaweedFS identity (TEST_S3_READ_ACCESS_KEY); tests/run.sh sets one");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = format!("cgf-probe-{}", uuid::Uuid::new_v4().simple());
+    let with = |key: &str, secret: &str| {
+        let envs = [
+            ("DATA_DIR", dir.path().to_str().unwrap()),
+            ("AWS_S3_ENDPOINT", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_S3_BUCKET_NAME", bucket.as_str()),
+        ];
+        bucket_setup(&envs, false)
+    };
+    let writable = with(&access_key, &secret_key);
+    assert_eq!(writable.status.code(), Some(0), "{}", String::from_utf8_lossy(&writable.stdout));
+    let read_only = with(&read_key, &read_secret);
+    let stdout = String::from_utf8_lossy(&read_only.stdout).into_owned();
+    assert_eq!(read_only.status.code(), Some(1), "{stdout}");
+    assert!(row(&stdout, "a PUT still works").contains("FAILED"), "{stdout}");
 }
