@@ -121,42 +121,39 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, ServiceError> {
     sweep(state, &mut OrphanCursor::default()).await
 }
 
-/// One sweep, reading the bucket for orphans as far as `orphans` allows. On
-/// PostgreSQL every statement runs on the transaction that holds the sweep
-/// lock: when that connection dies the lock is gone, and so is this sweep, at
-/// its next statement (another instance may then take over).
+/// One sweep, reading the bucket for orphans as far as `orphans` allows.
 async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
-    match take_lock(state).await? {
-        Lock::Held(txn) => {
-            let report = steps(state, &txn, orphans).await?;
-            // Relayed events are read within moments; an hour is plenty.
-            txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
-            txn.commit().await?;
-            Ok(report)
-        }
-        Lock::NotNeeded => steps(state, &state.db, orphans).await,
-        Lock::Busy => Ok(SweepReport { skipped: true, ..Default::default() }),
+    let fence = match take_lock(state).await? {
+        Lock::Held(txn) => Fence(Some(txn)),
+        Lock::NotNeeded => Fence(None),
+        Lock::Busy => return Ok(SweepReport { skipped: true, ..Default::default() }),
+    };
+    let report = steps(state, &fence, orphans).await?;
+    if let Some(txn) = fence.0 {
+        // Relayed events are read within moments; an hour is plenty.
+        txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
+        txn.commit().await?;
     }
+    Ok(report)
 }
 
-/// The steps of a sweep, every statement on `db`.
-async fn steps(
-    state: &AppState,
-    db: &impl ConnectionTrait,
-    orphans: &mut OrphanCursor,
-) -> Result<SweepReport, ServiceError> {
+/// The steps of a sweep. Each claim commits at once (no row stays locked
+/// while the store deletes); the fence is checked before each claim and each
+/// store deletion.
+async fn steps(state: &AppState, fence: &Fence, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
     let mut report = SweepReport {
-        deleted_files_purged: purge_deleted(state, db).await?,
-        expired_uploads_removed: expire_uploads(state, db).await?,
-        closed_uploads_forgotten: forget_closed_uploads(db).await?,
+        deleted_files_purged: purge_deleted(state, fence).await?,
+        expired_uploads_removed: expire_uploads(state, fence).await?,
+        closed_uploads_forgotten: forget_closed_uploads(state, fence).await?,
         ..Default::default()
     };
+    fence.check().await?;
     match abort_stale_multipart(state).await {
         Ok(count) => (report.multipart_supported, report.multipart_aborted) = (true, count),
         Err(ServiceError::Storage(StorageError::Service { code, .. })) if code == "NotImplemented" => {}
         Err(err) => return Err(err),
     }
-    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, db, orphans).await?;
+    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, fence, orphans).await?;
     state.metrics.swept(&[
         ("deleted_files_purged", report.deleted_files_purged),
         ("expired_uploads_removed", report.expired_uploads_removed),
@@ -172,6 +169,22 @@ enum Lock {
     Held(DatabaseTransaction),
     NotNeeded,
     Busy,
+}
+
+/// What proves this sweep still holds its lock. On PostgreSQL: the
+/// transaction that took the advisory lock; a statement on it fails once its
+/// connection is gone, and the lock is gone with it, so the sweep stops before
+/// its next claim or deletion, never running on beside the next lock holder's.
+/// On SQLite (one instance) there is nothing to prove.
+struct Fence(Option<DatabaseTransaction>);
+
+impl Fence {
+    async fn check(&self) -> Result<(), ServiceError> {
+        if let Some(txn) = &self.0 {
+            txn.execute_unprepared("SELECT 1").await?;
+        }
+        Ok(())
+    }
 }
 
 /// A transaction-scoped advisory lock on PostgreSQL; SQLite serves one instance.
@@ -190,27 +203,32 @@ async fn take_lock(state: &AppState) -> Result<Lock, ServiceError> {
     Ok(if locked { Lock::Held(txn) } else { Lock::Busy })
 }
 
-async fn purge_deleted(state: &AppState, db: &impl ConnectionTrait) -> Result<u64, ServiceError> {
+async fn purge_deleted(state: &AppState, fence: &Fence) -> Result<u64, ServiceError> {
     let cutoff = now() - chrono::Duration::days(state.config.deleted_file_retention_days as i64);
     let due = file_upload::Entity::find()
         .filter(file_upload::Column::IsDeleted.eq(true))
         .filter(file_upload::Column::DeletedAt.lte(cutoff))
         .limit(1000)
-        .all(db)
+        .all(&state.db)
         .await?;
     for file in &due {
+        fence.check().await?;
         state.storage.delete(&file.s3_key).await?;
-        file_upload::Entity::delete_by_id(file.id).exec(db).await?;
+        file_upload::Entity::delete_by_id(file.id).exec(&state.db).await?;
     }
     Ok(due.len() as u64)
 }
 
 /// Expires every pending upload past its time (the conditional claim first,
 /// then its object and parts).
-async fn expire_uploads(state: &AppState, db: &impl ConnectionTrait) -> Result<u64, ServiceError> {
+async fn expire_uploads(state: &AppState, fence: &Fence) -> Result<u64, ServiceError> {
     let mut expired = 0;
     loop {
-        let claimed = lifecycle::expire_due(db, EXPIRE_BATCH).await?;
+        fence.check().await?;
+        let claimed = lifecycle::expire_due(&state.db, EXPIRE_BATCH).await?;
+        // Claimed and committed: a sweep stopped here leaves these objects to
+        // the orphan step (objects of closed uploads go at once).
+        fence.check().await?;
         lifecycle::discard_objects(&state.storage, &state.metrics, &claimed).await;
         expired += claimed.len() as u64;
         if (claimed.len() as u64) < EXPIRE_BATCH {
@@ -221,7 +239,8 @@ async fn expire_uploads(state: &AppState, db: &impl ConnectionTrait) -> Result<u
 
 /// Forgets the rows of closed uploads once they are of no more use: confirmed
 /// ones past their expiry (the file row stays), the others a retention later.
-async fn forget_closed_uploads(db: &impl ConnectionTrait) -> Result<u64, ServiceError> {
+async fn forget_closed_uploads(state: &AppState, fence: &Fence) -> Result<u64, ServiceError> {
+    fence.check().await?;
     use sea_orm::sea_query::Condition;
     let closed_before = now() - chrono::Duration::days(CLOSED_UPLOAD_RETENTION_DAYS);
     let forgotten = pending_upload::Entity::delete_many()
@@ -242,7 +261,7 @@ async fn forget_closed_uploads(db: &impl ConnectionTrait) -> Result<u64, Service
                         .add(pending_upload::Column::ExpiresAt.lt(closed_before)),
                 ),
         )
-        .exec(db)
+        .exec(&state.db)
         .await?;
     Ok(forgotten.rows_affected)
 }
@@ -263,11 +282,7 @@ async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
 /// of closed uploads (re-PUT with a still valid URL after an abort or a
 /// rejection) at once, those no row knows once older than the longest URL
 /// lifetime plus a margin. Returns (found, deleted).
-async fn sweep_orphans(
-    state: &AppState,
-    db: &impl ConnectionTrait,
-    cursor: &mut OrphanCursor,
-) -> Result<(u64, u64), ServiceError> {
+async fn sweep_orphans(state: &AppState, fence: &Fence, cursor: &mut OrphanCursor) -> Result<(u64, u64), ServiceError> {
     let old_enough = chrono::Utc::now().timestamp() - state.config.upload_url_ttl_secs as i64 - ORPHAN_MARGIN_SECS;
     let (mut found, mut deleted, mut pages) = (0, 0, 0);
     loop {
@@ -290,7 +305,7 @@ async fn sweep_orphans(
             .column(pending_upload::Column::State)
             .filter(pending_upload::Column::S3Key.is_in(keys.clone()))
             .into_tuple::<(String, UploadState)>()
-            .all(db)
+            .all(&state.db)
             .await?
             .into_iter()
             .collect();
@@ -299,7 +314,7 @@ async fn sweep_orphans(
             .column(file_upload::Column::S3Key)
             .filter(file_upload::Column::S3Key.is_in(keys))
             .into_tuple::<String>()
-            .all(db)
+            .all(&state.db)
             .await?
             .into_iter()
             .collect();
@@ -313,6 +328,7 @@ async fn sweep_orphans(
             // is left alone until no URL could still be writing it.
             let garbage = uploads.contains_key(key) || modified.is_some_and(|t| t <= old_enough);
             if garbage {
+                fence.check().await?;
                 state.storage.delete(key).await?;
                 deleted += 1;
             }
