@@ -176,6 +176,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ws_ping_interval_secs: u64,
 
+    /// Seconds events are kept for clients resuming with `GET /ws?after=`;
+    /// older ones are trimmed by the sweeper (a resume from before them gets
+    /// `resync_required`).
+    #[arg(long, env = "EVENTS_RETENTION_SECS", value_name = "EVENTS_RETENTION_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub events_retention_secs: u64,
+
+    /// Most events replayed to one resuming WebSocket; a resume with more to
+    /// catch up on gets `resync_required` instead.
+    #[arg(long, env = "EVENTS_REPLAY_MAX", value_name = "EVENTS_REPLAY_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub events_replay_max: u64,
+
     /// Log lines as human-readable `text` or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

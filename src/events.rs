@@ -1,15 +1,13 @@
-//! The in-process event hub: use cases publish channel-scoped events, the
-//! WebSocket endpoint (and tests) subscribe. Every event is stamped with an
-//! id and a time so a reconnecting client knows from when to catch up.
+//! Channel events and the in-process hub that hands them to WebSocket
+//! connections. Events are written to the outbox (`events` table) in the
+//! transaction of the change they announce; [`crate::outbox`] reads them back
+//! in id order and delivers them here, on every broker instance.
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::{Arc, OnceLock};
 
 use poem_openapi::{Object, Union};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 
 use crate::wire::{FileInfo, MessageInfo};
 
@@ -73,9 +71,28 @@ pub struct MemberLeft {
     pub user_id: i32,
 }
 
-/// Something that happened in a channel, tagged by `type`. On the WebSocket
-/// each text frame is one event with two more fields: `id` (increasing per
-/// broker instance) and `at` (publish time, RFC 3339).
+/// Opens every stream: the events the client asked to catch up on (if any)
+/// were sent before it; live events follow. Its `id` is the stream position
+/// (the id of the newest event at connect): resume from it.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StreamReady {
+    /// Events replayed before this frame (connections with `?after=`).
+    pub replayed: u64,
+}
+
+/// The events after `?after=` can no longer be replayed (older than the
+/// retention window, too many, or from another database): reload the
+/// channels and messages, then resume from this frame's `id`.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ResyncRequired {
+    /// Why nothing was replayed.
+    pub reason: String,
+}
+
+/// One WebSocket frame, tagged by `type`: a channel event, or one of the two
+/// frames that open a stream (`ready`, `resync_required`). Every frame also
+/// has `id` (the event's position: increasing across all instances, in commit
+/// order) and `at` (RFC 3339).
 #[derive(Union, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[oai(discriminator_name = "type", one_of)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -92,28 +109,56 @@ pub enum Event {
     MemberJoined(MemberJoined),
     #[oai(mapping = "member_left")]
     MemberLeft(MemberLeft),
+    #[oai(mapping = "ready")]
+    Ready(StreamReady),
+    #[oai(mapping = "resync_required")]
+    ResyncRequired(ResyncRequired),
 }
 
 impl Event {
-    /// The channel whose members may see this event.
-    pub fn channel_id(&self) -> i32 {
+    /// The channel whose members may see this event (none for stream frames).
+    pub fn channel_id(&self) -> Option<i32> {
         match self {
-            Self::FileUploadComplete(e) => e.channel_id,
-            Self::FileDeleted(e) => e.channel_id,
-            Self::MessageCreated(e) => e.channel_id,
-            Self::MessageUpdated(e) => e.channel_id,
-            Self::MemberJoined(e) => e.channel_id,
-            Self::MemberLeft(e) => e.channel_id,
+            Self::FileUploadComplete(e) => Some(e.channel_id),
+            Self::FileDeleted(e) => Some(e.channel_id),
+            Self::MessageCreated(e) => Some(e.channel_id),
+            Self::MessageUpdated(e) => Some(e.channel_id),
+            Self::MemberJoined(e) => Some(e.channel_id),
+            Self::MemberLeft(e) => Some(e.channel_id),
+            Self::Ready(_) | Self::ResyncRequired(_) => None,
+        }
+    }
+
+    /// The `type` tag, as stored in the outbox's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::FileUploadComplete(_) => "file_upload_complete",
+            Self::FileDeleted(_) => "file_deleted",
+            Self::MessageCreated(_) => "message_created",
+            Self::MessageUpdated(_) => "message_updated",
+            Self::MemberJoined(_) => "member_joined",
+            Self::MemberLeft(_) => "member_left",
+            Self::Ready(_) => "ready",
+            Self::ResyncRequired(_) => "resync_required",
+        }
+    }
+
+    /// The user who joined or left, for membership events.
+    pub fn member(&self) -> Option<i32> {
+        match self {
+            Self::MemberJoined(e) => Some(e.user_id),
+            Self::MemberLeft(e) => Some(e.user_id),
+            _ => None,
         }
     }
 }
 
-/// An event as delivered: `{"id", "at", "type", "channel_id", ...}`.
+/// A frame as delivered: `{"id", "at", "type", ...}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Stamped {
-    /// Increases with every event this instance publishes.
-    pub id: u64,
-    /// When it was published.
+    /// The outbox id: larger for every event committed later, on any instance.
+    pub id: i64,
+    /// When the change was committed (for stream frames: when sent).
     pub at: chrono::DateTime<chrono::Utc>,
     #[serde(flatten)]
     pub event: Event,
@@ -123,7 +168,7 @@ pub struct Stamped {
 }
 
 impl Stamped {
-    pub fn new(id: u64, at: chrono::DateTime<chrono::Utc>, event: Event) -> Self {
+    pub fn new(id: i64, at: chrono::DateTime<chrono::Utc>, event: Event) -> Self {
         Self { id, at, event, json: OnceLock::new() }
     }
 
@@ -133,42 +178,37 @@ impl Stamped {
     }
 }
 
-/// Fan-out of events to every subscriber of this process.
+/// Fan-out of committed events to every subscriber of this process.
 #[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Stamped>>,
-    next_id: Arc<AtomicU64>,
-    /// Where published events also go for other instances (PostgreSQL relay).
-    relay: Arc<OnceLock<mpsc::UnboundedSender<Arc<Stamped>>>>,
+    /// Wakes the outbox reader: something was committed.
+    wake: Arc<Notify>,
 }
 
 impl EventHub {
     /// A hub whose subscribers may lag `capacity` events before losing some.
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, next_id: Arc::new(AtomicU64::new(1)), relay: Arc::default() }
+        Self { tx: broadcast::channel(capacity).0, wake: Arc::default() }
     }
 
-    /// Sends every event published from now on to `relay` as well.
-    pub fn set_relay(&self, relay: mpsc::UnboundedSender<Arc<Stamped>>) {
-        let _ = self.relay.set(relay);
+    /// Tells the outbox reader that this process committed events: they are
+    /// delivered at once instead of on the next notification.
+    pub fn committed(&self) {
+        self.wake.notify_one();
     }
 
-    /// Publishes an event here and, with a relay, to the other instances.
-    pub fn publish(&self, event: Event) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stamped = Arc::new(Stamped::new(id, chrono::Utc::now(), event));
-        if let Some(relay) = self.relay.get() {
-            let _ = relay.send(stamped.clone());
-        }
+    /// Resolves when [`EventHub::committed`] was called since the last time.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Hands a committed event (read from the outbox) to local subscribers.
+    pub fn deliver(&self, stamped: Arc<Stamped>) {
         let _ = self.tx.send(stamped);
     }
 
-    /// Hands an already stamped event (e.g. from another instance) to local subscribers.
-    pub fn deliver(&self, stamped: Stamped) {
-        let _ = self.tx.send(Arc::new(stamped));
-    }
-
-    /// Receives every event published from now on.
+    /// Receives every event delivered from now on, in id order.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Stamped>> {
         self.tx.subscribe()
     }

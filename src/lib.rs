@@ -19,16 +19,16 @@ pub mod embedded_s3;
 pub mod entity;
 /// The one JSON error body and its statuses.
 pub mod error;
-/// The in-process event hub.
+/// Channel events and the in-process hub.
 pub mod events;
 /// Prometheus metrics.
 pub mod metrics;
 /// TCP listener settings.
 pub mod net;
+/// The event outbox: events written with their change, delivered in order.
+pub mod outbox;
 /// Per-user rate limits.
 pub mod ratelimit;
-/// Cross-instance event fan-out over PostgreSQL LISTEN/NOTIFY.
-pub mod relay;
 /// Use cases, free of HTTP types.
 pub mod service;
 /// Wiring: state, routes, serving.

@@ -16,11 +16,11 @@ use crate::{
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
     error::render_poem_error,
-    events::EventHub,
+    events::{Event, EventHub},
     metrics::Metrics,
     net::NoDelayAcceptor,
+    outbox,
     ratelimit::RateLimits,
-    relay,
     service::{cache::ReadCache, files::DownloadRecorder},
     storage::{CredentialSource, Storage, StorageSettings, Timeouts},
     sweeper,
@@ -106,11 +106,11 @@ impl Application {
             metrics: Arc::default(),
             closing: closing_rx,
         };
-        if state.db.get_database_backend() == DatabaseBackend::Postgres {
-            relay::start(state.db.clone(), &database_url, &state.events, state.cache.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot LISTEN for events: {e}"))?;
-        }
+        let listen_url = (state.db.get_database_backend() == DatabaseBackend::Postgres).then_some(database_url);
+        outbox::start(state.db.clone(), state.events.clone(), listen_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot read or LISTEN for events: {e}"))?;
+        forget_on_change(&state);
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3, closing })
     }
 
@@ -187,6 +187,25 @@ impl Application {
     pub fn closer(&self) -> tokio::sync::watch::Sender<bool> {
         self.closing.clone()
     }
+}
+
+/// Drops cached memberships and files that events (from any instance) say changed.
+fn forget_on_change(state: &AppState) {
+    let (mut events, cache) = (state.events.subscribe(), state.cache.clone());
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(stamped) => match &stamped.event {
+                    Event::MemberJoined(e) => cache.forget_membership(e.channel_id, e.user_id),
+                    Event::MemberLeft(e) => cache.forget_membership(e.channel_id, e.user_id),
+                    Event::FileDeleted(e) => cache.forget_file(e.file_id),
+                    _ => {}
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 /// Prometheus text exposition of this instance's metrics.

@@ -2,10 +2,14 @@
 //! objects of files deleted longer than the retention, expires uploads not
 //! confirmed in time (claiming each row before touching its object), forgets
 //! closed uploads, aborts stale multipart uploads, and deletes objects under
-//! `uploads/` that neither a pending upload nor a file owns.
+//! `uploads/` that neither a pending upload nor a file owns; trims events
+//! past their retention.
 //! On PostgreSQL only one instance sweeps at a time (advisory lock).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
@@ -17,6 +21,7 @@ use crate::{
         file_upload,
         pending_upload::{self, UploadState},
     },
+    outbox,
     service::{ServiceError, lifecycle, now},
     startup::AppState,
     storage::StorageError,
@@ -47,6 +52,8 @@ pub struct SweepReport {
     pub expired_uploads_removed: u64,
     /// Rows of closed uploads forgotten.
     pub closed_uploads_forgotten: u64,
+    /// Events older than EVENTS_RETENTION_SECS deleted.
+    pub events_trimmed: u64,
     /// Incomplete multipart uploads aborted.
     pub multipart_aborted: u64,
     /// Whether the store lists multipart uploads at all.
@@ -65,6 +72,7 @@ impl SweepReport {
             ("deleted files purged", self.deleted_files_purged.to_string()),
             ("expired uploads removed", self.expired_uploads_removed.to_string()),
             ("closed uploads forgotten", self.closed_uploads_forgotten.to_string()),
+            ("events trimmed", self.events_trimmed.to_string()),
             (
                 "stale multipart uploads aborted",
                 if self.multipart_supported {
@@ -130,8 +138,6 @@ async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepRepo
     };
     let report = steps(state, &fence, orphans).await?;
     if let Some(txn) = fence.0 {
-        // Relayed events are read within moments; an hour is plenty.
-        txn.execute_unprepared("DELETE FROM event_relay WHERE created_at < now() - interval '1 hour'").await?;
         txn.commit().await?;
     }
     Ok(report)
@@ -145,6 +151,7 @@ async fn steps(state: &AppState, fence: &Fence, orphans: &mut OrphanCursor) -> R
         deleted_files_purged: purge_deleted(state, fence).await?,
         expired_uploads_removed: expire_uploads(state, fence).await?,
         closed_uploads_forgotten: forget_closed_uploads(state, fence).await?,
+        events_trimmed: outbox::trim(&state.db, Duration::from_secs(state.config.events_retention_secs)).await?,
         ..Default::default()
     };
     fence.check().await?;
@@ -158,6 +165,7 @@ async fn steps(state: &AppState, fence: &Fence, orphans: &mut OrphanCursor) -> R
         ("deleted_files_purged", report.deleted_files_purged),
         ("expired_uploads_removed", report.expired_uploads_removed),
         ("closed_uploads_forgotten", report.closed_uploads_forgotten),
+        ("events_trimmed", report.events_trimmed),
         ("multipart_aborted", report.multipart_aborted),
         ("orphans_found", report.orphans_found),
         ("orphans_deleted", report.orphans_deleted),

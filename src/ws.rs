@@ -2,7 +2,10 @@
 //!
 //! The caller authenticates before the upgrade (Authorization header, `?token=`
 //! or `Sec-WebSocket-Protocol: bearer, <token>`); a browser's `Origin` must be
-//! allowed. Each connection keeps the set of channels its user belongs to and
+//! allowed. A connection with `?after=<id>` first gets the events after that
+//! id it may see, in order; every connection then gets one `ready` frame (or
+//! `resync_required` when the missed events cannot be replayed) and the live
+//! events. Each connection keeps the set of channels its user belongs to and
 //! updates it from `member_joined` / `member_left` events, so joining starts
 //! delivery and removal stops it at once. A connection that cannot take an
 //! event within the send timeout is dropped; the others never wait for it.
@@ -22,10 +25,13 @@ use crate::{
     auth::CurrentUser,
     config::Origin,
     error::ApiError,
-    events::{Event, Stamped},
-    service::channels,
+    events::{Event, ResyncRequired, Stamped, StreamReady},
+    service::stream::{self, Opening, Replay},
     startup::AppState,
 };
+
+/// Events read per replay query.
+const REPLAY_PAGE: u64 = 500;
 
 /// Largest inbound frame or message; larger ones close the socket with 1009.
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
@@ -38,7 +44,13 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 pub struct AllowedOrigins(pub Arc<Vec<Origin>>);
 
 /// Checks origin and token, then upgrades; refusals are the JSON error body.
-pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &AllowedOrigins) -> Response {
+pub fn upgrade(
+    req: &Request,
+    socket: WebSocket,
+    state: &AppState,
+    origins: &AllowedOrigins,
+    after: Option<i64>,
+) -> Response {
     if let Some(origin) = req.header("origin")
         && !origins.0.iter().any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
     {
@@ -60,7 +72,11 @@ pub fn upgrade(req: &Request, socket: WebSocket, state: &AppState, origins: &All
         .write_buffer_size(0)
         .max_message_size(Some(MAX_INBOUND_BYTES))
         .max_frame_size(Some(MAX_INBOUND_BYTES));
-    socket.protocols(["bearer"]).config(config).on_upgrade(move |stream| serve(state, user, stream)).into_response()
+    socket
+        .protocols(["bearer"])
+        .config(config)
+        .on_upgrade(move |stream| serve(state, user, after, stream))
+        .into_response()
 }
 
 /// The bearer token from the header, the query or the subprotocol list.
@@ -78,27 +94,35 @@ fn token_of(req: &Request) -> Option<String> {
     (parts.next() == Some("bearer")).then(|| parts.next().map(str::to_owned)).flatten()
 }
 
-async fn serve(state: AppState, user: CurrentUser, stream: WebSocketStream) {
+async fn serve(state: AppState, user: CurrentUser, after: Option<i64>, stream: WebSocketStream) {
     state.metrics.ws_opened();
-    connection(&state, user, stream).await;
+    connection(&state, user, after, stream).await;
     state.metrics.ws_closed();
 }
 
-async fn connection(state: &AppState, user: CurrentUser, stream: WebSocketStream) {
+async fn connection(state: &AppState, user: CurrentUser, after: Option<i64>, stream: WebSocketStream) {
+    // Subscribed before the stream's start is read: nothing committed after
+    // that start can be missed, and what the live feed repeats is skipped.
     let mut events = state.events.subscribe();
-    let mut channels: HashSet<i32> = match channels::list_for_member(&state.db, user.id).await {
-        Ok(found) => found.into_iter().map(|c| c.id).collect(),
-        Err(err) => {
-            tracing::warn!(error = %err, "websocket: cannot load memberships");
+    let send_timeout = Duration::from_millis(state.config.ws_send_timeout_ms);
+    let (mut sink, mut inbound) = stream.split();
+    let close = |code, reason: &str| Message::Close(Some((code, reason.to_owned())));
+    let opened = match stream::open(&state.db, user.id, after, state.config.events_replay_max).await {
+        Ok(opening) => start(state, user.id, opening, &mut sink, send_timeout).await,
+        Err(err) => Err(err.to_string()),
+    };
+    let (upto, mut channels) = match opened {
+        Ok(started) => started,
+        Err(reason) => {
+            tracing::warn!(user = user.id, reason, "websocket: cannot open the stream");
+            let closing = close(CloseCode::Error, "events unavailable; reconnect later");
+            let _ = tokio::time::timeout(send_timeout, sink.send(closing)).await;
             return;
         }
     };
-    let send_timeout = Duration::from_millis(state.config.ws_send_timeout_ms);
-    let (mut sink, mut inbound) = stream.split();
     let ping_every = Duration::from_secs(state.config.ws_ping_interval_secs);
     let mut ping = tokio::time::interval(ping_every);
     let mut last_seen = tokio::time::Instant::now();
-    let close = |code, reason: &str| Message::Close(Some((code, reason.to_owned())));
     let mut closing = state.closing.clone();
     let outcome = loop {
         tokio::select! {
@@ -108,7 +132,7 @@ async fn connection(state: &AppState, user: CurrentUser, stream: WebSocketStream
             }
             received = events.recv() => match received {
                 Ok(stamped) => {
-                    if !visible(&stamped, user.id, &mut channels) {
+                    if stamped.id <= upto || !stream::visible(&stamped.event, user.id, &mut channels) {
                         continue;
                     }
                     match tokio::time::timeout(send_timeout, sink.send(Message::text(stamped.json()))).await {
@@ -152,15 +176,56 @@ async fn connection(state: &AppState, user: CurrentUser, stream: WebSocketStream
     tracing::debug!(user = user.id, outcome, "websocket closed");
 }
 
-/// Whether the user may see the event; keeps the channel set current.
-fn visible(stamped: &Stamped, me: i32, channels: &mut HashSet<i32>) -> bool {
-    match &stamped.event {
-        Event::MemberJoined(e) if e.user_id == me => {
-            channels.insert(e.channel_id);
-            true
+type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
+
+/// Sends the replay (if any) and the frame that opens the stream; returns
+/// where live delivery starts and the user's channels there.
+async fn start(
+    state: &AppState,
+    me: i32,
+    opening: Opening,
+    sink: &mut Sink,
+    send_timeout: Duration,
+) -> Result<(i64, HashSet<i32>), String> {
+    let Opening { upto, mut channels, replay } = opening;
+    let send = async |sink: &mut Sink, frame: &Stamped| match tokio::time::timeout(
+        send_timeout,
+        sink.send(Message::text(frame.json())),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        _ => Err("the client does not read".to_owned()),
+    };
+    let now = chrono::Utc::now();
+    let first = match replay {
+        Replay::Nothing => Event::Ready(StreamReady { replayed: 0 }),
+        Replay::Resync(reason) => Event::ResyncRequired(ResyncRequired { reason: reason.to_owned() }),
+        Replay::From { after, channels: candidates } => {
+            let (mut cursor, mut replayed) = (after, 0);
+            loop {
+                let page = stream::replay_page(&state.db, cursor, upto, &candidates, REPLAY_PAGE)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for event in &page.events {
+                    if stream::visible(&event.event, me, &mut channels) {
+                        send(sink, event).await?;
+                        replayed += 1;
+                    }
+                }
+                cursor = page.next_after;
+                if !page.more {
+                    break;
+                }
+            }
+            if stream::trimmed_since(&state.db, after).await.map_err(|e| e.to_string())? {
+                let reason = "the missed events were trimmed during the replay; reload";
+                Event::ResyncRequired(ResyncRequired { reason: reason.to_owned() })
+            } else {
+                Event::Ready(StreamReady { replayed })
+            }
         }
-        // The user sees their own removal, then nothing more of that channel.
-        Event::MemberLeft(e) if e.user_id == me => channels.remove(&e.channel_id),
-        event => channels.contains(&event.channel_id()),
-    }
+    };
+    send(sink, &Stamped::new(upto, now, first)).await?;
+    Ok((upto, channels))
 }

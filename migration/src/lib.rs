@@ -10,6 +10,7 @@ mod m20261128_000004_create_file_downloads;
 mod m20261128_000005_create_event_relay;
 mod m20261128_000006_add_pending_part_size;
 mod m20261202_000007_upload_state_machine;
+mod m20261203_000008_create_events;
 
 /// Applies every migration of the service, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_create_event_relay::Migration),
             Box::new(m20261128_000006_add_pending_part_size::Migration),
             Box::new(m20261202_000007_upload_state_machine::Migration),
+            Box::new(m20261203_000008_create_events::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@ use poem::{
 };
 use poem_openapi::{
     ApiResponse, OpenApi,
+    param::Query,
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
 };
@@ -47,7 +48,11 @@ impl ApiResponse for EventStream {
                     "Switched to WebSocket. Every text frame is one `Event` (schema below) plus `id` and `at`.",
                     json(Event::schema_ref()),
                 ),
-                response(400, "Not a WebSocket upgrade request (`invalid_request`).", json(ErrorBody::schema_ref())),
+                response(
+                    400,
+                    "Not a WebSocket upgrade request, or `after` is not a non-negative integer (`invalid_request`).",
+                    json(ErrorBody::schema_ref()),
+                ),
                 response(
                     401,
                     "Missing, malformed, badly signed or expired token (`unauthorized`).",
@@ -80,7 +85,18 @@ impl EventsApi {
     /// of every channel the user belongs to, following membership changes at
     /// once. Frames from the client over 64 KiB close the socket with 1009; a
     /// client that does not read within WS_SEND_TIMEOUT_MS is disconnected.
-    /// After a reconnect, catch up through `GET /channels/{id}/messages`.
+    ///
+    /// Every frame has an `id`: events are numbered across all broker
+    /// instances in the order their changes committed. The first frame after
+    /// connecting is `ready` (its `id` is where the stream starts). To resume
+    /// after a disconnect, connect with `?after=<id of the last frame seen>`:
+    /// the missed events of your channels (as your membership was at each
+    /// event) come first, in order, then `ready`. When they cannot be
+    /// replayed (older than EVENTS_RETENTION_SECS, more than
+    /// EVENTS_REPLAY_MAX, or from another database) the first frame is
+    /// `resync_required` instead: reload channels and messages, then resume
+    /// from its `id`. Delivery is at least once: drop frames whose `id` is not
+    /// larger than the last one seen.
     #[oai(path = "/ws", method = "get", operation_id = "subscribe_events")]
     async fn subscribe(
         &self,
@@ -88,7 +104,10 @@ impl EventsApi {
         socket: WebSocket,
         state: Data<&AppState>,
         origins: Data<&AllowedOrigins>,
+        /// Resume after this event `id` (the last one seen).
+        #[oai(validator(minimum(value = "0")))]
+        after: Query<Option<i64>>,
     ) -> EventStream {
-        EventStream(ws::upgrade(req, socket, &state, &origins))
+        EventStream(ws::upgrade(req, socket, &state, &origins, after.0))
     }
 }

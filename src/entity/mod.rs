@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod channel_member;
+pub mod event;
 pub mod file_download;
 pub mod file_upload;
 pub mod message;

@@ -2,8 +2,8 @@
 //! reported exactly like a missing one.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
 };
 
 use super::{OnConflict, ServiceError, lifecycle, now, users};
@@ -11,6 +11,7 @@ use crate::{
     domain::{ChannelName, Username},
     entity::{channel, channel_member, user},
     events::{Event, MemberJoined, MemberLeft},
+    outbox,
     startup::AppState,
 };
 
@@ -57,14 +58,15 @@ pub async fn create(state: &AppState, creator: i32, name: &ChannelName) -> Resul
     channel_member::ActiveModel { channel_id: Set(created.id), user_id: Set(creator), joined_at: Set(now()) }
         .insert(&txn)
         .await?;
-    txn.commit().await?;
     // The creator's open sockets start delivering the new channel's events.
-    state.events.publish(Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator }));
+    outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator })).await?;
+    txn.commit().await?;
+    state.events.committed();
     Ok(created)
 }
 
 /// The channels `user_id` belongs to, oldest first.
-pub async fn list_for_member(db: &DatabaseConnection, user_id: i32) -> Result<Vec<channel::Model>, ServiceError> {
+pub async fn list_for_member(db: &impl ConnectionTrait, user_id: i32) -> Result<Vec<channel::Model>, ServiceError> {
     Ok(channel::Entity::find()
         .inner_join(channel_member::Entity)
         .filter(channel_member::Column::UserId.eq(user_id))
@@ -105,13 +107,16 @@ pub async fn add_member(
     let db = &state.db;
     require_member(db, channel_id, caller).await?;
     let user = users::find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))?;
+    let txn = db.begin().await?;
     let member =
         channel_member::ActiveModel { channel_id: Set(channel_id), user_id: Set(user.id), joined_at: Set(now()) }
-            .insert(db)
+            .insert(&txn)
             .await
             .on_unique_violation("already_member", "the user is already a member of this channel")?;
+    outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id, user_id: user.id })).await?;
+    txn.commit().await?;
     state.cache.forget_membership(channel_id, user.id);
-    state.events.publish(Event::MemberJoined(MemberJoined { channel_id, user_id: user.id }));
+    state.events.committed();
     Ok(Member { user, joined_at: member.joined_at })
 }
 
@@ -132,9 +137,10 @@ pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_
         return Err(ServiceError::NotFound("member"));
     }
     let aborted = lifecycle::abort_member_uploads(&txn, channel_id, user_id).await?;
+    outbox::append(&txn, &Event::MemberLeft(MemberLeft { channel_id, user_id })).await?;
     txn.commit().await?;
     state.cache.forget_membership(channel_id, user_id);
+    state.events.committed();
     lifecycle::discard_objects(&state.storage, &state.metrics, &aborted).await;
-    state.events.publish(Event::MemberLeft(MemberLeft { channel_id, user_id }));
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::{
     domain::content_disposition,
     entity::{channel_member, file_download, file_upload},
     events::{Event, FileDeleted},
+    outbox,
     ratelimit::Action,
     startup::AppState,
 };
@@ -107,25 +108,26 @@ pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), Ser
     if file.uploaded_by != Some(user) {
         return Err(ServiceError::Forbidden("only the uploader may delete a file".into()));
     }
+    let txn = state.db.begin().await?;
     let deleted = file_upload::Entity::update_many()
         .col_expr(file_upload::Column::IsDeleted, Expr::value(true))
         .col_expr(file_upload::Column::DeletedAt, Expr::value(now()))
         .filter(file_upload::Column::Id.eq(file.id))
         .filter(file_upload::Column::IsDeleted.eq(false))
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
-    state.cache.forget_file(file.id);
     if deleted.rows_affected == 0 {
+        // Deleted meanwhile by a concurrent call: that one announced it.
         return Err(ServiceError::NotFound("file"));
     }
-    state.events.publish(Event::FileDeleted(FileDeleted {
-        channel_id: file.channel_id,
-        message_id: file.message_id,
-        file_id: file.id,
-    }));
+    let event = FileDeleted { channel_id: file.channel_id, message_id: file.message_id, file_id: file.id };
+    outbox::append(&txn, &Event::FileDeleted(event)).await?;
     if let Some(message_id) = file.message_id {
-        messages::touch_and_announce(state, message_id).await?;
+        messages::touch(&txn, message_id).await?;
     }
+    txn.commit().await?;
+    state.cache.forget_file(file.id);
+    state.events.committed();
     Ok(())
 }
 

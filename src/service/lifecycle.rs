@@ -14,13 +14,15 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{OnConflict, ServiceError, now};
+use super::{OnConflict, ServiceError, messages, now};
 use crate::{
     entity::{
         channel_member, file_upload,
         pending_upload::{self, UploadState},
     },
+    events::{Event, FileUploadComplete},
     metrics::Metrics,
+    outbox,
     storage::Storage,
 };
 
@@ -55,10 +57,12 @@ pub async fn close(db: &impl ConnectionTrait, id: Uuid, to: UploadState) -> Resu
     Ok(changed.rows_affected == 1)
 }
 
-/// Records the file of a verified upload: inserts it and moves the upload
-/// from pending to confirmed in one transaction, provided the upload is still
-/// pending, not expired, and its uploader still a member of the channel.
-/// `None` when one of those no longer held (nothing was written).
+/// Records the file of a verified upload: inserts it, moves the upload from
+/// pending to confirmed and appends `file_upload_complete` (and
+/// `message_updated` when it went onto a message) in one transaction,
+/// provided the upload is still pending, not expired, and its uploader still
+/// a member of the channel. `None` when one of those no longer held (nothing
+/// was written).
 pub async fn confirm(
     db: &DatabaseConnection,
     upload: &pending_upload::Model,
@@ -83,6 +87,14 @@ pub async fn confirm(
     if claimed.rows_affected != 1 {
         txn.rollback().await?;
         return Ok(None);
+    }
+    // Announced in the same transaction: a confirm that committed always has
+    // its event, and a retry answering "already confirmed" never adds one.
+    let complete =
+        FileUploadComplete { channel_id: file.channel_id, message_id: file.message_id, file: file.clone().into() };
+    outbox::append(&txn, &Event::FileUploadComplete(complete)).await?;
+    if let Some(message_id) = file.message_id {
+        messages::touch(&txn, message_id).await?;
     }
     txn.commit().await?;
     Ok(Some(file))

@@ -13,6 +13,7 @@ use crate::{
     domain::MessageContent,
     entity::{channel_member, file_upload, message},
     events::{Event, MessageCreated, MessageUpdated},
+    outbox,
     startup::AppState,
     wire::MessageInfo,
 };
@@ -93,9 +94,10 @@ pub async fn post(
             .all(&txn)
             .await?;
     }
-    txn.commit().await?;
     let posted = MessageWithFiles { message, files };
-    state.events.publish(Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() }));
+    outbox::append(&txn, &Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() })).await?;
+    txn.commit().await?;
+    state.events.committed();
     Ok(posted)
 }
 
@@ -169,16 +171,17 @@ pub async fn with_files(db: &impl ConnectionTrait, message_id: i32) -> Result<Op
     Ok(Some(MessageWithFiles { message, files }))
 }
 
-/// Marks a message as changed now and announces it with its live files.
-pub async fn touch_and_announce(state: &AppState, message_id: i32) -> Result<(), ServiceError> {
+/// Marks a message as changed now and appends `message_updated` with its live
+/// files, in `txn` (the transaction that changed its files).
+pub async fn touch(txn: &impl ConnectionTrait, message_id: i32) -> Result<(), ServiceError> {
     message::Entity::update_many()
         .col_expr(message::Column::UpdatedAt, Expr::value(now()))
         .filter(message::Column::Id.eq(message_id))
-        .exec(&state.db)
+        .exec(txn)
         .await?;
-    if let Some(updated) = with_files(&state.db, message_id).await? {
+    if let Some(updated) = with_files(txn, message_id).await? {
         let channel_id = updated.message.channel_id;
-        state.events.publish(Event::MessageUpdated(MessageUpdated { channel_id, message: updated.into() }));
+        outbox::append(txn, &Event::MessageUpdated(MessageUpdated { channel_id, message: updated.into() })).await?;
     }
     Ok(())
 }

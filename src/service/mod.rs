@@ -8,6 +8,7 @@ pub mod files;
 pub mod lifecycle;
 pub mod messages;
 pub mod multipart;
+pub mod stream;
 pub mod uploads;
 pub mod users;
 

@@ -6,14 +6,13 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, Que
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
-use super::{ServiceError, channels, lifecycle, messages, now};
+use super::{ServiceError, channels, lifecycle, now};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
     entity::{
         file_upload, message,
         pending_upload::{self, UploadState},
     },
-    events::{Event, FileUploadComplete},
     ratelimit::Action,
     startup::AppState,
     storage::{PresignedRequest, StorageError},
@@ -367,12 +366,12 @@ fn vanished(err: StorageError) -> ServiceError {
     }
 }
 
-/// Records the file (pending → confirmed, conditionally) and announces it. When
+/// Records and announces the file (pending → confirmed, conditionally). When
 /// the upload changed meanwhile (aborted, expired, its uploader removed, or
 /// confirmed by a concurrent call), answers as that change decides.
 pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     if let Some(file) = lifecycle::confirm(&state.db, upload).await? {
-        announce(state, &file).await?;
+        state.events.committed();
         return Ok(Confirmation::Created(file));
     }
     changed_meanwhile(state, upload).await
@@ -417,20 +416,6 @@ async fn changed_meanwhile(state: &AppState, upload: &pending_upload::Model) -> 
             Err(if closed == UploadState::Expired { expired() } else { not_pending(&now_is) })
         }
     }
-}
-
-/// Publishes `file_upload_complete`, and `message_updated` when the file went
-/// straight onto a message.
-async fn announce(state: &AppState, file: &file_upload::Model) -> Result<(), ServiceError> {
-    state.events.publish(Event::FileUploadComplete(FileUploadComplete {
-        channel_id: file.channel_id,
-        message_id: file.message_id,
-        file: file.clone().into(),
-    }));
-    if let Some(message_id) = file.message_id {
-        messages::touch_and_announce(state, message_id).await?;
-    }
-    Ok(())
 }
 
 /// Abandons an unconfirmed upload, deleting whatever was uploaded.

@@ -30,7 +30,7 @@ async fn files_are_attached_when_posting_and_listed_with_their_messages() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
     let a = app.upload(&alice, channel, None, "a.txt", "text/plain", b"first").await;
     let b = app.upload(&alice, channel, None, "b.png", "image/png", PNG).await;
 
@@ -48,7 +48,7 @@ async fn files_are_attached_when_posting_and_listed_with_their_messages() {
     assert_eq!(message["files"][0]["message_id"], message["id"]);
 
     let created = loop {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+        let event = events.next().await;
         if let Event::MessageCreated(MessageCreated { message, .. }) = &event.event {
             break message.clone();
         }
@@ -105,11 +105,11 @@ async fn uploading_into_an_existing_message_announces_the_updated_message() {
         .json()
         .await
         .unwrap();
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
     let file = app.upload(&alice, channel, message["id"].as_i64(), "late.txt", "text/plain", b"late").await;
     assert_eq!(file["message_id"], message["id"]);
     let updated = loop {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+        let event = events.next().await;
         if let Event::MessageUpdated(MessageUpdated { message, .. }) = &event.event {
             break message.clone();
         }
@@ -250,21 +250,21 @@ async fn owner_deletes_and_the_file_disappears_at_once() {
         .unwrap();
     let file = app.upload(&alice, channel, message["id"].as_i64(), "doc.txt", "text/plain", b"doc").await;
     let path = format!("/files/{}", file["id"]);
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
 
     assert_error(app.delete(&bob, &path).await, StatusCode::FORBIDDEN, "forbidden").await;
     assert_error(app.delete(&mallory, &path).await, StatusCode::NOT_FOUND, "not_found").await;
     assert_eq!(app.delete(&alice, &path).await.status(), StatusCode::NO_CONTENT);
     assert_error(app.delete(&alice, &path).await, StatusCode::NOT_FOUND, "not_found").await;
 
-    let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let event = events.next().await;
     let expected = FileDeleted {
         channel_id: channel as i32,
         message_id: message["id"].as_i64().map(|i| i as i32),
         file_id: file["id"].as_i64().unwrap() as i32,
     };
     assert_eq!(event.event, Event::FileDeleted(expected));
-    let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let event = events.next().await;
     assert!(matches!(&event.event, Event::MessageUpdated(MessageUpdated { message, .. }) if message.files.is_empty()));
 
     assert_error(app.get(&alice, &path).await, StatusCode::NOT_FOUND, "not_found").await;

@@ -296,3 +296,34 @@ macro_rules! on_every_store {
     };
 }
 pub(crate) use on_every_store;
+
+/// The events committed after a point, as this instance delivers them.
+pub struct Events {
+    rx: tokio::sync::broadcast::Receiver<std::sync::Arc<chatgenius_files::events::Stamped>>,
+    after: i64,
+}
+
+impl Events {
+    /// The next event committed after the point (waits up to 5 s).
+    pub async fn next(&mut self) -> std::sync::Arc<chatgenius_files::events::Stamped> {
+        loop {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(5), self.rx.recv())
+                .await
+                .expect("an event within 5 s")
+                .expect("the hub is open");
+            if event.id > self.after {
+                return event;
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// The events committed from now on (delivery is asynchronous: earlier
+    /// ones may still arrive, and are skipped).
+    pub async fn events(&self) -> Events {
+        let rx = self.state.events.subscribe();
+        let after = chatgenius_files::outbox::newest(&self.state.db).await.unwrap();
+        Events { rx, after }
+    }
+}

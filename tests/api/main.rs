@@ -23,6 +23,7 @@ mod metrics;
 mod migrations;
 mod multipart;
 mod openapi;
+mod outbox;
 mod signing;
 mod sweeper;
 mod uploads;

@@ -5,16 +5,8 @@ use sea_orm::Database;
 
 use crate::helpers::fresh_database_url;
 
-const TABLES: [&str; 8] = [
-    "users",
-    "channels",
-    "channel_members",
-    "messages",
-    "file_uploads",
-    "pending_uploads",
-    "file_downloads",
-    "event_relay",
-];
+const TABLES: [&str; 8] =
+    ["users", "channels", "channel_members", "messages", "file_uploads", "pending_uploads", "file_downloads", "events"];
 
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {

@@ -5,10 +5,12 @@ use std::time::Duration;
 use chatgenius_files::{
     auth::CurrentUser,
     events::{Event, MessageCreated},
+    outbox,
     wire::MessageInfo,
 };
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
@@ -18,7 +20,7 @@ use tokio_tungstenite::{
 
 use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn request(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> tungstenite::handshake::client::Request {
     let mut req = format!("ws://{}/ws{query}", app.addr).into_client_request().unwrap();
@@ -29,13 +31,35 @@ fn request(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> tungstenite:
     req
 }
 
+/// A socket of `user`, past its `ready` frame (live delivery has started).
 async fn connect(app: &TestApp, user: &TestUser) -> Socket {
-    let auth = format!("Bearer {}", user.token);
-    connect_async(request(app, "", &[("authorization", &auth)])).await.expect("upgrade").0
+    connect_after(app, user, None).await.0
+}
+
+/// A socket resuming after `after`, with the frames before `ready` and `ready` itself.
+async fn connect_after(app: &TestApp, user: &TestUser, after: Option<i64>) -> (Socket, Vec<Value>, Value) {
+    connect_to(&app.addr.to_string(), &user.token, after).await
+}
+
+/// A socket to the broker at `addr` (`host:port`): the frames up to the one
+/// opening the stream (`ready` or `resync_required`), and that frame.
+pub async fn connect_to(addr: &str, token: &str, after: Option<i64>) -> (Socket, Vec<Value>, Value) {
+    let query = after.map(|id| format!("?after={id}")).unwrap_or_default();
+    let mut req = format!("ws://{addr}/ws{query}").into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut socket = connect_async(req).await.expect("upgrade").0;
+    let mut before = Vec::new();
+    loop {
+        let frame = next_event(&mut socket, Duration::from_secs(5)).await.expect("the stream opens");
+        if frame["type"] == "ready" || frame["type"] == "resync_required" {
+            return (socket, before, frame);
+        }
+        before.push(frame);
+    }
 }
 
 /// The next event, skipping pings; `None` when nothing arrives in `wait`.
-async fn next_event(socket: &mut Socket, wait: Duration) -> Option<Value> {
+pub async fn next_event(socket: &mut Socket, wait: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout(wait, socket.next()).await {
             Err(_) => return None,
@@ -167,7 +191,7 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     let big = "x".repeat(64 * 1024);
     let total = 400;
     let publisher = {
-        let events = app.state.events.clone();
+        let (events, db) = (app.state.events.clone(), app.state.db.clone());
         tokio::spawn(async move {
             for i in 0..total {
                 let message = MessageInfo {
@@ -179,7 +203,9 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
                     updated_at: chrono::Utc::now(),
                     files: Vec::new(),
                 };
-                events.publish(Event::MessageCreated(MessageCreated { channel_id: channel as i32, message }));
+                let event = Event::MessageCreated(MessageCreated { channel_id: channel as i32, message });
+                outbox::append(&db, &event).await.unwrap();
+                events.committed();
                 if i % 20 == 19 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -252,7 +278,7 @@ async fn an_event_published_on_one_instance_reaches_clients_of_another() {
     let event = expect_event(&mut socket, "file_upload_complete").await;
     assert_eq!(event["file"]["id"], file["id"]);
 
-    // Larger than a NOTIFY payload: relayed through the database.
+    // Larger than a NOTIFY payload (8000 bytes): read from the outbox like any other.
     let long = "é".repeat(3990);
     let resp = first.post(&alice, &format!("/channels/{channel}/messages"), json!({ "content": long })).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -317,4 +343,183 @@ async fn shutdown_sends_websocket_clients_a_going_away_close_frame() {
         }
     };
     assert_eq!(code, CloseCode::Away);
+}
+
+/// Posts `content` in `channel` as `user`.
+async fn say(app: &TestApp, user: &TestUser, channel: i64, content: &str) {
+    let resp = app.post(user, &format!("/channels/{channel}/messages"), json!({ "content": content })).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+fn ids(frames: &[Value]) -> Vec<i64> {
+    frames.iter().map(|f| f["id"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_client_resuming_with_its_last_id_gets_exactly_what_it_missed_in_order() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let general = app.create_channel(&alice, "general").await;
+    app.add_member(&alice, general, &bob).await;
+    let secret = app.create_channel(&alice, "secret").await;
+
+    let mut socket = connect(&app, &bob).await;
+    say(&app, &alice, general, "seen").await;
+    let last_seen = expect_event(&mut socket, "message_created").await["id"].as_i64().unwrap();
+    drop(socket);
+
+    // Missed while away: five messages and a file in bob's channel, noise in alice's.
+    for i in 1..=5 {
+        say(&app, &alice, general, &format!("missed {i}")).await;
+        say(&app, &alice, secret, "not for bob").await;
+    }
+    let file = app.upload(&alice, general, None, "a.txt", "text/plain", b"missed file").await;
+
+    let (mut socket, replayed, ready) = connect_after(&app, &bob, Some(last_seen)).await;
+    let kinds: Vec<&str> = replayed.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["message_created"; 5].into_iter().chain(["file_upload_complete"]).collect::<Vec<_>>());
+    let contents: Vec<&str> = replayed[..5].iter().map(|f| f["message"]["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["missed 1", "missed 2", "missed 3", "missed 4", "missed 5"]);
+    assert_eq!(replayed[5]["file"]["id"], file["id"]);
+    let replayed_ids = ids(&replayed);
+    assert!(replayed_ids.windows(2).all(|w| w[0] < w[1]), "in order: {replayed_ids:?}");
+    assert!(replayed_ids[0] > last_seen);
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(ready["replayed"], 6);
+    assert!(ready["id"].as_i64().unwrap() >= replayed_ids[5], "ready names the newest position");
+
+    // Live delivery goes on after the replay, without repeating it.
+    say(&app, &alice, general, "live").await;
+    let live = expect_event(&mut socket, "message_created").await;
+    assert_eq!(live["message"]["content"], "live");
+    assert!(live["id"].as_i64().unwrap() > ready["id"].as_i64().unwrap());
+
+    // Resuming from the newest id replays nothing.
+    let (_, replayed, ready_again) = connect_after(&app, &bob, live["id"].as_i64()).await;
+    assert!(replayed.is_empty(), "{replayed:?}");
+    assert_eq!((ready_again["type"].as_str(), ready_again["replayed"].as_i64()), (Some("ready"), Some(0)));
+}
+
+#[tokio::test]
+async fn a_replay_follows_membership_at_each_event() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let general = app.create_channel(&alice, "general").await;
+    app.add_member(&alice, general, &bob).await;
+    let (socket, _, ready) = connect_after(&app, &bob, None).await;
+    drop(socket);
+    let start = ready["id"].as_i64().unwrap();
+
+    say(&app, &alice, general, "before removal").await;
+    assert_eq!(app.delete(&alice, &format!("/channels/{general}/members/{}", bob.id)).await.status(), 204);
+    say(&app, &alice, general, "after removal").await;
+    let later = app.create_channel(&alice, "later").await;
+    say(&app, &alice, later, "before bob joined").await;
+    app.add_member(&alice, later, &bob).await;
+    say(&app, &alice, later, "welcome").await;
+
+    let (_, replayed, ready) = connect_after(&app, &bob, Some(start)).await;
+    let seen: Vec<(String, i64)> =
+        replayed.iter().map(|f| (f["type"].as_str().unwrap().to_owned(), f["channel_id"].as_i64().unwrap())).collect();
+    let expected =
+        [("message_created", general), ("member_left", general), ("member_joined", later), ("message_created", later)];
+    assert_eq!(seen, expected.map(|(k, c)| (k.to_owned(), c)));
+    assert_eq!(replayed[0]["message"]["content"], "before removal");
+    assert_eq!(replayed[3]["message"]["content"], "welcome");
+    assert_eq!(ready["replayed"], 4);
+}
+
+#[tokio::test]
+async fn a_resume_that_cannot_be_replayed_asks_the_client_to_resync() {
+    let app = spawn_app_with(&[("events-replay-max", "3")]).await;
+    let alice = app.login("alice").await;
+    let general = app.create_channel(&alice, "general").await;
+    let (socket, _, ready) = connect_after(&app, &alice, None).await;
+    drop(socket);
+    let start = ready["id"].as_i64().unwrap();
+
+    for i in 0..3 {
+        say(&app, &alice, general, &format!("m{i}")).await;
+    }
+    let (_, replayed, opened) = connect_after(&app, &alice, Some(start)).await;
+    assert_eq!((replayed.len(), opened["type"].as_str()), (3, Some("ready")), "three fit EVENTS_REPLAY_MAX");
+
+    say(&app, &alice, general, "one too many").await;
+    let (_, replayed, opened) = connect_after(&app, &alice, Some(start)).await;
+    assert!(replayed.is_empty());
+    assert_eq!(opened["type"], "resync_required");
+    let newest = opened["id"].as_i64().unwrap();
+    assert!(newest > start);
+
+    // An id this database never gave out (another database, a reset).
+    let (_, replayed, opened) = connect_after(&app, &alice, Some(newest + 1000)).await;
+    assert!(replayed.is_empty());
+    assert_eq!((opened["type"].as_str(), opened["id"].as_i64()), (Some("resync_required"), Some(newest)));
+
+    // Past the retention window: the sweeper trims, the resume cannot replay.
+    app.state
+        .db
+        .execute_unprepared(if app.state.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            "UPDATE events SET created_at = created_at - interval '2 days'"
+        } else {
+            "UPDATE events SET created_at = datetime(created_at, '-2 days')"
+        })
+        .await
+        .unwrap();
+    say(&app, &alice, general, "today").await;
+    let report = chatgenius_files::sweeper::sweep_once(&app.state).await.unwrap();
+    assert!(report.events_trimmed > 0, "{report:?}");
+    let (_, replayed, opened) = connect_after(&app, &alice, Some(start)).await;
+    assert!(replayed.is_empty());
+    assert_eq!(opened["type"], "resync_required");
+    // From the resync's id, the stream goes on normally.
+    let (_, replayed, opened) = connect_after(&app, &alice, opened["id"].as_i64()).await;
+    assert_eq!((replayed.len(), opened["type"].as_str()), (0, Some("ready")));
+
+    // A malformed position is refused before the upgrade.
+    let auth = format!("Bearer {}", alice.token);
+    for query in ["?after=-1", "?after=abc"] {
+        let status = handshake_status(connect_async(request(&app, query, &[("authorization", &auth)])).await);
+        assert_eq!(status, 400, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_exists_exactly_when_its_change_committed() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let general = app.create_channel(&alice, "general").await;
+    let count = async || outbox::read(&app.state.db, 0, None, None, 10_000).await.unwrap();
+    let before = count().await.len();
+
+    // A post that fails half-way (a file it cannot attach) rolls back with its event.
+    let resp =
+        app.post(&alice, &format!("/channels/{general}/messages"), json!({ "content": "x", "file_ids": [999] })).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(count().await.len(), before, "no event for a change that did not commit");
+
+    // A confirm retried, and racing itself, records one file and one event.
+    let presigned: Value = app
+        .post(
+            &alice,
+            "/files/presign",
+            json!({ "channel_id": general, "file_name": "a.txt", "content_type": "text/plain", "size": 5 }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let put = crate::presigned::put(&app.client, &presigned, b"hello".to_vec()).send().await.unwrap();
+    assert!(put.status().is_success());
+    let path = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
+    let confirms = futures_util::future::join_all((0..4).map(|_| app.post(&alice, &path, json!({})))).await;
+    let mut statuses: Vec<u16> = confirms.iter().map(|r| r.status().as_u16()).collect();
+    statuses.push(app.post(&alice, &path, json!({})).await.status().as_u16());
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 201]);
+    let completes: Vec<_> =
+        count().await.into_iter().filter(|row| row.kind == "file_upload_complete").map(|row| row.payload).collect();
+    assert_eq!(completes.len(), 1, "{completes:?}");
 }
