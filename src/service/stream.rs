@@ -47,12 +47,14 @@ pub async fn open(
     after: Option<i64>,
     max_replay: u64,
 ) -> Result<Opening, ServiceError> {
-    let snapshot = db
-        .begin_with_config(
-            Some(sea_orm::IsolationLevel::RepeatableRead),
-            (db.get_database_backend() == sea_orm::DatabaseBackend::Postgres).then_some(sea_orm::AccessMode::ReadOnly),
-        )
-        .await?;
+    // PostgreSQL: one snapshot for the whole transaction. SQLite (WAL): a
+    // read transaction is one snapshot already.
+    let postgres = db.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let snapshot = if postgres {
+        db.begin_with_config(Some(sea_orm::IsolationLevel::RepeatableRead), Some(sea_orm::AccessMode::ReadOnly)).await?
+    } else {
+        db.begin().await?
+    };
     let upto = outbox::newest(&snapshot).await?;
     let now: HashSet<i32> = channels::list_for_member(&snapshot, user).await?.into_iter().map(|c| c.id).collect();
     let opening = |channels, replay| Ok(Opening { upto, channels, replay });

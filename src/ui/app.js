@@ -19,6 +19,8 @@ const state = {
   uploads: [],
   socket: null,
   socketRetry: 0,
+  /** `id` of the last event frame handled: the stream resumes after it. */
+  lastEventId: null,
 };
 
 // ---------------------------------------------------------------- API calls
@@ -161,6 +163,8 @@ function signOut() {
   sessionStorage.removeItem('cg.token');
   sessionStorage.removeItem('cg.user');
   state.socket?.close();
+  state.socket = null;
+  state.lastEventId = null;
   $('#app').hidden = true;
   $('#login').hidden = false;
 }
@@ -170,7 +174,9 @@ async function start() {
   $('#app').hidden = false;
   $('#whoami').textContent = `Signed in as ${state.user.username}`;
   await loadChannels();
-  connectEvents();
+  // The first frame (`ready`) fixes where the stream starts: pages loaded
+  // after it hold everything before it, and the stream everything after.
+  await connectEvents();
   const remembered = Number(sessionStorage.getItem('cg.channel'));
   const first = state.channels.find((c) => c.id === remembered) ?? state.channels[0];
   if (first) {
@@ -828,30 +834,55 @@ function pickFileForMessage(messageId) {
 
 // ------------------------------------------------------------------- events
 
+/**
+ * Opens the event stream, resuming after the last event seen; resolves on
+ * the first frame (or when the attempt fails). Reconnects with backoff and
+ * shows "Reconnecting…" while the stream is down.
+ */
 function connectEvents() {
-  if (!state.token) return;
+  if (!state.token) return Promise.resolve();
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const socket = new WebSocket(`${scheme}://${location.host}/ws`, ['bearer', state.token]);
+  const after = state.lastEventId === null ? '' : `?after=${state.lastEventId}`;
+  const socket = new WebSocket(`${scheme}://${location.host}/ws${after}`, ['bearer', state.token]);
   state.socket = socket;
-  socket.addEventListener('open', () => {
-    const reconnected = state.socketRetry > 0;
-    state.socketRetry = 0;
-    // Catch up on what happened while the socket was down.
-    if (reconnected && state.channelId) openChannel(state.channelId).catch(() => {});
+  return new Promise((opened) => {
+    socket.addEventListener('message', (frame) => {
+      let event;
+      try {
+        event = JSON.parse(frame.data);
+      } catch (error) {
+        console.warn('bad event', error);
+        return;
+      }
+      if (event.type === 'ready' || event.type === 'resync_required') {
+        state.socketRetry = 0;
+        $('#connection').hidden = true;
+        const resync = event.type === 'resync_required' && state.lastEventId !== null;
+        state.lastEventId = event.id;
+        if (resync) reload().catch(() => {});
+        opened();
+        return;
+      }
+      // At least once: a frame already handled (same or older id) is dropped.
+      if (state.lastEventId !== null && event.id <= state.lastEventId) return;
+      state.lastEventId = event.id;
+      handleEvent(event);
+    });
+    socket.addEventListener('close', () => {
+      opened();
+      if (state.socket !== socket || !state.token) return;
+      $('#connection').hidden = false;
+      state.socketRetry += 1;
+      const backoff = Math.min(10_000, 250 * 2 ** state.socketRetry);
+      setTimeout(connectEvents, backoff / 2 + Math.random() * backoff / 2);
+    });
   });
-  socket.addEventListener('message', (frame) => {
-    try {
-      handleEvent(JSON.parse(frame.data));
-    } catch (error) {
-      console.warn('bad event', error);
-    }
-  });
-  socket.addEventListener('close', () => {
-    if (state.socket !== socket || !state.token) return;
-    state.socketRetry += 1;
-    const delay = Math.min(30_000, 500 * 2 ** state.socketRetry);
-    setTimeout(connectEvents, delay);
-  });
+}
+
+/** Reloads channels and the open channel (after `resync_required`). */
+async function reload() {
+  await loadChannels();
+  if (state.channelId && state.channels.some((c) => c.id === state.channelId)) await openChannel(state.channelId);
 }
 
 function handleEvent(event) {

@@ -27,6 +27,7 @@ let base;
 let dataDir;
 let child;
 let browser;
+let ports;
 
 /** A port nobody listens on right now. */
 function freePort() {
@@ -55,17 +56,9 @@ function brokerEnv(extra = {}) {
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
   dataDir = mkdtempSync(join(tmpdir(), 'cgf-ui-'));
-  const [http, s3] = [await freePort(), await freePort()];
-  base = `http://127.0.0.1:${http}`;
-  child = spawn(broker, ['serve'], {
-    env: brokerEnv({ BIND_ADDR: `127.0.0.1:${http}`, EMBEDDED_S3_ADDR: `127.0.0.1:${s3}` }),
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  for (let i = 0; i < 100; i += 1) {
-    const up = await fetch(`${base}/health`).then((r) => r.ok, () => false);
-    if (up) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  ports = { http: await freePort(), s3: await freePort() };
+  base = `http://127.0.0.1:${ports.http}`;
+  await startBroker();
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -80,6 +73,33 @@ after(async () => {
 });
 
 // ----------------------------------------------------------------- helpers
+
+/** Starts the broker on the suite's ports and data; resolves once it is healthy. */
+async function startBroker() {
+  child = spawn(broker, ['serve'], {
+    env: brokerEnv({ BIND_ADDR: `127.0.0.1:${ports.http}`, EMBEDDED_S3_ADDR: `127.0.0.1:${ports.s3}` }),
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  for (let i = 0; i < 100; i += 1) {
+    const up = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+    if (up) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail('the broker did not start');
+}
+
+/** A request to the broker's API as the holder of `token`. */
+async function apiAs(token, method, path, body) {
+  const init = { method, headers: { authorization: `Bearer ${token}` } };
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['content-type'] = 'application/json';
+  }
+  const response = await fetch(`${base}${path}`, init);
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${await response.clone().text()}`);
+  return response.json();
+}
 
 const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==',
@@ -351,6 +371,52 @@ describe('browser client', () => {
     await shot(friend.page, '07-after-live-delete');
     await owner.context.close();
     await friend.context.close();
+  });
+
+  test('the conversation survives a broker crash and restart without a page reload', async () => {
+    const owner = await signedIn(unique('rita'));
+    const reader = await signedIn(unique('remy'));
+    const channel = unique('crash');
+    await createChannel(owner.page, channel);
+    const readerName = await reader.page.evaluate(() => window.chatgenius.state.user.username);
+    await owner.page.fill('#member-name', readerName);
+    await owner.page.press('#member-name', 'Enter');
+    await reader.page.waitForSelector(`#channel-list button:has-text("${channel}")`);
+    await reader.page.click(`#channel-list button:has-text("${channel}")`);
+    await send(owner.page, 'before the crash');
+    await reader.page.waitForSelector('#messages .content:text-is("before the crash")');
+    await reader.page.evaluate(() => { window.sameDocument = true; });
+    const { token, channelId } = await owner.page.evaluate(
+      () => ({ token: window.chatgenius.state.token, channelId: window.chatgenius.state.channelId }));
+
+    const exited = new Promise((done) => child.once('exit', done));
+    child.kill('SIGKILL');
+    await exited;
+    await reader.page.waitForSelector('#connection:has-text("Reconnecting")');
+    await shot(reader.page, '09-reconnecting');
+    await startBroker();
+    // Said while the page is still away (it resumes from its last event).
+    for (const text of ['while away 1', 'while away 2', 'while away 3']) {
+      await apiAs(token, 'POST', `/channels/${channelId}/messages`, { content: text });
+    }
+    const carrier = await apiAs(token, 'POST', `/channels/${channelId}/messages`, { content: 'a file follows' });
+    const form = new FormData();
+    form.append('channel_id', String(channelId));
+    form.append('message_id', String(carrier.id));
+    form.append('file', new Blob(['after the crash'], { type: 'text/plain' }), 'crash.txt');
+    await apiAs(token, 'POST', '/files/upload', form);
+
+    for (const text of ['while away 1', 'while away 2', 'while away 3']) {
+      await reader.page.waitForSelector(`#messages .content:text-is("${text}")`);
+    }
+    await reader.page.waitForSelector('#messages .message:has(.content:text-is("a file follows")) .attachment .name:text-is("crash.txt")');
+    await reader.page.waitForSelector('#connection', { state: 'hidden' });
+    const contents = await reader.page.locator('#messages .content').allTextContents();
+    assert.deepEqual(contents.filter((t) => t.startsWith('while away')), ['while away 1', 'while away 2', 'while away 3'],
+      'each message once, in order');
+    assert.equal(await reader.page.evaluate(() => window.sameDocument), true, 'the page was not reloaded');
+    await owner.context.close();
+    await reader.context.close();
   });
 
   test('a file over the threshold goes up in parallel parts and downloads byte-identical', async () => {
