@@ -81,23 +81,9 @@ pub async fn oldest(db: &impl ConnectionTrait) -> Result<Option<i64>, DbErr> {
     Ok(oldest.flatten())
 }
 
-/// Up to `limit` rows with `after < id <= upto` (in `channels` when given),
-/// oldest first.
-pub async fn read(
-    db: &impl ConnectionTrait,
-    after: i64,
-    upto: Option<i64>,
-    channels: Option<&[i32]>,
-    limit: u64,
-) -> Result<Vec<event::Model>, DbErr> {
-    let mut query = event::Entity::find().filter(event::Column::Id.gt(after));
-    if let Some(upto) = upto {
-        query = query.filter(event::Column::Id.lte(upto));
-    }
-    if let Some(channels) = channels {
-        query = query.filter(event::Column::ChannelId.is_in(channels.iter().copied()));
-    }
-    query.order_by_asc(event::Column::Id).limit(limit).all(db).await
+/// Up to `limit` rows with `id > after`, oldest first.
+pub async fn read(db: &impl ConnectionTrait, after: i64, limit: u64) -> Result<Vec<event::Model>, DbErr> {
+    event::Entity::find().filter(event::Column::Id.gt(after)).order_by_asc(event::Column::Id).limit(limit).all(db).await
 }
 
 /// The event of a row as delivered.
@@ -160,7 +146,7 @@ async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64) {
     loop {
         hub.woken().await;
         loop {
-            match read(&db, cursor, None, None, PAGE).await {
+            match read(&db, cursor, PAGE).await {
                 Ok(page) => {
                     let full = page.len() as u64 == PAGE;
                     for row in page {

@@ -201,12 +201,11 @@ async fn start(
     let first = match replay {
         Replay::Nothing => Event::Ready(StreamReady { replayed: 0 }),
         Replay::Resync(reason) => Event::ResyncRequired(ResyncRequired { reason: reason.to_owned() }),
-        Replay::From { after, channels: candidates } => {
+        Replay::From { after, spans } => {
             let (mut cursor, mut replayed) = (after, 0);
             loop {
-                let page = stream::replay_page(&state.db, cursor, upto, &candidates, REPLAY_PAGE)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let page =
+                    stream::replay_page(&state.db, cursor, &spans, REPLAY_PAGE).await.map_err(|e| e.to_string())?;
                 for event in &page.events {
                     if stream::visible(&event.event, me, &mut channels) {
                         send(sink, event).await?;

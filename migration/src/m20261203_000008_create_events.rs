@@ -24,6 +24,17 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // A replay reads the events of the resuming client's channels, by id.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_events_channel_id")
+                    .table(Events::Table)
+                    .col(Events::ChannelId)
+                    .col(Events::Id)
+                    .to_owned(),
+            )
+            .await?;
         // A resuming client's own joins and removals, newest last.
         manager
             .create_index(

@@ -109,17 +109,19 @@ pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), Ser
         return Err(ServiceError::Forbidden("only the uploader may delete a file".into()));
     }
     let txn = state.db.begin().await?;
+    // The row as this update leaves it: a message it was attached to
+    // meanwhile (a concurrent post) is the one announced.
     let deleted = file_upload::Entity::update_many()
         .col_expr(file_upload::Column::IsDeleted, Expr::value(true))
         .col_expr(file_upload::Column::DeletedAt, Expr::value(now()))
         .filter(file_upload::Column::Id.eq(file.id))
         .filter(file_upload::Column::IsDeleted.eq(false))
-        .exec(&txn)
+        .exec_with_returning(&txn)
         .await?;
-    if deleted.rows_affected == 0 {
+    let Some(file) = deleted.into_iter().next() else {
         // Deleted meanwhile by a concurrent call: that one announced it.
         return Err(ServiceError::NotFound("file"));
-    }
+    };
     let event = FileDeleted { channel_id: file.channel_id, message_id: file.message_id, file_id: file.id };
     outbox::append(&txn, &Event::FileDeleted(event)).await?;
     if let Some(message_id) = file.message_id {

@@ -68,20 +68,16 @@ pub async fn post(
     .await?;
     let mut files = Vec::new();
     if !file_ids.is_empty() {
-        let attachable = || {
-            file_upload::Entity::find()
-                .filter(file_upload::Column::Id.is_in(file_ids.iter().copied()))
-                .filter(file_upload::Column::UploadedBy.eq(author))
-                .filter(file_upload::Column::ChannelId.eq(channel_id))
-                .filter(file_upload::Column::MessageId.is_null())
-                .filter(file_upload::Column::IsDeleted.eq(false))
-        };
+        // The conditions sit on the updated rows themselves: PostgreSQL
+        // re-checks them against a concurrent change (a delete committing
+        // first) before updating; through a subquery it would not.
         let attached = file_upload::Entity::update_many()
             .col_expr(file_upload::Column::MessageId, Expr::value(message.id))
-            .filter(
-                file_upload::Column::Id
-                    .in_subquery(attachable().select_only().column(file_upload::Column::Id).into_query()),
-            )
+            .filter(file_upload::Column::Id.is_in(file_ids.iter().copied()))
+            .filter(file_upload::Column::UploadedBy.eq(author))
+            .filter(file_upload::Column::ChannelId.eq(channel_id))
+            .filter(file_upload::Column::MessageId.is_null())
+            .filter(file_upload::Column::IsDeleted.eq(false))
             .exec(&txn)
             .await?;
         if attached.rows_affected != file_ids.len() as u64 {

@@ -1,10 +1,11 @@
 //! Opening a user's event stream: where it starts, which channels it shows,
 //! and the replay of what a resuming client missed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 
 use super::{ServiceError, channels};
@@ -31,16 +32,38 @@ pub struct Opening {
 pub enum Replay {
     /// Nothing to catch up on.
     Nothing,
-    /// The events after `after` in these channels (a superset of what the
-    /// user may see; [`visible`] decides each).
-    From { after: i64, channels: Vec<i32> },
+    /// The events after `after` within these spans.
+    From { after: i64, spans: Vec<Span> },
     /// What was missed cannot be replayed; the client must reload.
     Resync(&'static str),
 }
 
+/// Events `after < id <= upto` of one channel: a stretch of time the user
+/// was a member of it (their own join and removal included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub channel_id: i32,
+    pub after: i64,
+    pub upto: i64,
+}
+
+/// `id` in one of the spans (each an index range of `(channel_id, id)`).
+fn within(spans: &[Span]) -> Condition {
+    spans.iter().fold(Condition::any(), |any, span| {
+        any.add(
+            Condition::all()
+                .add(event::Column::ChannelId.eq(span.channel_id))
+                .add(event::Column::Id.gt(span.after))
+                .add(event::Column::Id.lte(span.upto)),
+        )
+    })
+}
+
 /// Opens `user`'s stream, resuming after event `after` when given. Reads the
 /// newest id, the memberships and the user's own joins and removals since
-/// `after` in one snapshot, so they agree with each other.
+/// `after` in one snapshot, so they agree with each other. The work is
+/// bounded by what the user may see: the events of their channels while they
+/// were members (an index range each), at most `max_replay + 1` counted.
 pub async fn open(
     db: &DatabaseConnection,
     user: i32,
@@ -69,41 +92,57 @@ pub async fn open(
     if outbox::oldest(&snapshot).await?.is_none_or(|oldest| after < oldest - 1) {
         return opening(now, Replay::Resync("the missed events are past the retention window; reload"));
     }
-    // My joins and removals since `after`, undone newest first: the channels I
-    // belonged to at `after`.
+    // My joins and removals since `after`, oldest first.
     let mine = event::Entity::find()
         .filter(event::Column::UserId.eq(user))
         .filter(event::Column::Id.gt(after))
         .filter(event::Column::Id.lte(upto))
-        .order_by_desc(event::Column::Id)
+        .order_by_asc(event::Column::Id)
         .all(&snapshot)
         .await?;
+    // Undone newest first: the channels I belonged to at `after`.
     let mut then = now.clone();
-    for row in &mine {
+    for row in mine.iter().rev() {
         match row.kind.as_str() {
             "member_joined" => then.remove(&row.channel_id),
             "member_left" => then.insert(row.channel_id),
             _ => false,
         };
     }
-    let candidates: Vec<i32> = then
-        .iter()
-        .copied()
-        .chain(mine.iter().map(|row| row.channel_id))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let missed = event::Entity::find()
-        .filter(event::Column::Id.gt(after))
-        .filter(event::Column::Id.lte(upto))
-        .filter(event::Column::ChannelId.is_in(candidates.iter().copied()))
-        .count(&snapshot)
-        .await?;
+    let spans = spans(&then, &mine, after, upto);
+    if spans.is_empty() {
+        return opening(now, Replay::Nothing);
+    }
+    let missed = event::Entity::find().filter(within(&spans)).limit(max_replay + 1).count(&snapshot).await?;
     snapshot.commit().await?;
     if missed > max_replay {
         return opening(now, Replay::Resync("too many missed events to replay; reload"));
     }
-    opening(then, Replay::From { after, channels: candidates })
+    opening(then, Replay::From { after, spans })
+}
+
+/// The stretches of `(after, upto]` in which the user was a member of each
+/// channel, from the memberships at `after` and their joins and removals since.
+fn spans(then: &HashSet<i32>, mine: &[event::Model], after: i64, upto: i64) -> Vec<Span> {
+    let mut open: BTreeMap<i32, i64> = then.iter().map(|channel| (*channel, after)).collect();
+    let mut spans = Vec::new();
+    for row in mine {
+        match row.kind.as_str() {
+            // The join itself is the first event of the span.
+            "member_joined" => {
+                open.entry(row.channel_id).or_insert(row.id - 1);
+            }
+            // The removal is the last one.
+            "member_left" => {
+                if let Some(from) = open.remove(&row.channel_id) {
+                    spans.push(Span { channel_id: row.channel_id, after: from, upto: row.id });
+                }
+            }
+            _ => {}
+        }
+    }
+    spans.extend(open.into_iter().map(|(channel_id, from)| Span { channel_id, after: from, upto }));
+    spans
 }
 
 /// One page of a replay.
@@ -115,17 +154,22 @@ pub struct Page {
     pub more: bool,
 }
 
-/// The next page of a replay: events after `after` up to `upto` in `channels`.
+/// The next page of a replay: events after `after` within `spans`.
 pub async fn replay_page(
     db: &DatabaseConnection,
     after: i64,
-    upto: i64,
-    channels: &[i32],
+    spans: &[Span],
     limit: u64,
 ) -> Result<Page, ServiceError> {
-    let rows = outbox::read(db, after, Some(upto), Some(channels), limit).await?;
+    let rows = event::Entity::find()
+        .filter(event::Column::Id.gt(after))
+        .filter(within(spans))
+        .order_by_asc(event::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
     let more = rows.len() as u64 == limit;
-    let next_after = rows.last().map_or(upto, |row| row.id);
+    let next_after = rows.last().map_or(after, |row| row.id);
     Ok(Page { events: rows.into_iter().filter_map(outbox::stamped).collect(), next_after, more })
 }
 

@@ -491,7 +491,7 @@ async fn an_event_exists_exactly_when_its_change_committed() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
     let general = app.create_channel(&alice, "general").await;
-    let count = async || outbox::read(&app.state.db, 0, None, None, 10_000).await.unwrap();
+    let count = async || outbox::read(&app.state.db, 0, 10_000).await.unwrap();
     let before = count().await.len();
 
     // A post that fails half-way (a file it cannot attach) rolls back with its event.
@@ -522,4 +522,57 @@ async fn an_event_exists_exactly_when_its_change_committed() {
     let completes: Vec<_> =
         count().await.into_iter().filter(|row| row.kind == "file_upload_complete").map(|row| row.payload).collect();
     assert_eq!(completes.len(), 1, "{completes:?}");
+}
+
+#[tokio::test]
+async fn a_member_removed_from_a_busy_channel_resumes_without_a_resync() {
+    let app = spawn_app_with(&[("events-replay-max", "5")]).await;
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let busy = app.create_channel(&alice, "busy").await;
+    app.add_member(&alice, busy, &bob).await;
+    let (socket, _, ready) = connect_after(&app, &bob, None).await;
+    drop(socket);
+
+    assert_eq!(app.delete(&alice, &format!("/channels/{busy}/members/{}", bob.id)).await.status(), 204);
+    for i in 0..20 {
+        say(&app, &alice, busy, &format!("without bob {i}")).await;
+    }
+    // Only bob's removal is his to see: well under EVENTS_REPLAY_MAX.
+    let (_, replayed, opened) = connect_after(&app, &bob, ready["id"].as_i64()).await;
+    assert_eq!(opened["type"], "ready", "{opened}");
+    assert_eq!(replayed.iter().map(|f| f["type"].as_str().unwrap()).collect::<Vec<_>>(), ["member_left"]);
+}
+
+#[tokio::test]
+async fn a_delete_racing_a_post_that_attaches_the_file_announces_the_message_it_left() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let general = app.create_channel(&alice, "general").await;
+    for round in 0..10 {
+        let file = app.upload(&alice, general, None, &format!("f{round}.txt"), "text/plain", b"racing").await;
+        let file_id = file["id"].as_i64().unwrap();
+        let mut events = app.events().await;
+        let body = json!({ "content": format!("with f{round}"), "file_ids": [file_id] });
+        let (post_path, delete_path) = (format!("/channels/{general}/messages"), format!("/files/{file_id}"));
+        let (posted, deleted) = tokio::join!(app.post(&alice, &post_path, body), app.delete(&alice, &delete_path));
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        if posted.status() != StatusCode::CREATED {
+            // The delete committed first: the post could not attach the file.
+            assert_eq!(posted.status(), StatusCode::CONFLICT);
+            continue;
+        }
+        // The post committed first: the deletion names its message, which is
+        // then announced without the file.
+        let message: Value = posted.json().await.unwrap();
+        let kinds: Vec<Event> = [events.next().await, events.next().await, events.next().await]
+            .into_iter()
+            .map(|stamped| stamped.event.clone())
+            .collect();
+        let [Event::MessageCreated(_), Event::FileDeleted(deletion), Event::MessageUpdated(update)] = &kinds[..] else {
+            panic!("round {round}: {kinds:?}");
+        };
+        assert_eq!(deletion.message_id.map(i64::from), message["id"].as_i64(), "round {round}");
+        assert!(update.message.files.is_empty(), "round {round}: {update:?}");
+    }
 }

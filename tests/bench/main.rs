@@ -3,6 +3,7 @@
 //! in the same run (same machine load), and the ratio is what the targets
 //! are about. Not a test: nothing here fails on a slow machine.
 
+mod events;
 mod large;
 #[path = "../support/presigned.rs"]
 mod presigned;
@@ -211,6 +212,10 @@ async fn run() {
     if std::env::args().any(|a| a == "sign") {
         return sign::run();
     }
+    // `cargo bench --bench broker -- events`: event delivery, replay and the append lock alone.
+    if std::env::args().any(|a| a == "events") {
+        return events::run(&client).await;
+    }
     // `cargo bench --bench broker -- large` runs the 1 GiB upload alone.
     if std::env::args().any(|a| a == "large") {
         return large::run(&client).await;
@@ -309,6 +314,7 @@ async fn run() {
         println!("| {database} | {:.0} | {} | {} |", page.rps(), ms(page.pct(0.5)), ms(page.pct(0.99)));
     }
     ws::run(&client).await;
+    events::run(&client).await;
     large::run(&client).await;
 }
 
