@@ -1,5 +1,8 @@
-//! Bearer tokens: HS256 JWTs whose `sub` is the user id, minted by dev login or
-//! the `token` command and checked on every API call.
+//! Bearer tokens: HS256 JWTs whose `sub` is the user id and `ust` the user's
+//! creation time, minted by dev login or the `token` command. Every API call
+//! checks the signature and expiry, then that this database has that user,
+//! created at that time: a token from an earlier database (same secret, ids
+//! given out again) or for a deleted user is refused with 401.
 
 use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 
@@ -15,12 +18,31 @@ use crate::{config::Secret, error::ApiError, startup::AppState};
 pub struct CurrentUser {
     pub id: i32,
     pub username: String,
+    /// When the user was created (milliseconds since the epoch): ties the
+    /// token to this database's user, not just to an id.
+    pub created_ms: i64,
+    /// When the token expires (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+impl CurrentUser {
+    /// The user of a `users` row, for a token issued now.
+    pub fn of(user: &crate::entity::user::Model) -> Self {
+        Self {
+            id: user.id,
+            username: user.username.clone(),
+            created_ms: user.created_at.and_utc().timestamp_millis(),
+            expires_at: 0,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     name: String,
+    /// The user's creation time, milliseconds since the epoch.
+    ust: i64,
     iat: u64,
     exp: u64,
 }
@@ -57,6 +79,7 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // `ust` is required too: `Claims` has no default for it.
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -77,6 +100,7 @@ impl TokenKeys {
         let claims = Claims {
             sub: user.id.to_string(),
             name: user.username.clone(),
+            ust: user.created_ms,
             iat: now as u64,
             exp: (now + ttl_secs).max(0) as u64,
         };
@@ -98,7 +122,8 @@ impl TokenKeys {
             _ => TokenError::Malformed,
         })?;
         let id = data.claims.sub.parse().map_err(|_| TokenError::Malformed)?;
-        let user = CurrentUser { id, username: data.claims.name };
+        let user =
+            CurrentUser { id, username: data.claims.name, created_ms: data.claims.ust, expires_at: data.claims.exp };
         let mut remembered = verified();
         if remembered.len() >= VERIFIED_TOKENS {
             remembered.clear();
@@ -138,7 +163,17 @@ pub struct BearerAuth(pub CurrentUser);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
     let state = req.data::<AppState>().expect("AppState is attached to every route");
-    state.tokens.verify(&bearer.token).map_err(|e| ApiError::unauthorized(e.to_string()).into())
+    Ok(authenticate(state, &bearer.token).await?)
+}
+
+/// The user of a bearer token: well-formed, correctly signed, not expired,
+/// and naming a user this database has (created when the token says).
+pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, ApiError> {
+    let user = state.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    match crate::service::users::find_by_id(&state.db, user.id).await? {
+        Some(found) if CurrentUser::of(&found).created_ms == user.created_ms => Ok(user),
+        _ => Err(ApiError::unauthorized("the token's user does not exist here; log in again")),
+    }
 }
 
 #[cfg(test)]
@@ -152,10 +187,12 @@ mod tests {
     #[test]
     fn a_remembered_token_is_accepted_until_it_expires_and_a_tampered_one_never() {
         let keys = keys();
-        let alice = CurrentUser { id: 7, username: "alice".into() };
+        let alice = CurrentUser { id: 7, username: "alice".into(), created_ms: 1_700_000_000_123, expires_at: 0 };
         let token = keys.issue(&alice);
-        assert_eq!(keys.verify(&token).unwrap(), alice);
-        assert_eq!(keys.verify(&token).unwrap(), alice, "again, from memory");
+        let verified = keys.verify(&token).unwrap();
+        assert_eq!((verified.id, verified.created_ms), (7, alice.created_ms));
+        assert!(verified.expires_at > jsonwebtoken::get_current_timestamp());
+        assert_eq!(keys.verify(&token).unwrap(), verified, "again, from memory");
 
         let mut tampered = token.clone();
         tampered.replace_range(tampered.len() - 2.., if token.ends_with("AA") { "BB" } else { "AA" });
@@ -164,7 +201,7 @@ mod tests {
         // Remembered, but its expiry (and the leeway) passed: checked in full again.
         let expired = keys.issue_with_ttl(&alice, -60);
         let past = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
-        keys.verified.lock().unwrap().insert(expired.clone(), (alice, past));
+        keys.verified.lock().unwrap().insert(expired.clone(), (verified, past));
         assert!(matches!(keys.verify(&expired), Err(TokenError::Expired)));
     }
 }

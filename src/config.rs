@@ -103,6 +103,10 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// When set, `/metrics` requires `Authorization: Bearer <METRICS_TOKEN>`.
+    #[arg(long, env = "METRICS_TOKEN", value_name = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
     /// Allow `POST /auth/dev-login`. Default: on when JWT_SECRET is unset.
     #[arg(long, env = "DEV_LOGIN", value_name = "DEV_LOGIN")]
     pub dev_login: Option<bool>,
@@ -152,6 +156,14 @@ pub struct Config {
     #[arg(long, env = "DOWNLOAD_RATE_PER_MIN", value_name = "DOWNLOAD_RATE_PER_MIN", default_value = "300")]
     pub download_rate_per_min: NonZeroU32,
 
+    /// Multipart part listings (`POST /files/uploads/{id}/parts`) per user per minute.
+    #[arg(long, env = "PARTS_RATE_PER_MIN", value_name = "PARTS_RATE_PER_MIN", default_value = "120")]
+    pub parts_rate_per_min: NonZeroU32,
+
+    /// Dev logins per client address per minute (each may create a user).
+    #[arg(long, env = "DEV_LOGIN_RATE_PER_MIN", value_name = "DEV_LOGIN_RATE_PER_MIN", default_value = "30")]
+    pub dev_login_rate_per_min: NonZeroU32,
+
     /// How often rate limiters forget users whose budget has fully recovered, in seconds.
     #[arg(long, env = "LIMITER_CLEANUP_SECS", value_name = "LIMITER_CLEANUP_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -188,6 +200,12 @@ pub struct Config {
     #[arg(long, env = "EVENTS_REPLAY_MAX", value_name = "EVENTS_REPLAY_MAX", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub events_replay_max: u64,
+
+    /// Most event sockets one user may have open on one instance (tabs,
+    /// devices); one more is refused with 429 `too_many_connections`.
+    #[arg(long, env = "WS_MAX_PER_USER", value_name = "WS_MAX_PER_USER", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ws_max_per_user: u64,
 
     /// Log lines as human-readable `text` or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "text")]

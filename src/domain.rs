@@ -19,7 +19,9 @@ fn refuse<T>(code: &'static str, message: impl Into<String>) -> Result<T, ParseE
     Err(ParseError { code, message: message.into() })
 }
 
-/// A login name: 1–64 characters of ASCII letters, digits, `_`, `-`, `.`.
+/// A login name: 1–64 characters of ASCII letters, digits, `_`, `-`, `.`,
+/// case-insensitive (kept in lower case: `Alice` and `alice` are one user).
+/// ASCII only, so no two spellings normalise (NFKC) to the same name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
@@ -29,22 +31,29 @@ impl Username {
         if raw.is_empty() || raw.len() > 64 || !ok {
             return refuse("invalid_username", "username must be 1-64 characters of letters, digits, '_', '-' or '.'");
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(raw.to_ascii_lowercase()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// A channel name: 1–80 characters once trimmed, no control characters.
+/// A channel name: 1–80 characters once trimmed, none of them [`hidden`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelName(String);
 
 impl ChannelName {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let name = raw.trim();
-        if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
-            return refuse("invalid_channel_name", "channel name must be 1-80 characters without control characters");
+        if name.is_empty() || name.chars().count() > 80 {
+            return refuse("invalid_channel_name", "channel name must be 1-80 characters");
+        }
+        if name.chars().any(hidden) {
+            return refuse(
+                "invalid_channel_name",
+                "channel name must not contain control, format (bidirectional, zero-width, soft hyphen, tag), \
+                 line-separator or filler characters",
+            );
         }
         Ok(Self(name.to_owned()))
     }
@@ -126,11 +135,16 @@ pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// up to 21 characters, 60 does.
 pub const MAX_KEY_NAME_BYTES: usize = 60;
 
-/// Characters that reorder or hide text: bidi controls and zero-width characters.
-fn is_invisible_or_bidi(c: char) -> bool {
-    matches!(c,
-        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2028}' | '\u{2029}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{180E}' | '\u{FEFF}')
+/// The one policy for names others see (channel and file names): characters
+/// that hide, reorder or fake text. Unicode categories Cc (controls), Cf
+/// (format: bidirectional controls, zero-width characters, the soft hyphen,
+/// tag characters U+E0000–U+E007F, U+FEFF), Zl and Zp (line and paragraph
+/// separators), and the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0,
+/// letters that draw nothing. (Usernames are plain ASCII.)
+pub fn hidden(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    matches!(c.general_category(), G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator)
+        || matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
 }
 
 impl FileName {
@@ -146,8 +160,10 @@ impl FileName {
             Some("must not contain path separators")
         } else if name.contains("..") {
             Some("must not contain '..'")
-        } else if name.chars().any(is_invisible_or_bidi) {
-            Some("must not contain bidirectional-override or zero-width characters")
+        } else if name.chars().any(hidden) {
+            Some(
+                "must not contain format (bidirectional, zero-width, soft hyphen, tag), line-separator or filler characters",
+            )
         } else {
             None
         };
@@ -397,7 +413,7 @@ pub fn content_disposition(kind: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod disposition_tests {
-    use super::content_disposition;
+    use super::{ChannelName, FileName, Username, content_disposition};
 
     #[test]
     fn names_are_escaped_in_both_forms() {
@@ -413,5 +429,25 @@ mod disposition_tests {
             content_disposition("inline", "résumé 日本.pdf"),
             "inline; filename=\"r_sum_ __.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E6%97%A5%E6%9C%AC.pdf"
         );
+    }
+
+    #[test]
+    fn names_others_see_refuse_hidden_characters_by_category() {
+        for name in
+            ["\u{202E}evil", "a\u{200B}b", "soft\u{00AD}hyphen", "tag\u{E0041}", "filler\u{3164}", "line\u{2028}break"]
+        {
+            assert!(ChannelName::parse(name).is_err(), "channel {name:?}");
+            assert!(FileName::parse(&format!("{name}.txt")).is_err(), "file {name:?}");
+        }
+        for name in ["café", "日本語", "naïve résumé", "emoji 🎉"] {
+            assert!(ChannelName::parse(name).is_ok(), "channel {name:?}");
+            assert!(FileName::parse(&format!("{name}.txt")).is_ok(), "file {name:?}");
+        }
+    }
+
+    #[test]
+    fn usernames_are_case_insensitive() {
+        assert_eq!(Username::parse("ALICE").unwrap(), Username::parse("alice").unwrap());
+        assert_eq!(Username::parse("Alice.B").unwrap().as_str(), "alice.b");
     }
 }

@@ -21,6 +21,8 @@ pub mod entity;
 pub mod error;
 /// Channel events and the in-process hub.
 pub mod events;
+/// Body limits and HTTP conformance around every request.
+pub mod guard;
 /// Prometheus metrics.
 pub mod metrics;
 /// TCP listener settings.
@@ -29,6 +31,8 @@ pub mod net;
 pub mod outbox;
 /// Per-user rate limits.
 pub mod ratelimit;
+/// The route table: metric labels and `Allow` headers.
+pub mod routes;
 /// Use cases, free of HTTP types.
 pub mod service;
 /// Wiring: state, routes, serving.

@@ -104,7 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     MigrateAction::Up => Migrator::up(&db, None).await,
                     MigrateAction::Down => Migrator::down(&db, Some(1)).await,
                     MigrateAction::Status => Migrator::status(&db).await,
-                    MigrateAction::Fresh => Migrator::fresh(&db).await,
+                    MigrateAction::Fresh => startup::migrate_fresh(&db).await,
                 }
             })
             .await?;
@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let user = users::find_or_create(&db, &username).await?;
             let secret = auth::resolve_secret(cli.config.jwt_secret.as_ref(), &cli.config.data_dir)?;
             let keys = TokenKeys::new(&secret, std::time::Duration::from_secs(cli.config.token_ttl_secs));
-            println!("{}", keys.issue(&CurrentUser { id: user.id, username: user.username }));
+            println!("{}", keys.issue(&CurrentUser::of(&user)));
         }
     }
     Ok(())

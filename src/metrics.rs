@@ -26,21 +26,22 @@ pub struct Metrics {
     cleanup_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-/// A route label: numeric and UUID path segments become `{id}`.
-fn route_of(path: &str) -> String {
-    path.split('/')
-        .map(|seg| {
-            let uuid_like = seg.len() >= 32 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            if !seg.is_empty() && (seg.chars().all(|c| c.is_ascii_digit()) || uuid_like) { "{id}" } else { seg }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+/// A method label: the methods the service answers, anything else `OTHER`.
+fn method_of(method: &str) -> &'static str {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].into_iter().find(|m| *m == method).unwrap_or("OTHER")
+}
+
+/// A label value as the text exposition requires (`\`, `"` and newlines escaped).
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
+    /// Counts a request under its route template ([`crate::routes::label`]):
+    /// label values come from the route table, never from the client.
     pub fn request(&self, method: &str, path: &str, status: u16) {
         let mut requests = self.requests.lock().expect("metrics lock");
-        let mut key = (method.to_owned(), route_of(path), status);
+        let mut key = (method_of(method).to_owned(), crate::routes::label(path).to_owned(), status);
         if !requests.contains_key(&key) && requests.len() >= MAX_ROUTE_SERIES {
             key.1 = "other".to_owned();
         }
@@ -90,7 +91,9 @@ impl Metrics {
         for ((method, route, status), count) in self.requests.lock().expect("metrics lock").iter() {
             let _ = writeln!(
                 body,
-                "cgf_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+                "cgf_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {count}",
+                escape(method),
+                escape(route)
             );
         }
         out.push_str(&body);
@@ -138,16 +141,18 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::route_of;
+    use super::*;
 
     #[test]
-    fn ids_are_folded_out_of_routes() {
-        assert_eq!(route_of("/files/download/42"), "/files/download/{id}");
-        assert_eq!(
-            route_of("/files/uploads/0b7d1c9e-54f1-4a8e-9d44-2f5d1e7a9c10/confirm"),
-            "/files/uploads/{id}/confirm"
-        );
-        assert_eq!(route_of("/channels/7/members/9"), "/channels/{id}/members/{id}");
-        assert_eq!(route_of("/health"), "/health");
+    fn labels_come_from_the_route_table_and_are_escaped() {
+        let metrics = Metrics::default();
+        metrics.request("GET", "/files/download/42", 302);
+        metrics.request("GET", "/a\"b", 404);
+        metrics.request("BREW", "/health", 405);
+        let text = metrics.render(0);
+        assert!(text.contains(r#"method="GET",route="/files/download/{file_id}",status="302""#), "{text}");
+        assert!(text.contains(r#"method="GET",route="unmatched",status="404""#), "{text}");
+        assert!(text.contains(r#"method="OTHER",route="/health",status="405""#), "{text}");
+        assert_eq!(escape("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
     }
 }

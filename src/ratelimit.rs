@@ -1,7 +1,8 @@
-//! Per-user rate limits (governor keyed limiters), one per action. Stale keys
-//! are dropped by [`RateLimits::retain_recent`] so memory stays bounded.
+//! Rate limits (governor keyed limiters): one per action and user, and dev
+//! login per client address. Stale keys are dropped by
+//! [`RateLimits::retain_recent`] so memory stays bounded.
 
-use std::num::NonZeroU32;
+use std::{net::IpAddr, num::NonZeroU32};
 
 use governor::{
     DefaultKeyedRateLimiter, Quota,
@@ -17,6 +18,19 @@ pub enum Action {
     Confirm,
     /// Getting a download link.
     Download,
+    /// Listing a multipart upload's parts (one store listing each).
+    Parts,
+}
+
+/// Limits per minute of each action (bursts up to the same number).
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    pub upload: NonZeroU32,
+    pub confirm: NonZeroU32,
+    pub download: NonZeroU32,
+    pub parts: NonZeroU32,
+    /// Dev logins per client address.
+    pub dev_login: NonZeroU32,
 }
 
 /// Refused: retry after this many seconds.
@@ -30,16 +44,20 @@ pub struct RateLimits {
     upload: DefaultKeyedRateLimiter<i32>,
     confirm: DefaultKeyedRateLimiter<i32>,
     download: DefaultKeyedRateLimiter<i32>,
+    parts: DefaultKeyedRateLimiter<i32>,
+    dev_login: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
 
 impl RateLimits {
-    /// Limits in requests per minute per user (bursts up to the same number).
-    pub fn new(upload_per_min: NonZeroU32, confirm_per_min: NonZeroU32, download_per_min: NonZeroU32) -> Self {
+    pub fn new(quotas: Quotas) -> Self {
+        let keyed = |per_min| DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_min));
         Self {
-            upload: DefaultKeyedRateLimiter::keyed(Quota::per_minute(upload_per_min)),
-            confirm: DefaultKeyedRateLimiter::keyed(Quota::per_minute(confirm_per_min)),
-            download: DefaultKeyedRateLimiter::keyed(Quota::per_minute(download_per_min)),
+            upload: keyed(quotas.upload),
+            confirm: keyed(quotas.confirm),
+            download: keyed(quotas.download),
+            parts: keyed(quotas.parts),
+            dev_login: DefaultKeyedRateLimiter::keyed(Quota::per_minute(quotas.dev_login)),
             clock: DefaultClock::default(),
         }
     }
@@ -49,29 +67,39 @@ impl RateLimits {
             Action::Upload => &self.upload,
             Action::Confirm => &self.confirm,
             Action::Download => &self.download,
+            Action::Parts => &self.parts,
         }
     }
 
     /// Takes one request of `user` for `action`, or says how long to wait.
     pub fn check(&self, action: Action, user: i32) -> Result<(), Limited> {
-        self.limiter(action).check_key(&user).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            Limited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
-        })
+        self.limiter(action).check_key(&user).map_err(|not_until| self.limited(not_until))
+    }
+
+    /// Takes one dev login from the client at `address`.
+    pub fn check_dev_login(&self, address: IpAddr) -> Result<(), Limited> {
+        self.dev_login.check_key(&address).map_err(|not_until| self.limited(not_until))
+    }
+
+    fn limited(&self, not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Limited {
+        let wait = not_until.wait_time_from(self.clock.now());
+        Limited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
     }
 
     /// Forgets users whose limits have fully recovered.
     pub fn retain_recent(&self) {
-        for action in [Action::Upload, Action::Confirm, Action::Download] {
+        for action in [Action::Upload, Action::Confirm, Action::Download, Action::Parts] {
             let limiter = self.limiter(action);
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        self.dev_login.retain_recent();
+        self.dev_login.shrink_to_fit();
     }
 
     /// Keys currently tracked, over all actions.
     pub fn len(&self) -> usize {
-        self.upload.len() + self.confirm.len() + self.download.len()
+        self.upload.len() + self.confirm.len() + self.download.len() + self.parts.len() + self.dev_login.len()
     }
 
     /// Whether no key is tracked.

@@ -17,10 +17,11 @@ use crate::{
     embedded_s3::EmbeddedS3,
     error::render_poem_error,
     events::{Event, EventHub},
+    guard,
     metrics::Metrics,
     net::NoDelayAcceptor,
     outbox,
-    ratelimit::RateLimits,
+    ratelimit::{Quotas, RateLimits},
     service::{cache::ReadCache, files::DownloadRecorder},
     storage::{CredentialSource, Storage, StorageSettings, Timeouts},
     sweeper,
@@ -39,9 +40,16 @@ pub struct AppState {
     pub downloads: DownloadRecorder,
     pub cache: Arc<ReadCache>,
     pub metrics: Arc<Metrics>,
+    /// Open event sockets per user.
+    pub sockets: Arc<crate::ws::SocketCounts>,
+    /// The last readiness answer (what failed, and when it was checked).
+    pub readiness: Arc<tokio::sync::Mutex<Option<Readiness>>>,
     /// Turns true when shutdown starts: WebSockets say goodbye, the sweeper stops.
     pub closing: tokio::sync::watch::Receiver<bool>,
 }
+
+/// A readiness answer: when it was checked and what failed.
+pub type Readiness = (std::time::Instant, Vec<&'static str>);
 
 /// A built, not yet serving, application.
 pub struct Application {
@@ -86,11 +94,13 @@ impl Application {
             database = if config.database_url().starts_with("postgres") { "postgresql" } else { "sqlite" },
             "chatgenius-files ready"
         );
-        let limits = Arc::new(RateLimits::new(
-            config.presign_rate_per_min,
-            config.confirm_rate_per_min,
-            config.download_rate_per_min,
-        ));
+        let limits = Arc::new(RateLimits::new(Quotas {
+            upload: config.presign_rate_per_min,
+            confirm: config.confirm_rate_per_min,
+            download: config.download_rate_per_min,
+            parts: config.parts_rate_per_min,
+            dev_login: config.dev_login_rate_per_min,
+        }));
         let config_ttl = config.read_cache_ttl_ms;
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let database_url = config.database_url();
@@ -104,6 +114,8 @@ impl Application {
             limits,
             cache: Arc::new(ReadCache::new(Duration::from_millis(config_ttl))),
             metrics: Arc::default(),
+            sockets: Arc::default(),
+            readiness: Arc::default(),
             closing: closing_rx,
         };
         let listen_url = (state.db.get_database_backend() == DatabaseBackend::Postgres).then_some(database_url);
@@ -148,6 +160,7 @@ impl Application {
             .nest("/ui", crate::ui::assets())
             .nest("/", api.around(crate::ui::page_at_root))
             .with(api_cors(&self.cors_origins))
+            .around(guard::guard)
             .around(access_log::log_request)
             .data(AllowedOrigins(Arc::new(self.cors_origins.clone())))
             .data(self.state)
@@ -208,9 +221,19 @@ fn forget_on_change(state: &AppState) {
     });
 }
 
-/// Prometheus text exposition of this instance's metrics.
+/// Prometheus text exposition of this instance's metrics (behind
+/// METRICS_TOKEN when it is set).
 #[poem::handler]
-fn metrics_endpoint(state: poem::web::Data<&AppState>) -> poem::Response {
+fn metrics_endpoint(req: &poem::Request, state: poem::web::Data<&AppState>) -> poem::Response {
+    use poem::IntoResponse;
+    if let Some(expected) = &state.config.metrics_token {
+        let given = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
+        let matches: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.expose().as_bytes()).into();
+        if !matches {
+            return crate::error::ApiError::unauthorized("/metrics needs the METRICS_TOKEN bearer token")
+                .into_response();
+        }
+    }
     poem::Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render(state.limits.len()))
 }
 
@@ -293,6 +316,38 @@ where
     let result = migrate().await;
     lock.commit().await?;
     result
+}
+
+/// Drops every table and applies every migration. SQLite: on one
+/// connection with foreign keys off (a table dropped before the tables
+/// referring to it would make those undroppable); PostgreSQL: SeaORM's
+/// `fresh` (DROP … CASCADE).
+pub async fn migrate_fresh(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::sqlx::{self, AssertSqlSafe};
+    if db.get_database_backend() != DatabaseBackend::Sqlite {
+        return Migrator::fresh(db).await;
+    }
+    let failed = |e: sqlx::Error| DbErr::Custom(format!("migrate fresh: {e}"));
+    let mut conn = db.get_sqlite_connection_pool().acquire().await.map_err(failed)?;
+    sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await.map_err(failed)?;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed)?;
+    let mut dropped = Ok(());
+    for table in tables {
+        let drop = format!("DROP TABLE IF EXISTS \"{}\"", table.replace('"', "\"\""));
+        dropped = sqlx::query(AssertSqlSafe(drop)).execute(&mut *conn).await.map(|_| ());
+        if dropped.is_err() {
+            break;
+        }
+    }
+    // Back on before the connection returns to the pool, whatever happened.
+    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await.map_err(failed)?;
+    dropped.map_err(failed)?;
+    drop(conn);
+    Migrator::up(db, None).await
 }
 
 /// SQLite checkpoints the WAL (syncing it and the database file) inside the

@@ -30,6 +30,41 @@ use crate::{
     startup::AppState,
 };
 
+/// Open event sockets per user, bounded by WS_MAX_PER_USER.
+#[derive(Default)]
+pub struct SocketCounts(std::sync::Mutex<std::collections::HashMap<i32, usize>>);
+
+/// One socket of a user, counted until dropped.
+pub struct SocketSlot {
+    counts: Arc<SocketCounts>,
+    user: i32,
+}
+
+impl SocketCounts {
+    /// A slot for one more socket of `user`, unless they have `max` open.
+    pub fn take(self: &Arc<Self>, user: i32, max: usize) -> Option<SocketSlot> {
+        let mut counts = self.0.lock().expect("socket counts");
+        let open = counts.entry(user).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(SocketSlot { counts: self.clone(), user })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().expect("socket counts");
+        if let Some(open) = counts.get_mut(&self.user) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// Events read per replay query.
 const REPLAY_PAGE: u64 = 500;
 
@@ -43,8 +78,15 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct AllowedOrigins(pub Arc<Vec<Origin>>);
 
+impl AllowedOrigins {
+    /// Whether a browser at `origin` (an `Origin` header) may connect.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.0.iter().any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
+    }
+}
+
 /// Checks origin and token, then upgrades; refusals are the JSON error body.
-pub fn upgrade(
+pub async fn upgrade(
     req: &Request,
     socket: WebSocket,
     state: &AppState,
@@ -52,7 +94,7 @@ pub fn upgrade(
     after: Option<i64>,
 ) -> Response {
     if let Some(origin) = req.header("origin")
-        && !origins.0.iter().any(|allowed| allowed.as_str() == origin.trim_end_matches('/'))
+        && !origins.allows(origin)
     {
         return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not open the event socket")
             .into_response();
@@ -61,9 +103,17 @@ pub fn upgrade(
         return ApiError::unauthorized("missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)")
             .into_response();
     };
-    let user = match state.tokens.verify(&token) {
+    let user = match crate::auth::authenticate(state, &token).await {
         Ok(user) => user,
-        Err(err) => return ApiError::unauthorized(err.to_string()).into_response(),
+        Err(err) => return err.into_response(),
+    };
+    let Some(slot) = state.sockets.take(user.id, state.config.ws_max_per_user as usize) else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("at most {} event sockets per user", state.config.ws_max_per_user),
+        )
+        .into_response();
     };
     let state = state.clone();
     // Small buffers: clients send little, and 10k idle sockets should not cost 10k × 256 KiB.
@@ -75,7 +125,10 @@ pub fn upgrade(
     socket
         .protocols(["bearer"])
         .config(config)
-        .on_upgrade(move |stream| serve(state, user, after, stream))
+        .on_upgrade(move |stream| async move {
+            serve(state, user, after, stream).await;
+            drop(slot);
+        })
         .into_response()
 }
 
@@ -124,8 +177,16 @@ async fn connection(state: &AppState, user: CurrentUser, after: Option<i64>, str
     let mut ping = tokio::time::interval(ping_every);
     let mut last_seen = tokio::time::Instant::now();
     let mut closing = state.closing.clone();
+    // The socket ends with its token: the client reconnects with a fresh one.
+    let left = user.expires_at.saturating_sub(jsonwebtoken::get_current_timestamp());
+    let expiry = tokio::time::sleep(Duration::from_secs(left));
+    tokio::pin!(expiry);
     let outcome = loop {
         tokio::select! {
+            () = &mut expiry => {
+                let _ = tokio::time::timeout(send_timeout, sink.send(close(CloseCode::Policy, "token expired"))).await;
+                break "token expired";
+            }
             _ = closing.changed() => {
                 let _ = tokio::time::timeout(send_timeout, sink.send(close(CloseCode::Away, "server shutting down"))).await;
                 break "server shutting down";

@@ -64,9 +64,12 @@ impl AuthApi {
     ///
     /// Creates the user on first use and returns a bearer token. Off (404
     /// `dev_login_disabled`) when the operator sets JWT_SECRET without DEV_LOGIN=true.
+    /// Usernames are case-insensitive. At most DEV_LOGIN_RATE_PER_MIN per
+    /// client address (429 `rate_limited`).
     #[oai(path = "/auth/dev-login", method = "post", operation_id = "dev_login")]
     async fn dev_login(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         body: Json<DevLoginRequest>,
     ) -> Result<Success<LoginResponse>, ApiError> {
@@ -75,9 +78,15 @@ impl AuthApi {
                 ServiceError::Disabled { code: "dev_login_disabled", message: "dev login is disabled".into() }.into()
             );
         }
+        if let Some(address) = req.remote_addr().as_socket_addr() {
+            state
+                .limits
+                .check_dev_login(address.ip())
+                .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
+        }
         let username = Username::parse(&body.username)?;
         let user = users::find_or_create(&state.db, &username).await?;
-        let token = state.tokens.issue(&CurrentUser { id: user.id, username: user.username.clone() });
+        let token = state.tokens.issue(&CurrentUser::of(&user));
         Ok(ok(LoginResponse { token, user: user.into() }))
     }
 

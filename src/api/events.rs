@@ -63,6 +63,11 @@ impl ApiResponse for EventStream {
                     "The browser's Origin is not allowed (`origin_not_allowed`).",
                     json(ErrorBody::schema_ref()),
                 ),
+                response(
+                    429,
+                    "The user has WS_MAX_PER_USER sockets open already (`too_many_connections`).",
+                    json(ErrorBody::schema_ref()),
+                ),
             ],
         }
     }
@@ -85,6 +90,8 @@ impl EventsApi {
     /// of every channel the user belongs to, following membership changes at
     /// once. Frames from the client over 64 KiB close the socket with 1009; a
     /// client that does not read within WS_SEND_TIMEOUT_MS is disconnected.
+    /// The socket closes (1008, `token expired`) when its token expires;
+    /// reconnect with a fresh one.
     ///
     /// Every frame has an `id`: events are numbered across all broker
     /// instances in the order their changes committed. The first frame after
@@ -108,6 +115,6 @@ impl EventsApi {
         #[oai(validator(minimum(value = "0")))]
         after: Query<Option<i64>>,
     ) -> EventStream {
-        EventStream(ws::upgrade(req, socket, &state, &origins, after.0))
+        EventStream(ws::upgrade(req, socket, &state, &origins, after.0).await)
     }
 }

@@ -14,6 +14,24 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Probe operations.
 pub struct HealthApi;
 
+/// How long a readiness answer is reused: probes from anyone cost the
+/// database and the store at most one round each per second.
+const READY_FRESH: Duration = Duration::from_secs(1);
+
+/// What does not answer in time: `database`, `storage`.
+async fn check(state: &AppState) -> Vec<&'static str> {
+    // A stalled database or store is as unready as a refusing one: each
+    // check gets READY_TIMEOUT, not the store's whole retry budget.
+    let (db, storage) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, state.db.ping()),
+        tokio::time::timeout(READY_TIMEOUT, state.storage.check()),
+    );
+    [("database", answered("database", db)), ("storage", answered("storage", storage))]
+        .into_iter()
+        .filter_map(|(what, ok)| (!ok).then_some(what))
+        .collect()
+}
+
 /// Whether a readiness check answered in time and well (logging why not).
 fn answered<E: std::fmt::Display>(what: &str, check: Result<Result<(), E>, tokio::time::error::Elapsed>) -> bool {
     match check {
@@ -46,19 +64,20 @@ impl HealthApi {
 
     /// Readiness: the database and the object store answer.
     ///
-    /// 503 names what failed (`database`, `storage` or both).
+    /// 503 names what failed (`database`, `storage` or both). Checked at most
+    /// once a second; callers in between get the last answer.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&AppState>) -> Result<Success<Status>, ApiError> {
-        // A stalled database or store is as unready as a refusing one: each
-        // check gets READY_TIMEOUT, not the store's whole retry budget.
-        let (db, storage) = tokio::join!(
-            tokio::time::timeout(READY_TIMEOUT, state.db.ping()),
-            tokio::time::timeout(READY_TIMEOUT, state.storage.check()),
-        );
-        let failed: Vec<&str> = [("database", answered("database", db)), ("storage", answered("storage", storage))]
-            .into_iter()
-            .filter_map(|(what, ok)| (!ok).then_some(what))
-            .collect();
+        let mut last = state.readiness.lock().await;
+        let failed = match &*last {
+            Some((at, failed)) if at.elapsed() < READY_FRESH => failed.clone(),
+            _ => {
+                let failed = check(&state).await;
+                *last = Some((std::time::Instant::now(), failed.clone()));
+                failed
+            }
+        };
+        drop(last);
         if failed.is_empty() {
             return Ok(ok(Status { status: "ok".into() }));
         }

@@ -125,6 +125,10 @@ pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<St
 /// Signs (or signs again) URLs for `part_numbers` and lists the parts the
 /// store already has, so a client that lost its state can resume.
 pub async fn parts(state: &AppState, user: i32, upload_id: Uuid, part_numbers: &[u32]) -> Result<Parts, ServiceError> {
+    state
+        .limits
+        .check(crate::ratelimit::Action::Parts, user)
+        .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
     let upload = open_upload(state, user, upload_id).await?;
     let layout = Layout::of(&upload)?;
     if part_numbers.len() > MAX_PARTS_PER_REQUEST {

@@ -1,6 +1,6 @@
 //! Users: dev login creates them on first use.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{ServiceError, now};
 use crate::{domain::Username, entity::user};
@@ -24,7 +24,19 @@ pub async fn find_or_create(db: &DatabaseConnection, username: &Username) -> Res
     }
 }
 
-/// The user named `username`, if any.
+/// The user with this id, if any.
+pub async fn find_by_id(db: &DatabaseConnection, id: i32) -> Result<Option<user::Model>, ServiceError> {
+    Ok(user::Entity::find_by_id(id).one(db).await?)
+}
+
+/// The user named `username`, if any, whatever the case it was stored in
+/// (names are stored in lower case; rows from before that are found too).
 pub async fn find_by_name(db: &DatabaseConnection, username: &Username) -> Result<Option<user::Model>, ServiceError> {
-    Ok(user::Entity::find().filter(user::Column::Username.eq(username.as_str())).one(db).await?)
+    use sea_orm::sea_query::{Expr, Func};
+    let lowered = Expr::expr(Func::lower(Expr::col(user::Column::Username)));
+    Ok(user::Entity::find()
+        .filter(sea_orm::ExprTrait::eq(lowered, username.as_str()))
+        .order_by_asc(user::Column::Id)
+        .one(db)
+        .await?)
 }

@@ -69,7 +69,8 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
     let keys = |secret: &str| TokenKeys::new(&Secret::new(secret), Duration::from_secs(60));
-    let as_user = |u: &TestUser| CurrentUser { id: u.id as i32, username: u.username.clone() };
+    let as_user =
+        |u: &TestUser| CurrentUser { id: u.id as i32, username: u.username.clone(), created_ms: 0, expires_at: 0 };
     let token_for = |caller: Caller| -> Option<String> {
         match caller {
             Caller::NoToken => None,

@@ -137,17 +137,12 @@ async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it
 
     link.cut();
     assert_error(confirm(&app, &alice, &upload_id).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
-    assert_error(
-        app.client.get(app.url("/ready")).send().await.unwrap(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-    )
-    .await;
+    assert_error(app.ready_now().await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
 
     link.restore();
     let resp = confirm(&app, &alice, &upload_id).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
-    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.ready_now().await.status(), StatusCode::OK);
     assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 1);
 }
 
@@ -197,13 +192,13 @@ async fn stalled_store_answers_503_then_recovers(link: &Link, mut args: Vec<(&'s
     assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
     // The total timeout is 2 s; the old single 30 s attempt would hang here.
     assert!(waited < Duration::from_secs(10), "confirm waited {waited:?} on a hung store");
-    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    let ready = app.ready_now().await;
     assert_error(ready, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
 
     link.restore();
     let resp = confirm(&app, &alice, &upload_id).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
-    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.ready_now().await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -281,12 +276,7 @@ async fn the_database_going_away_is_503_and_the_broker_recovers_without_a_restar
     assert_error(app.get(&alice, "/channels").await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
     let post = app.post(&alice, "/channels", json!({ "name": "during" })).await;
     assert_error(post, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
-    assert_error(
-        app.client.get(app.url("/ready")).send().await.unwrap(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database_unavailable",
-    )
-    .await;
+    assert_error(app.ready_now().await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
 
     link.restore();
     let mut recovered = false;
@@ -300,7 +290,7 @@ async fn the_database_going_away_is_503_and_the_broker_recovers_without_a_restar
     assert!(recovered, "the broker serves again once the database is back");
     let channels: Value = app.get(&alice, "/channels").await.json().await.unwrap();
     assert_eq!(channels["channels"].as_array().unwrap().len(), 1, "nothing was half-written: {channels}");
-    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.ready_now().await.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -327,3 +327,11 @@ impl TestApp {
         Events { rx, after }
     }
 }
+
+impl TestApp {
+    /// `GET /ready` once its last answer (reused for a second) has aged out.
+    pub async fn ready_now(&self) -> Response {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        self.client.get(self.url("/ready")).send().await.unwrap()
+    }
+}

@@ -15,6 +15,7 @@ mod embedded_s3;
 mod errors;
 mod faults;
 mod files;
+mod hardening;
 mod health;
 mod lifecycle;
 mod logs;

@@ -43,7 +43,10 @@ async fn metrics_count_requests_presigns_confirms_bytes_and_sockets() {
         Some(2.0)
     );
     assert_eq!(
-        value(&text, "cgf_http_requests_total{method=\"POST\",route=\"/files/uploads/{id}/confirm\",status=\"422\"}"),
+        value(
+            &text,
+            "cgf_http_requests_total{method=\"POST\",route=\"/files/uploads/{upload_id}/confirm\",status=\"422\"}"
+        ),
         Some(1.0)
     );
     assert!(value(&text, "cgf_rate_limiter_keys").is_some_and(|keys| keys >= 1.0));

@@ -92,7 +92,10 @@ fn handshake_status(result: Result<(Socket, tungstenite::handshake::client::Resp
 async fn upgrade_requires_a_valid_token_and_an_allowed_origin() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
-    let expired = app.state.tokens.issue_with_ttl(&CurrentUser { id: alice.id as i32, username: "alice".into() }, -600);
+    let expired = app.state.tokens.issue_with_ttl(
+        &CurrentUser { id: alice.id as i32, username: "alice".into(), created_ms: 0, expires_at: 0 },
+        -600,
+    );
     assert_eq!(handshake_status(connect_async(request(&app, "", &[])).await), 401);
     assert_eq!(handshake_status(connect_async(request(&app, "", &[("authorization", "Bearer nope")])).await), 401);
     assert_eq!(handshake_status(connect_async(request(&app, &format!("?token={expired}"), &[])).await), 401);

@@ -13,7 +13,11 @@ use tokio_tungstenite::{
 use crate::{login_and_channel, ms, presign_and_put, process::BrokerProcess};
 
 async fn start_broker() -> BrokerProcess {
-    let limits = [("PRESIGN_RATE_PER_MIN", "1000000".to_owned()), ("CONFIRM_RATE_PER_MIN", "1000000".to_owned())];
+    let limits = [
+        ("PRESIGN_RATE_PER_MIN", "1000000".to_owned()),
+        ("CONFIRM_RATE_PER_MIN", "1000000".to_owned()),
+        ("WS_MAX_PER_USER", "1000000".to_owned()),
+    ];
     BrokerProcess::start(env!("CARGO_BIN_EXE_chatgenius-files"), &limits).await
 }
 

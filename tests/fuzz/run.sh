@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 python3 -m pip install -q --disable-pip-version-check schemathesis==4.32.5 2>&1 | grep -v "^WARNING: Running pip as" || true
 
 source tests/broker.sh
-start_broker PRESIGN_RATE_PER_MIN=1000000 CONFIRM_RATE_PER_MIN=1000000 DOWNLOAD_RATE_PER_MIN=1000000
+start_broker PRESIGN_RATE_PER_MIN=1000000 CONFIRM_RATE_PER_MIN=1000000 DOWNLOAD_RATE_PER_MIN=1000000 \
+  PARTS_RATE_PER_MIN=1000000 DEV_LOGIN_RATE_PER_MIN=1000000
 
 json() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 token=$(curl -sf "$base/auth/dev-login" -H 'content-type: application/json' -d '{"username":"fuzzer"}' | json "['token']")

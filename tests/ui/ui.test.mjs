@@ -48,6 +48,7 @@ function brokerEnv(extra = {}) {
     MAX_FILE_SIZE_MB: String(MAX_MB),
     MULTIPART_THRESHOLD_MB: '6',
     MULTIPART_PART_SIZE_MB: '5',
+    DEV_LOGIN_RATE_PER_MIN: '1000',
     RUST_LOG: 'warn',
     ...extra,
   };
