@@ -155,7 +155,7 @@ impl Application {
         let api = api::service();
         let app = Route::new()
             .nest("/docs", api.swagger_ui())
-            .at("/openapi.json", api.spec_endpoint())
+            .at("/openapi.json", poem::get(spec_endpoint))
             .at("/metrics", poem::get(metrics_endpoint))
             .nest("/ui", crate::ui::assets())
             .nest("/", api.around(crate::ui::page_at_root))
@@ -200,6 +200,13 @@ impl Application {
     pub fn closer(&self) -> tokio::sync::watch::Sender<bool> {
         self.closing.clone()
     }
+}
+
+/// The spec with its links ([`api::spec_json`]).
+#[poem::handler]
+fn spec_endpoint() -> poem::Response {
+    static SPEC: std::sync::LazyLock<String> = std::sync::LazyLock::new(api::spec_json);
+    poem::Response::builder().content_type("application/json; charset=utf-8").body(SPEC.as_str())
 }
 
 /// Drops cached memberships and files that events (from any instance) say changed.

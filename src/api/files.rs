@@ -301,7 +301,21 @@ impl FilesApi {
                     };
                     let body = Box::pin(field.into_async_read());
                     let streamed = StreamedFile { target, file_name, content_type, body };
-                    let file = uploads::upload_stream(&state, auth.0.id, streamed).await?;
+                    // Nothing may follow the file: a late channel_id or
+                    // message_id would be ignored, so the file is refused.
+                    let end_of_form = async {
+                        match multipart.next_field().await {
+                            Ok(None) => Ok(()),
+                            Ok(Some(_)) => Err(ServiceError::invalid(
+                                "invalid_form",
+                                "the file must be the last field: send channel_id or message_id before it",
+                            )),
+                            Err(err) => {
+                                Err(ServiceError::invalid("invalid_form", format!("malformed multipart form: {err}")))
+                            }
+                        }
+                    };
+                    let file = uploads::upload_stream(&state, auth.0.id, streamed, end_of_form).await?;
                     return Ok(Uploaded::Created(Json(file.into())));
                 }
                 _ => {}

@@ -82,10 +82,10 @@ pub enum MultipartStarted {
 /// Which part URLs to sign.
 #[derive(Object)]
 pub struct PartsRequest {
-    /// Part numbers (1 to `part_count`, at most 100); may be empty to only list
-    /// the uploaded parts.
-    #[oai(default)]
-    pub part_numbers: Vec<u32>,
+    /// Part numbers (1 to `part_count`, at most 100); empty, null or left out
+    /// to only list the uploaded parts.
+    #[oai(nullable)]
+    pub part_numbers: Option<Vec<u32>>,
 }
 
 /// A part the object store already holds.
@@ -176,7 +176,9 @@ impl MultipartApi {
         upload_id: Path<Uuid>,
         body: Json<PartsRequest>,
     ) -> Result<Success<PartsResponse>, ApiError> {
-        let listing = multipart::parts(&state, auth.0.id, upload_id.0, &body.0.part_numbers).await?;
+        let listing =
+            multipart::parts(&state, auth.0.id, upload_id.0, body.0.part_numbers.as_deref().unwrap_or_default())
+                .await?;
         Ok(ok(PartsResponse {
             part_size: listing.layout.part_size,
             part_count: listing.layout.part_count,

@@ -450,10 +450,13 @@ pub struct StreamedFile<R> {
 /// Streams a file to S3 without holding more than one part in memory, enforcing
 /// the size limit as bytes arrive and sniffing the first KiB before anything is
 /// stored; then records it like a confirm.
+/// `rest` checks what follows the file (the rest of the form) once the bytes
+/// are stored, before anything is recorded; its error abandons the upload.
 pub async fn upload_stream<R: AsyncRead + Unpin>(
     state: &AppState,
     user: i32,
     mut file: StreamedFile<R>,
+    rest: impl Future<Output = Result<(), ServiceError>>,
 ) -> Result<file_upload::Model, ServiceError> {
     rate_limit(state, Action::Upload, user)?;
     check_type(state, &file.file_name, &file.content_type)?;
@@ -503,6 +506,10 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
             }
             Err(err) => Err(err.into()),
         }
+    };
+    let stored = match stored {
+        Ok(size) => rest.await.map(|()| size),
+        Err(err) => Err(err),
     };
     let size = match stored {
         Ok(size) => size,

@@ -872,6 +872,8 @@ function connectEvents() {
       opened();
       if (state.socket !== socket || !state.token) return;
       $('#connection').hidden = false;
+      // A socket ends with its token: an expired session signs out (api() does on 401).
+      api('GET', '/auth/me').catch(() => {});
       state.socketRetry += 1;
       const backoff = Math.min(10_000, 250 * 2 ** state.socketRetry);
       setTimeout(connectEvents, backoff / 2 + Math.random() * backoff / 2);

@@ -303,3 +303,22 @@ async fn migrate_fresh_rebuilds_an_empty_a_migrated_and_a_populated_database() {
     let page: Value = app.get(&app.login("alice").await, "/channels").await.json().await.unwrap();
     assert_eq!(page["channels"].as_array().unwrap().len(), 0, "the database starts over");
 }
+
+#[tokio::test]
+async fn a_streamed_upload_refuses_fields_after_the_file_and_keeps_nothing() {
+    let app = spawn_app().await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let part =
+        reqwest::multipart::Part::bytes(b"late target".to_vec()).file_name("a.txt").mime_str("text/plain").unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("channel_id", channel.to_string())
+        .part("file", part)
+        .text("message_id", "7");
+    let resp =
+        app.client.post(app.url("/files/upload")).bearer_auth(&alice.token).multipart(form).send().await.unwrap();
+    assert_error(resp, StatusCode::BAD_REQUEST, "invalid_form").await;
+    assert_eq!(app.object_count().await, 0, "the stored bytes were discarded");
+    let page: Value = app.get(&alice, &format!("/channels/{channel}/messages")).await.json().await.unwrap();
+    assert!(page["messages"].as_array().unwrap().is_empty());
+}
