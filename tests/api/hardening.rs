@@ -261,7 +261,7 @@ async fn http_answers_conform() {
     assert_eq!(resp.headers()["allow"], "GET");
     let resp = client.put(app.url("/files/7")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(resp.headers()["allow"], "DELETE, GET");
+    assert_eq!(resp.headers()["allow"], "GET, DELETE");
 
     let resp = client.get(app.url("/health")).header("origin", "http://localhost:3000").send().await.unwrap();
     assert!(resp.headers().get_all("vary").iter().any(|v| v.to_str().unwrap().contains("Origin")), "{resp:?}");
