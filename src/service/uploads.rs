@@ -455,33 +455,34 @@ pub struct StreamedFile<R> {
 pub async fn upload_stream<R: AsyncRead + Unpin>(
     state: &AppState,
     user: i32,
-    mut file: StreamedFile<R>,
+    file: StreamedFile<R>,
     rest: impl Future<Output = Result<(), ServiceError>>,
 ) -> Result<file_upload::Model, ServiceError> {
+    let StreamedFile { target, file_name, content_type, body: mut reader } = file;
     rate_limit(state, Action::Upload, user)?;
-    check_type(state, &file.file_name, &file.content_type)?;
-    let (channel_id, message_id) = resolve_target(&state.db, user, file.target).await?;
+    check_type(state, &file_name, &content_type)?;
+    let (channel_id, message_id) = resolve_target(&state.db, user, target).await?;
     let id = Uuid::now_v7();
-    let key = object_key(channel_id, id, &file.file_name);
+    let key = object_key(channel_id, id, &file_name);
     let max = state.config.max_file_size_bytes();
 
     // One part-sized buffer per upload, reused for every part: memory stays
     // flat and no page is faulted in twice.
     let mut buffer = BytesMut::with_capacity(STREAM_PART_SIZE);
-    let first = read_chunk(&mut file.body, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1)).await?;
+    let first = read_chunk(&mut reader, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1)).await?;
     check_size(state, first.len() as u64)?;
-    if let Some(found) = sniff_mismatch(&file.content_type, &first[..first.len().min(SNIFF_LEN)]) {
+    if let Some(found) = sniff_mismatch(&content_type, &first[..first.len().min(SNIFF_LEN)]) {
         return Err(ServiceError::unverified(
             "content_mismatch",
-            format!("the file's content ({found}) does not match its declared type {}", file.content_type.as_str()),
+            format!("the file's content ({found}) does not match its declared type {}", content_type.as_str()),
         ));
     }
     // Recorded before any byte is stored, so nothing in the store is ever
     // unknown to the database (and the sweeper cleans up after a crash).
     let request = UploadRequest {
-        target: file.target,
-        file_name: file.file_name.clone(),
-        content_type: file.content_type.clone(),
+        target,
+        file_name: file_name.clone(),
+        content_type: content_type.clone(),
         size: first.len() as u64,
         sha256: None,
     };
@@ -494,11 +495,11 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     let stored = if first.len() < STREAM_PART_SIZE {
         // The whole file fit in the first read: one PutObject.
         let size = first.len() as u64;
-        state.storage.put(&key, file.content_type.as_str(), first).await.map(|()| size).map_err(ServiceError::from)
+        state.storage.put(&key, content_type.as_str(), first).await.map(|()| size).map_err(ServiceError::from)
     } else {
-        match state.storage.create_multipart(&key, file.content_type.as_str()).await {
+        match state.storage.create_multipart(&key, content_type.as_str()).await {
             Ok(multipart) => {
-                let streamed = stream_parts(state, &key, &multipart, first, &mut file.body, &mut buffer, max).await;
+                let streamed = stream_parts(state, &key, &multipart, first, &mut reader, &mut buffer, max).await;
                 if streamed.is_err() {
                     upload.multipart_upload_id = Some(multipart);
                 }
@@ -507,6 +508,8 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
             Err(err) => Err(err.into()),
         }
     };
+    // The file's reader borrows the form: it goes before the rest is read.
+    drop(reader);
     let stored = match stored {
         Ok(size) => rest.await.map(|()| size),
         Err(err) => Err(err),
