@@ -62,9 +62,21 @@ impl ChannelName {
     }
 }
 
-/// Message text: 1–4000 characters, not only white space.
+/// Message text: 1–4000 characters, not only white space, no control
+/// characters but tab and line breaks (PostgreSQL text cannot hold NUL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageContent(String);
+
+/// Refuses control characters other than tab, LF and CR.
+fn refuse_controls(raw: &str) -> Result<(), ParseError> {
+    if raw.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return refuse(
+            "invalid_content",
+            "message content must not contain control characters (tab and line breaks are fine)",
+        );
+    }
+    Ok(())
+}
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 4000;
@@ -74,6 +86,7 @@ impl MessageContent {
         if raw.trim().is_empty() || raw.chars().count() > MAX_MESSAGE_CHARS {
             return refuse("invalid_content", format!("message content must be 1-{MAX_MESSAGE_CHARS} characters"));
         }
+        refuse_controls(raw)?;
         Ok(Self(raw.to_owned()))
     }
     /// Like [`MessageContent::parse`], but empty text is fine: files carry the message.
@@ -84,6 +97,7 @@ impl MessageContent {
                 format!("message content must be at most {MAX_MESSAGE_CHARS} characters"),
             );
         }
+        refuse_controls(raw)?;
         Ok(Self(raw.to_owned()))
     }
     pub fn as_str(&self) -> &str {

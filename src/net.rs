@@ -21,6 +21,9 @@ impl NoDelayAcceptor {
     }
 }
 
+/// How long accepting pauses after a failure (e.g. out of file descriptors).
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Acceptor for NoDelayAcceptor {
     type Io = TcpStream;
 
@@ -29,8 +32,22 @@ impl Acceptor for NoDelayAcceptor {
     }
 
     async fn accept(&mut self) -> io::Result<(TcpStream, LocalAddr, RemoteAddr, Scheme)> {
-        let accepted = self.0.accept().await?;
-        accepted.0.set_nodelay(true)?;
-        Ok(accepted)
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => {
+                    // A connection reset before this call is that connection's problem only.
+                    if accepted.0.set_nodelay(true).is_ok() {
+                        return Ok(accepted);
+                    }
+                }
+                // Out of file descriptors (or another transient failure): the
+                // server would call again at once and spin a core; pause so
+                // open connections can finish and free some.
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot accept a connection; pausing 100 ms");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            }
+        }
     }
 }

@@ -73,7 +73,15 @@ fn route(template: &str, methods: Vec<Method>) -> Route {
 }
 
 fn find(path: &str) -> Option<&'static Route> {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    // `//health` and `/health/` are other paths (the router answers 404).
+    let parts: Vec<&str> = match path.strip_prefix('/') {
+        Some("") => Vec::new(),
+        Some(rest) => rest.split('/').collect(),
+        None => return None,
+    };
+    if parts.iter().any(|part| part.is_empty()) {
+        return None;
+    }
     TABLE.iter().find(|route| {
         let mut parts = parts.iter();
         for segment in &route.segments {
@@ -100,10 +108,15 @@ pub fn label(path: &str) -> &'static str {
     find(path).map_or(UNMATCHED, |route| route.template.as_str())
 }
 
-/// The methods `path` answers, for an `Allow` header (`GET, DELETE`).
+/// The methods `path` answers, for an `Allow` header (`GET, HEAD, DELETE`:
+/// every GET route answers HEAD too).
 pub fn allow(path: &str) -> Option<String> {
     let route = find(path)?;
-    Some(route.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", "))
+    let mut methods: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
+    if let Some(get) = methods.iter().position(|m| *m == "GET") {
+        methods.insert(get + 1, "HEAD");
+    }
+    Some(methods.join(", "))
 }
 
 #[cfg(test)]
@@ -119,7 +132,9 @@ mod tests {
         assert_eq!(label("/"), "/");
         assert_eq!(label("/a\"b"), UNMATCHED);
         assert_eq!(label("/files/1/2/3/4"), UNMATCHED);
-        assert_eq!(allow("/health").as_deref(), Some("GET"));
+        assert_eq!(label("//health"), UNMATCHED);
+        assert_eq!(label("/health/"), UNMATCHED);
+        assert_eq!(allow("/health").as_deref(), Some("GET, HEAD"));
         assert_eq!(allow("/nowhere"), None);
     }
 }

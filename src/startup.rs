@@ -147,6 +147,10 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let (timers, sweeper) = self.spawn_background();
         let downloads = self.state.downloads.clone();
+        // Connections silent this long are closed (headers never finished,
+        // bodies that stopped): longer than two WebSocket pings, which keep
+        // idle sockets active.
+        let idle = Duration::from_secs((2 * self.state.config.ws_ping_interval_secs + 10).max(60));
         let closing = self.closing;
         let shutdown = async move {
             shutdown.await;
@@ -167,6 +171,7 @@ impl Application {
             .catch_all_error(render_poem_error);
         let _keep_s3_alive = self.embedded_s3;
         let served = Server::new_with_acceptor(self.acceptor)
+            .idle_timeout(idle)
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
             .await;
         timers.abort();

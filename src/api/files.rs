@@ -289,8 +289,8 @@ impl FilesApi {
         let mut target = Target { channel_id: None, message_id: None };
         while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
             match field.name() {
-                Some("channel_id") => target.channel_id = Some(parse_id(field.text().await.map_err(bad_form)?)?),
-                Some("message_id") => target.message_id = Some(parse_id(field.text().await.map_err(bad_form)?)?),
+                Some("channel_id") => target.channel_id = Some(parse_id(small_field(field).await?)?),
+                Some("message_id") => target.message_id = Some(parse_id(small_field(field).await?)?),
                 Some("file") => {
                     let file_name = FileName::parse(field.file_name().unwrap_or_default())?;
                     let content_type = match field.content_type() {
@@ -330,6 +330,21 @@ const FORM_OVERHEAD: u64 = 64 * 1024;
 
 fn bad_form(err: impl std::fmt::Display) -> ApiError {
     ServiceError::invalid("invalid_form", format!("malformed multipart form: {err}")).into()
+}
+
+/// Longest id field read (an i32 with sign and spaces fits easily).
+const MAX_ID_FIELD_BYTES: u64 = 32;
+
+/// A form field's text, refused once longer than [`MAX_ID_FIELD_BYTES`]
+/// (never read further into memory).
+async fn small_field(field: poem::web::Field) -> Result<String, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    field.into_async_read().take(MAX_ID_FIELD_BYTES + 1).read_to_end(&mut bytes).await.map_err(bad_form)?;
+    if bytes.len() as u64 > MAX_ID_FIELD_BYTES {
+        return Err(ServiceError::invalid("invalid_request", "ids must be integers").into());
+    }
+    String::from_utf8(bytes).map_err(|_| ServiceError::invalid("invalid_request", "ids must be integers").into())
 }
 
 fn parse_id(text: String) -> Result<i32, ApiError> {

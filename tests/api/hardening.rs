@@ -203,6 +203,11 @@ async fn names_follow_one_policy_and_usernames_ignore_case() {
         let resp = app.post(&alice, "/channels", json!({ "name": name })).await;
         assert_error(resp, StatusCode::BAD_REQUEST, "invalid_channel_name").await;
     }
+    let general = app.create_channel(&alice, "general").await;
+    let nul = app.post(&alice, &format!("/channels/{general}/messages"), json!({ "content": "a\u{0}b" })).await;
+    assert_error(nul, StatusCode::BAD_REQUEST, "invalid_content").await;
+    let fine = app.post(&alice, &format!("/channels/{general}/messages"), json!({ "content": "a\tb\nc" })).await;
+    assert_eq!(fine.status(), StatusCode::CREATED);
     assert_eq!(app.login("ALICE").await.id, alice.id);
     assert_eq!(app.login("Alice").await.id, alice.id);
 }
@@ -258,13 +263,25 @@ async fn http_answers_conform() {
     let client = reqwest::Client::new();
     let resp = client.delete(app.url("/health")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(resp.headers()["allow"], "GET");
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
     let resp = client.put(app.url("/files/7")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(resp.headers()["allow"], "GET, DELETE");
+    assert_eq!(resp.headers()["allow"], "GET, HEAD, DELETE");
 
+    let vary = |resp: &reqwest::Response| resp.headers().get_all("vary").iter().any(|v| v == "Origin");
     let resp = client.get(app.url("/health")).header("origin", "http://localhost:3000").send().await.unwrap();
-    assert!(resp.headers().get_all("vary").iter().any(|v| v.to_str().unwrap().contains("Origin")), "{resp:?}");
+    assert!(vary(&resp), "{resp:?}");
+    // The guard's own refusals too.
+    let resp = client
+        .post(app.url("/channels"))
+        .header("origin", "http://localhost:3000")
+        .header("content-length", "100000")
+        .body(vec![b' '; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(vary(&resp), "{resp:?}");
 
     let alice = app.login("alice").await;
     let mut req = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
@@ -274,6 +291,14 @@ async fn http_answers_conform() {
     assert_eq!(resp.status().as_u16(), 403);
     let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "origin_not_allowed");
+    // An upgrade with a body: its bytes would be read as frames.
+    let mut req = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", alice.token).parse().unwrap());
+    req.headers_mut().insert("content-length", "5".parse().unwrap());
+    let Err(tungstenite::Error::Http(resp)) = connect_async(req).await else {
+        panic!("an upgrade with a body is refused")
+    };
+    assert_eq!(resp.status().as_u16(), 400);
 }
 
 #[tokio::test]
