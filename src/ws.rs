@@ -213,9 +213,7 @@ async fn connection(state: &AppState, user: CurrentUser, after: Option<i64>, str
                 Some(Ok(Message::Close(_))) | None => break "closed by client",
                 Some(Ok(_)) => last_seen = tokio::time::Instant::now(),
                 Some(Err(err)) => {
-                    let too_big = err.to_string().to_ascii_lowercase().contains("too long")
-                        || err.to_string().to_ascii_lowercase().contains("size");
-                    if too_big {
+                    if over_capacity(&err) {
                         let _ = tokio::time::timeout(send_timeout, sink.send(close(CloseCode::Size, "frame too large"))).await;
                         // The rest of the frame is still arriving; closing the socket
                         // now would reset it and the client could lose the close frame.
@@ -235,6 +233,17 @@ async fn connection(state: &AppState, user: CurrentUser, after: Option<i64>, str
         }
     };
     tracing::debug!(user = user.id, outcome, "websocket closed");
+}
+
+/// Whether an inbound error is tungstenite's capacity error (a frame or
+/// message over MAX_INBOUND_BYTES). poem hands it over as an `io::Error`
+/// carrying only its text, so the text is compared with the one tungstenite
+/// itself writes for that variant.
+fn over_capacity(err: &std::io::Error) -> bool {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    let capacity = Error::Capacity(CapacityError::TooManyHeaders).to_string();
+    let prefix = capacity.split(':').next().unwrap_or(&capacity);
+    err.to_string().starts_with(prefix)
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
