@@ -169,13 +169,6 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub limiter_cleanup_secs: u64,
 
-    /// How long the download path may reuse a membership or file lookup, in
-    /// milliseconds (0: always ask the database). Changes made through this
-    /// instance apply at once; other instances' within this time.
-    #[arg(long, env = "READ_CACHE_TTL_MS", value_name = "READ_CACHE_TTL_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub read_cache_ttl_ms: u64,
-
     /// A WebSocket client that cannot take an event within this many
     /// milliseconds is disconnected.
     #[arg(long, env = "WS_SEND_TIMEOUT_MS", value_name = "WS_SEND_TIMEOUT_MS", default_value_t = 5000,

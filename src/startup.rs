@@ -16,13 +16,13 @@ use crate::{
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
     error::render_poem_error,
-    events::{Event, EventHub},
+    events::EventHub,
     guard,
     metrics::Metrics,
     net::NoDelayAcceptor,
     outbox,
     ratelimit::{Quotas, RateLimits},
-    service::{cache::ReadCache, files::DownloadRecorder},
+    service::files::DownloadRecorder,
     storage::{CredentialSource, Storage, StorageSettings, Timeouts},
     sweeper,
     ws::AllowedOrigins,
@@ -38,7 +38,6 @@ pub struct AppState {
     pub events: EventHub,
     pub limits: Arc<RateLimits>,
     pub downloads: DownloadRecorder,
-    pub cache: Arc<ReadCache>,
     pub metrics: Arc<Metrics>,
     /// Open event sockets per user.
     pub sockets: Arc<crate::ws::SocketCounts>,
@@ -101,7 +100,6 @@ impl Application {
             parts: config.parts_rate_per_min,
             dev_login: config.dev_login_rate_per_min,
         }));
-        let config_ttl = config.read_cache_ttl_ms;
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let database_url = config.database_url();
         let state = AppState {
@@ -112,7 +110,6 @@ impl Application {
             config: Arc::new(config),
             events: EventHub::default(),
             limits,
-            cache: Arc::new(ReadCache::new(Duration::from_millis(config_ttl))),
             metrics: Arc::default(),
             sockets: Arc::default(),
             readiness: Arc::default(),
@@ -122,7 +119,6 @@ impl Application {
         outbox::start(state.db.clone(), state.events.clone(), listen_url)
             .await
             .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot read or LISTEN for events: {e}"))?;
-        forget_on_change(&state);
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3, closing })
     }
 
@@ -184,16 +180,15 @@ impl Application {
         served
     }
 
-    /// Timers: limiter and cache cleanup and, unless switched off, the sweeper.
+    /// Timers: limiter cleanup and, unless switched off, the sweeper.
     fn spawn_background(&self) -> (tokio::task::JoinHandle<()>, Option<tokio::task::JoinHandle<()>>) {
-        let (limits, cache) = (self.state.limits.clone(), self.state.cache.clone());
+        let limits = self.state.limits.clone();
         let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
         let timers = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 limits.retain_recent();
-                cache.evict_expired();
             }
         });
         let sweeper = (self.state.config.sweep_interval_secs > 0)
@@ -212,25 +207,6 @@ impl Application {
 fn spec_endpoint() -> poem::Response {
     static SPEC: std::sync::LazyLock<String> = std::sync::LazyLock::new(api::spec_json);
     poem::Response::builder().content_type("application/json; charset=utf-8").body(SPEC.as_str())
-}
-
-/// Drops cached memberships and files that events (from any instance) say changed.
-fn forget_on_change(state: &AppState) {
-    let (mut events, cache) = (state.events.subscribe(), state.cache.clone());
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(stamped) => match &stamped.event {
-                    Event::MemberJoined(e) => cache.forget_membership(e.channel_id, e.user_id),
-                    Event::MemberLeft(e) => cache.forget_membership(e.channel_id, e.user_id),
-                    Event::FileDeleted(e) => cache.forget_file(e.file_id),
-                    _ => {}
-                },
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
 }
 
 /// Prometheus text exposition of this instance's metrics (behind

@@ -34,16 +34,6 @@ pub async fn is_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -
     Ok(channel_member::Entity::find_by_id((channel_id, user_id)).one(db).await?.is_some())
 }
 
-/// [`is_member`] through the read cache (hot paths only).
-pub async fn is_member_cached(state: &AppState, channel_id: i32, user_id: i32) -> Result<bool, ServiceError> {
-    if let Some(member) = state.cache.membership(channel_id, user_id) {
-        return Ok(member);
-    }
-    let member = is_member(&state.db, channel_id, user_id).await?;
-    state.cache.set_membership(channel_id, user_id, member);
-    Ok(member)
-}
-
 /// Creates a channel with its creator as first member.
 pub async fn create(state: &AppState, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
     let txn = state.db.begin().await?;
@@ -115,7 +105,6 @@ pub async fn add_member(
             .on_unique_violation("already_member", "the user is already a member of this channel")?;
     outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id, user_id: user.id })).await?;
     txn.commit().await?;
-    state.cache.forget_membership(channel_id, user.id);
     state.events.committed();
     Ok(Member { user, joined_at: member.joined_at })
 }
@@ -139,7 +128,6 @@ pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_
     let aborted = lifecycle::abort_member_uploads(&txn, channel_id, user_id).await?;
     outbox::append(&txn, &Event::MemberLeft(MemberLeft { channel_id, user_id })).await?;
     txn.commit().await?;
-    state.cache.forget_membership(channel_id, user_id);
     state.events.committed();
     lifecycle::discard_objects(&state.storage, &state.metrics, &aborted).await;
     Ok(())

@@ -8,7 +8,7 @@ use sea_orm::{
     QueryTrait, TransactionTrait, sea_query::Expr,
 };
 
-use super::{ServiceError, batch::Batcher, channels, messages, now};
+use super::{ServiceError, batch::Batcher, messages, now};
 use crate::{
     domain::content_disposition,
     entity::{channel_member, file_download, file_upload},
@@ -38,28 +38,6 @@ pub async fn visible_file(
         .ok_or(ServiceError::NotFound("file"))
 }
 
-/// [`visible_file`] through the read cache: no query when both the file and
-/// the caller's membership were looked up within READ_CACHE_TTL_MS.
-async fn visible_file_cached(state: &AppState, user: i32, file_id: i32) -> Result<file_upload::Model, ServiceError> {
-    let file = match state.cache.file(file_id) {
-        Some(file) => file,
-        None => {
-            let file = file_upload::Entity::find_by_id(file_id)
-                .filter(file_upload::Column::IsDeleted.eq(false))
-                .one(&state.db)
-                .await?
-                .ok_or(ServiceError::NotFound("file"))?;
-            state.cache.put_file(file.clone());
-            file
-        }
-    };
-    if channels::is_member_cached(state, file.channel_id, user).await? {
-        Ok(file)
-    } else {
-        Err(ServiceError::NotFound("file"))
-    }
-}
-
 /// A presigned download.
 #[derive(Debug, Clone)]
 pub struct DownloadLink {
@@ -86,7 +64,7 @@ pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -
         .limits
         .check(Action::Download, user)
         .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
-    let file = visible_file_cached(state, user, file_id).await?;
+    let file = visible_file(&state.db, user, file_id).await?;
     let content_type = file.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
     if inline && !inline_allowed(&content_type) {
         return Err(ServiceError::invalid(
@@ -128,7 +106,6 @@ pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), Ser
         messages::touch(&txn, message_id).await?;
     }
     txn.commit().await?;
-    state.cache.forget_file(file.id);
     state.events.committed();
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! database (and storage) handles it needs and returns [`ServiceError`].
 
 pub mod batch;
-pub mod cache;
 pub mod channels;
 pub mod files;
 pub mod lifecycle;

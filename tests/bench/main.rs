@@ -228,6 +228,22 @@ async fn run() {
     let bare_routes = Route::new().at("/bare", post(bare)).at("/bare-redirect", poem::get(bare_redirect));
     tokio::spawn(Server::new_with_acceptor(NoDelayAcceptor::new(listener).unwrap().0).run(bare_routes));
 
+    // `cargo bench --bench broker -- download`: the download rows alone.
+    if std::env::args().any(|a| a == "download") {
+        let (token, channel) = login_and_channel(&client, &addr.to_string()).await;
+        let message: Value = client
+            .post(format!("http://{addr}/channels/{channel}/messages"))
+            .bearer_auth(&token)
+            .json(&json!({ "content": "one file" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        upload_into(&client, addr, &token, channel, message["id"].as_i64().unwrap(), 0).await;
+        return downloads(&no_follow_client(), addr, &state, bare_addr).await;
+    }
     // Presign and confirm on PostgreSQL (production's database) and on the embedded SQLite default.
     let pg_dir = tempfile::tempdir().unwrap();
     let postgres = match postgres_database().await {
@@ -250,37 +266,7 @@ async fn run() {
         return;
     }
     sign::run();
-    let (token, _) = login_and_channel(&client, &addr.to_string()).await;
-
-    // Download redirects.
-    let file_id = state.db.clone();
-    let file_id = {
-        use sea_orm::EntityTrait;
-        chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
-    };
-    let no_follow = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
-    println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
-    println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for concurrency in [16, 64] {
-        let (c, url) = (no_follow.clone(), format!("http://{bare_addr}/bare-redirect"));
-        let bare_stats = load(concurrency, move |_| {
-            let (c, url) = (c.clone(), url.clone());
-            async move { redirected(c.get(&url).send().await.unwrap().status()) }
-        })
-        .await;
-        let (c, url, t) = (no_follow.clone(), format!("http://{addr}/files/download/{file_id}"), token.clone());
-        let download_stats = load(concurrency, move |_| {
-            let (c, url, t) = (c.clone(), url.clone(), t.clone());
-            async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
-        })
-        .await;
-        print_beside(concurrency, ("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats));
-    }
+    downloads(&no_follow_client(), addr, &state, bare_addr).await;
 
     // A page of 50 messages with 2 files each, on SQLite and PostgreSQL.
     println!("\n## Message page: 50 messages x 2 files (concurrency 16)\n");
@@ -511,5 +497,46 @@ fn print_beside(concurrency: usize, baseline: (&str, &Stats), measured: (&str, &
             ms(s.pct(0.99)),
             s.rps() / baseline.1.rps()
         );
+    }
+}
+
+/// A client that does not follow redirects (for the download path).
+fn no_follow_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(256).build().unwrap()
+}
+
+/// Download redirects beside a bare poem redirect, on a broker holding at least one file.
+async fn downloads(
+    no_follow: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    state: &chatgenius_files::startup::AppState,
+    bare_addr: std::net::SocketAddr,
+) {
+    let client = no_follow;
+    let (token, _) = login_and_channel(client, &addr.to_string()).await;
+
+    // Download redirects.
+    let file_id = state.db.clone();
+    let file_id = {
+        use sea_orm::EntityTrait;
+        chatgenius_files::entity::file_upload::Entity::find().one(&file_id).await.unwrap().unwrap().id
+    };
+    println!("\n## Download redirect vs a bare poem redirect (embedded default, SQLite)\n");
+    println!("| endpoint | concurrency | requests/s | p50 ms | p99 ms | ratio to bare |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for concurrency in [16, 64] {
+        let (c, url) = (no_follow.clone(), format!("http://{bare_addr}/bare-redirect"));
+        let bare_stats = load(concurrency, move |_| {
+            let (c, url) = (c.clone(), url.clone());
+            async move { redirected(c.get(&url).send().await.unwrap().status()) }
+        })
+        .await;
+        let (c, url, t) = (no_follow.clone(), format!("http://{addr}/files/download/{file_id}"), token.clone());
+        let download_stats = load(concurrency, move |_| {
+            let (c, url, t) = (c.clone(), url.clone(), t.clone());
+            async move { redirected(c.get(&url).bearer_auth(&t).send().await.unwrap().status()) }
+        })
+        .await;
+        print_beside(concurrency, ("bare poem redirect", &bare_stats), ("GET /files/download/{id}", &download_stats));
     }
 }
