@@ -39,21 +39,16 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 pub async fn append(db: &impl ConnectionTrait, event: &Event) -> Result<i64, DbErr> {
     let payload = serde_json::to_string(event).expect("events serialise");
     let at = crate::service::now();
-    let (sql, backend) = match db.get_database_backend() {
-        DatabaseBackend::Postgres => (
-            format!(
-                "WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})), \
-                 appended AS (INSERT INTO events (channel_id, user_id, kind, payload, created_at) \
-                   SELECT $1, $2, $3, $4, $5 FROM ordered RETURNING id) \
-                 SELECT id, pg_notify('{CHANNEL}', id::text) IS NULL AS notified FROM appended"
-            ),
-            DatabaseBackend::Postgres,
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => format!(
+            "WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})), \
+             appended AS (INSERT INTO events (channel_id, user_id, kind, payload, created_at) \
+               SELECT $1, $2, $3, $4, $5 FROM ordered RETURNING id) \
+             SELECT id, pg_notify('{CHANNEL}', id::text) IS NULL AS notified FROM appended"
         ),
-        backend => (
-            "INSERT INTO events (channel_id, user_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id"
-                .to_owned(),
-            backend,
-        ),
+        _ => "INSERT INTO events (channel_id, user_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id"
+            .to_owned(),
     };
     let channel_id = event.channel_id().expect("only channel events are stored");
     let row = db

@@ -35,7 +35,7 @@ const EXTRA: &[(&str, &[&str])] = &[
 ];
 
 static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
-    let spec: serde_json::Value = serde_json::from_str(&crate::api::spec_json()).expect("the spec is JSON");
+    let spec: serde_json::Value = serde_json::from_str(crate::api::spec()).expect("the spec is JSON");
     let mut routes: Vec<Route> = spec["paths"]
         .as_object()
         .expect("the spec has paths")

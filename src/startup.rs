@@ -205,8 +205,7 @@ impl Application {
 /// The spec with its links ([`api::spec_json`]).
 #[poem::handler]
 fn spec_endpoint() -> poem::Response {
-    static SPEC: std::sync::LazyLock<String> = std::sync::LazyLock::new(api::spec_json);
-    poem::Response::builder().content_type("application/json; charset=utf-8").body(SPEC.as_str())
+    poem::Response::builder().content_type("application/json; charset=utf-8").body(api::spec())
 }
 
 /// Prometheus text exposition of this instance's metrics (behind

@@ -2,7 +2,7 @@
 //!
 //! The caller authenticates before the upgrade (Authorization header, `?token=`
 //! or `Sec-WebSocket-Protocol: bearer, <token>`); a browser's `Origin` must be
-//! allowed. A connection with `?after=<id>` first gets the events after that
+//! allowed ([`crate::guard`] checks it). A connection with `?after=<id>` first gets the events after that
 //! id it may see, in order; every connection then gets one `ready` frame (or
 //! `resync_required` when the missed events cannot be replayed) and the live
 //! events. Each connection keeps the set of channels its user belongs to and
@@ -85,20 +85,10 @@ impl AllowedOrigins {
     }
 }
 
-/// Checks origin and token, then upgrades; refusals are the JSON error body.
-pub async fn upgrade(
-    req: &Request,
-    socket: WebSocket,
-    state: &AppState,
-    origins: &AllowedOrigins,
-    after: Option<i64>,
-) -> Response {
-    if let Some(origin) = req.header("origin")
-        && !origins.allows(origin)
-    {
-        return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not open the event socket")
-            .into_response();
-    }
+/// Checks the token and the user's socket count, then upgrades; refusals are
+/// the JSON error body. (The browser's origin was checked by
+/// [`crate::guard`], in front of CORS.)
+pub async fn upgrade(req: &Request, socket: WebSocket, state: &AppState, after: Option<i64>) -> Response {
     let Some(token) = token_of(req) else {
         return ApiError::unauthorized("missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)")
             .into_response();

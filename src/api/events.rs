@@ -12,12 +12,7 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use crate::{
-    error::ErrorBody,
-    events::Event,
-    startup::AppState,
-    ws::{self, AllowedOrigins},
-};
+use crate::{error::ErrorBody, events::Event, startup::AppState, ws};
 
 /// Event stream operations.
 pub struct EventsApi;
@@ -110,11 +105,10 @@ impl EventsApi {
         req: &Request,
         socket: WebSocket,
         state: Data<&AppState>,
-        origins: Data<&AllowedOrigins>,
         /// Resume after this event `id` (the last one seen).
         #[oai(validator(minimum(value = "0")))]
         after: Query<Option<i64>>,
     ) -> EventStream {
-        EventStream(ws::upgrade(req, socket, &state, &origins, after.0).await)
+        EventStream(ws::upgrade(req, socket, &state, after.0).await)
     }
 }

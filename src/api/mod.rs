@@ -169,6 +169,12 @@ pub fn spec_json() -> String {
     serde_json::to_string_pretty(&spec).expect("JSON")
 }
 
+/// [`spec_json`], made once per process (served, and read by the route table).
+pub fn spec() -> &'static str {
+    static SPEC: std::sync::LazyLock<String> = std::sync::LazyLock::new(spec_json);
+    SPEC.as_str()
+}
+
 /// Response links: (operation, status, response field, parameter, operations it feeds).
 const LINKS: &[(&str, &str, &str, &str, &[&str])] = &[
     (
@@ -199,7 +205,6 @@ impl From<ServiceError> for ApiError {
             E::Invalid { code, message } => ApiError::new(StatusCode::BAD_REQUEST, code, message),
             E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             E::Gone { code, message } => ApiError::new(StatusCode::GONE, code, message),
-            E::Disabled { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
             E::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message),
             E::TypeNotAllowed(message) => {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed", message)

@@ -45,9 +45,6 @@ pub enum ServiceError {
     /// Too many requests of this kind.
     #[error("rate limited; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// A feature switched off by configuration.
-    #[error("{message}")]
-    Disabled { code: &'static str, message: String },
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] DbErr),

@@ -89,7 +89,7 @@ pub async fn open(
         };
         return opening(now, replay);
     };
-    if outbox::oldest(&snapshot).await?.is_none_or(|oldest| after < oldest - 1) {
+    if past_retention(&snapshot, after).await? {
         return opening(now, Replay::Resync("the missed events are past the retention window; reload"));
     }
     // My joins and removals since `after`, oldest first.
@@ -173,10 +173,16 @@ pub async fn replay_page(
     Ok(Page { events: rows.into_iter().filter_map(outbox::stamped).collect(), next_after, more })
 }
 
+/// Whether some event after `after` may have been trimmed (ids below the
+/// oldest kept are gone; the newest is always kept).
+async fn past_retention(db: &impl sea_orm::ConnectionTrait, after: i64) -> Result<bool, ServiceError> {
+    Ok(outbox::oldest(db).await?.is_none_or(|oldest| after < oldest - 1))
+}
+
 /// Whether events after `after` were trimmed while they were replayed (the
 /// replay may have a hole: the client must reload).
 pub async fn trimmed_since(db: &DatabaseConnection, after: i64) -> Result<bool, ServiceError> {
-    Ok(outbox::oldest(db).await?.is_none_or(|oldest| after < oldest - 1))
+    past_retention(db, after).await
 }
 
 /// Whether `me` may see the event; keeps `channels` (the user's channels as
