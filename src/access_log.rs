@@ -1,17 +1,17 @@
 //! Request logging without query strings: `?token=` on `/ws` carries a bearer
 //! token, and no secret may reach a log line.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use poem::{Endpoint, IntoResponse, Request, Response, Result};
 
-use crate::startup::AppState;
+use crate::{metrics::Metrics, routes};
 
 /// Logs method, path (never the query), status and duration of every request,
 /// and counts it in the metrics.
 pub async fn log_request<E: Endpoint>(next: E, req: Request) -> Result<Response> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let state = req.data::<AppState>().cloned();
+    let metrics = req.data::<Arc<Metrics>>().cloned();
     let started = Instant::now();
     let result = next.call(req).await.map(IntoResponse::into_response);
     let status = match &result {
@@ -19,8 +19,8 @@ pub async fn log_request<E: Endpoint>(next: E, req: Request) -> Result<Response>
         Err(err) => err.status(),
     };
     tracing::info!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
-    if let Some(state) = state {
-        state.metrics.request(method.as_str(), &path, status.as_u16());
+    if let Some(metrics) = metrics {
+        metrics.request(method.as_str(), routes::label(&path), status.as_u16());
     }
     result
 }

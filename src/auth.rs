@@ -4,14 +4,15 @@
 //! created at that time: a token from an earlier database (same secret, ids
 //! given out again) or for a deleted user is refused with 401.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
+use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Secret, error::ApiError, startup::AppState};
+use crate::{config::Secret, error::ApiError};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,17 +144,32 @@ pub fn resolve_secret(configured: Option<&Secret>, data_dir: &Path) -> std::io::
 pub struct BearerAuth(pub CurrentUser);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<CurrentUser> {
-    let state = req.data::<AppState>().expect("AppState is attached to every route");
-    Ok(authenticate(state, &bearer.token).await?)
+    let authenticator = req.data::<Authenticator>().expect("the authenticator is request data of every route");
+    Ok(authenticator.authenticate(&bearer.token).await?)
 }
 
-/// The user of a bearer token: well-formed, correctly signed, not expired,
-/// and naming a user this database has (created when the token says).
-pub async fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, ApiError> {
-    let user = state.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    match crate::service::users::find_by_id(&state.db, user.id).await? {
-        Some(found) if CurrentUser::of(&found).created_ms == user.created_ms => Ok(user),
-        _ => Err(ApiError::unauthorized("the token's user does not exist here; log in again")),
+/// Checks bearer tokens against the keys and this database's users; request
+/// data of every route.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub keys: Arc<TokenKeys>,
+    db: DatabaseConnection,
+}
+
+impl Authenticator {
+    pub fn new(keys: Arc<TokenKeys>, db: DatabaseConnection) -> Self {
+        Self { keys, db }
+    }
+
+    /// The user of a bearer token: well-formed, correctly signed, not
+    /// expired, and naming a user this database has (created when the token
+    /// says).
+    pub async fn authenticate(&self, token: &str) -> Result<CurrentUser, ApiError> {
+        let user = self.keys.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        match crate::service::users::find_by_id(&self.db, user.id).await? {
+            Some(found) if CurrentUser::of(&found).created_ms == user.created_ms => Ok(user),
+            _ => Err(ApiError::unauthorized("the token's user does not exist here; log in again")),
+        }
     }
 }
 

@@ -235,7 +235,12 @@ async fn forget_metadata(root: &Path, path: &str) {
     let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let stem = format!(".bucket-{}.object-{}", encode(bucket), encode(key));
     for suffix in [".metadata.json", ".internal.json"] {
-        let _ = tokio::fs::remove_file(root.join(format!("{stem}{suffix}"))).await;
+        let file = root.join(format!("{stem}{suffix}"));
+        if let Err(err) = tokio::fs::remove_file(&file).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), error = %err, "embedded S3: cannot remove a deleted object's metadata");
+        }
     }
     let bucket_dir = root.join(bucket);
     let mut dir = bucket_dir.join(key);

@@ -15,7 +15,7 @@ use poem::{
     http::{HeaderValue, Method, StatusCode, header},
 };
 
-use crate::{error::ApiError, routes, startup::AppState, ws::AllowedOrigins};
+use crate::{error::ApiError, routes, state::AppState, ws::AllowedOrigins};
 
 /// Largest request body of every route but the streamed upload (JSON bodies
 /// here are a few hundred bytes; a message with its content is under 20 KiB).

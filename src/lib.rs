@@ -35,12 +35,12 @@ pub mod ratelimit;
 pub mod routes;
 /// Use cases, free of HTTP types.
 pub mod service;
-/// Wiring: state, routes, serving.
+/// Wiring: builds the state and the routes, then serves.
 pub mod startup;
+/// What every handler can reach.
+pub mod state;
 /// The S3 facade and presigned URLs.
 pub mod storage;
-/// Background cleanup of deleted files, expired uploads and orphans.
-pub mod sweeper;
 /// The embedded browser client.
 pub mod ui;
 /// JSON shapes shared by HTTP responses and WebSocket events.

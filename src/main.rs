@@ -10,9 +10,8 @@ use chatgenius_files::{
     bucket_setup,
     config::{Config, LogFormat},
     domain::Username,
-    service::users,
+    service::{sweeper, users},
     startup::{self, Application},
-    sweeper,
 };
 
 /// The ChatGenius file service. Every option is also an environment variable.
@@ -111,12 +110,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Openapi => println!("{}", chatgenius_files::api::spec_json()),
         Command::Sweep => {
-            // Runs beside a serving instance: take free ports, serve nothing.
+            // Runs beside a serving instance: the embedded store (if it is
+            // the one) on a free port, no API listener.
             let mut config = cli.config;
-            config.bind_addr = "127.0.0.1:0".parse()?;
             config.embedded_s3_addr = "127.0.0.1:0".parse()?;
-            let app = Application::build(config).await?;
-            let report = sweeper::sweep_once(app.state()).await?;
+            let (deps, policy, _embedded) = startup::open_for_sweep(&config).await?;
+            let report = sweeper::sweep_once(&deps, &policy).await?;
+            deps.downloads.flush().await;
             print!("{}", report.table());
         }
         Command::BucketSetup { strict } => return bucket_setup(cli.config, strict).await,

@@ -23,7 +23,7 @@ pub struct Metrics {
     bytes_confirmed: AtomicU64,
     ws_connections: AtomicI64,
     sweeper: Mutex<BTreeMap<&'static str, u64>>,
-    cleanup_failures: Mutex<BTreeMap<&'static str, u64>>,
+    ignored_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A method label: the methods the service answers, anything else `OTHER`.
@@ -37,11 +37,11 @@ fn escape(value: &str) -> String {
 }
 
 impl Metrics {
-    /// Counts a request under its route template ([`crate::routes::label`]):
-    /// label values come from the route table, never from the client.
-    pub fn request(&self, method: &str, path: &str, status: u16) {
+    /// Counts a request under its route template (`route`, from the route
+    /// table, never from the client).
+    pub fn request(&self, method: &str, route: &str, status: u16) {
         let mut requests = self.requests.lock().expect("metrics lock");
-        let mut key = (method_of(method).to_owned(), crate::routes::label(path).to_owned(), status);
+        let mut key = (method_of(method).to_owned(), route.to_owned(), status);
         if !requests.contains_key(&key) && requests.len() >= MAX_ROUTE_SERIES {
             key.1 = "other".to_owned();
         }
@@ -74,10 +74,11 @@ impl Metrics {
         }
     }
 
-    /// A store cleanup failed (logged where it happened); `what` names it.
-    /// What it left behind is retried by the sweeper.
-    pub fn cleanup_failed(&self, what: &'static str) {
-        *self.cleanup_failures.lock().expect("metrics lock").entry(what).or_default() += 1;
+    /// A failure that was logged where it happened and gone on from (no
+    /// request failed because of it); `what` names it. Store cleanups left
+    /// behind are retried by the sweeper.
+    pub fn ignored_failure(&self, what: &'static str) {
+        *self.ignored_failures.lock().expect("metrics lock").entry(what).or_default() += 1;
     }
 
     /// The Prometheus text exposition.
@@ -129,11 +130,11 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP cgf_store_cleanup_failures_total Object deletions and multipart aborts that failed (the sweeper retries).\n\
-             # TYPE cgf_store_cleanup_failures_total counter"
+            "# HELP cgf_ignored_failures_total Failures logged and gone on from: store cleanups (the sweeper retries), download statistics, event delivery, sweeps.\n\
+             # TYPE cgf_ignored_failures_total counter"
         );
-        for (what, count) in self.cleanup_failures.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "cgf_store_cleanup_failures_total{{what=\"{what}\"}} {count}");
+        for (what, count) in self.ignored_failures.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "cgf_ignored_failures_total{{what=\"{what}\"}} {count}");
         }
         out
     }
@@ -144,14 +145,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_come_from_the_route_table_and_are_escaped() {
+    fn labels_are_escaped_and_methods_bounded() {
         let metrics = Metrics::default();
-        metrics.request("GET", "/files/download/42", 302);
+        metrics.request("GET", "/files/download/{file_id}", 302);
         metrics.request("GET", "/a\"b", 404);
         metrics.request("BREW", "/health", 405);
         let text = metrics.render(0);
         assert!(text.contains(r#"method="GET",route="/files/download/{file_id}",status="302""#), "{text}");
-        assert!(text.contains(r#"method="GET",route="unmatched",status="404""#), "{text}");
+        assert!(text.contains(r#"method="GET",route="/a\"b",status="404""#), "{text}");
         assert!(text.contains(r#"method="OTHER",route="/health",status="405""#), "{text}");
         assert_eq!(escape("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
     }

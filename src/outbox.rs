@@ -22,6 +22,7 @@ use sea_orm::{
 use crate::{
     entity::event,
     events::{Event, EventHub, Stamped},
+    metrics::Metrics,
 };
 
 /// Key of the PostgreSQL advisory lock that orders appends.
@@ -96,13 +97,20 @@ pub fn stamped(row: event::Model) -> Option<Stamped> {
 /// Delivers every event committed from now on to `hub`, in id order, until
 /// the process ends. `listen_url`: the PostgreSQL database whose
 /// notifications announce other instances' commits (None on SQLite).
-pub async fn start(db: DatabaseConnection, hub: EventHub, listen_url: Option<String>) -> anyhow::Result<()> {
+/// Failures on the way (a lost LISTEN connection, a failed read, an
+/// unreadable event) are logged and counted in `metrics`.
+pub async fn start(
+    db: DatabaseConnection,
+    hub: EventHub,
+    listen_url: Option<String>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let cursor = newest(&db).await?;
     if let Some(url) = listen_url {
         let listener = listen(&url).await?;
-        tokio::spawn(wake_on_notify(url, listener, hub.clone()));
+        tokio::spawn(wake_on_notify(url, listener, hub.clone(), metrics.clone()));
     }
-    tokio::spawn(deliver(db, hub, cursor));
+    tokio::spawn(deliver(db, hub, cursor, metrics));
     Ok(())
 }
 
@@ -114,30 +122,34 @@ async fn listen(url: &str) -> Result<PgListener, sea_orm::sqlx::Error> {
 
 /// Wakes the reader on every notification and after every reconnect (what
 /// was committed while the LISTEN connection was down is read then).
-async fn wake_on_notify(url: String, mut listener: PgListener, hub: EventHub) {
+async fn wake_on_notify(url: String, mut listener: PgListener, hub: EventHub, metrics: Arc<Metrics>) {
     loop {
-        match listener.try_recv().await {
-            Ok(Some(_)) => hub.committed(),
-            Ok(None) | Err(_) => {
-                tracing::warn!("outbox: LISTEN connection lost; reconnecting");
-                listener = loop {
-                    match listen(&url).await {
-                        Ok(listener) => break listener,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "outbox: cannot LISTEN yet");
-                            tokio::time::sleep(RETRY_AFTER).await;
-                        }
-                    }
-                };
+        let lost = match listener.try_recv().await {
+            Ok(Some(_)) => {
                 hub.committed();
+                continue;
             }
-        }
+            Ok(None) => "connection closed".to_owned(),
+            Err(err) => err.to_string(),
+        };
+        tracing::warn!(error = lost, "outbox: LISTEN connection lost; reconnecting");
+        metrics.ignored_failure("event_listen");
+        listener = loop {
+            match listen(&url).await {
+                Ok(listener) => break listener,
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbox: cannot LISTEN yet");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+        };
+        hub.committed();
     }
 }
 
 /// Reads and delivers what follows `cursor` whenever woken; a failed read is
 /// retried until it succeeds, so no wake-up is wasted.
-async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64) {
+async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64, metrics: Arc<Metrics>) {
     loop {
         hub.woken().await;
         loop {
@@ -146,8 +158,9 @@ async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64) {
                     let full = page.len() as u64 == PAGE;
                     for row in page {
                         cursor = row.id;
-                        if let Some(event) = stamped(row) {
-                            hub.deliver(Arc::new(event));
+                        match stamped(row) {
+                            Some(event) => hub.deliver(Arc::new(event)),
+                            None => metrics.ignored_failure("event_unreadable"),
                         }
                     }
                     if !full {
@@ -156,6 +169,7 @@ async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64) {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "outbox: cannot read new events; retrying");
+                    metrics.ignored_failure("event_read");
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
             }

@@ -1,8 +1,13 @@
 //! Rate limits (governor keyed limiters): one per action and user, and dev
-//! login per client address. Stale keys are dropped by
+//! login per client address; and the cap on open event sockets per user. Stale keys are dropped by
 //! [`RateLimits::retain_recent`] so memory stays bounded.
 
-use std::{net::IpAddr, num::NonZeroU32};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+};
 
 use governor::{
     DefaultKeyedRateLimiter, Quota,
@@ -105,5 +110,40 @@ impl RateLimits {
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Open event sockets per user, bounded by WS_MAX_PER_USER.
+#[derive(Default)]
+pub struct SocketCounts(Mutex<HashMap<i32, usize>>);
+
+/// One socket of a user, counted until dropped.
+pub struct SocketSlot {
+    counts: Arc<SocketCounts>,
+    user: i32,
+}
+
+impl SocketCounts {
+    /// A slot for one more socket of `user`, unless they have `max` open.
+    pub fn take(self: &Arc<Self>, user: i32, max: usize) -> Option<SocketSlot> {
+        let mut counts = self.0.lock().expect("socket counts");
+        let open = counts.entry(user).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(SocketSlot { counts: self.clone(), user })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().expect("socket counts");
+        if let Some(open) = counts.get_mut(&self.user) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.user);
+            }
+        }
     }
 }

@@ -12,43 +12,22 @@ use sea_orm::{
 
 use crate::{
     access_log, api,
-    auth::{self, TokenKeys},
+    auth::{self, Authenticator, TokenKeys},
     config::{Config, Origin, StorageMode},
     embedded_s3::EmbeddedS3,
     error::render_poem_error,
-    events::EventHub,
     guard,
-    metrics::Metrics,
     net::NoDelayAcceptor,
     outbox,
     ratelimit::{Quotas, RateLimits},
-    service::files::DownloadRecorder,
+    service::{
+        deps::Deps,
+        sweeper::{self, SweepPolicy},
+    },
+    state::AppState,
     storage::{CredentialSource, Storage, StorageSettings, Timeouts},
-    sweeper,
     ws::AllowedOrigins,
 };
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: DatabaseConnection,
-    pub storage: Storage,
-    pub tokens: Arc<TokenKeys>,
-    pub config: Arc<Config>,
-    pub events: EventHub,
-    pub limits: Arc<RateLimits>,
-    pub downloads: DownloadRecorder,
-    pub metrics: Arc<Metrics>,
-    /// Open event sockets per user.
-    pub sockets: Arc<crate::ws::SocketCounts>,
-    /// The last readiness answer (what failed, and when it was checked).
-    pub readiness: Arc<tokio::sync::Mutex<Option<Readiness>>>,
-    /// Turns true when shutdown starts: WebSockets say goodbye, the sweeper stops.
-    pub closing: tokio::sync::watch::Receiver<bool>,
-}
-
-/// A readiness answer: when it was checked and what failed.
-pub type Readiness = (std::time::Instant, Vec<&'static str>);
 
 /// A built, not yet serving, application.
 pub struct Application {
@@ -93,30 +72,18 @@ impl Application {
             database = if config.database_url().starts_with("postgres") { "postgresql" } else { "sqlite" },
             "chatgenius-files ready"
         );
-        let limits = Arc::new(RateLimits::new(Quotas {
-            upload: config.presign_rate_per_min,
-            confirm: config.confirm_rate_per_min,
-            download: config.download_rate_per_min,
-            parts: config.parts_rate_per_min,
-            dev_login: config.dev_login_rate_per_min,
-        }));
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
-        let database_url = config.database_url();
+        let deps = Deps::new(&config, db.clone(), storage, Arc::new(rate_limits(&config)));
+        let listen_url = (db.get_database_backend() == DatabaseBackend::Postgres).then(|| config.database_url());
         let state = AppState {
-            downloads: DownloadRecorder::spawn(db.clone()),
-            db,
-            storage,
-            tokens,
+            auth: Authenticator::new(tokens, db),
+            deps,
             config: Arc::new(config),
-            events: EventHub::default(),
-            limits,
-            metrics: Arc::default(),
             sockets: Arc::default(),
             readiness: Arc::default(),
             closing: closing_rx,
         };
-        let listen_url = (state.db.get_database_backend() == DatabaseBackend::Postgres).then_some(database_url);
-        outbox::start(state.db.clone(), state.events.clone(), listen_url)
+        outbox::start(state.deps.db.clone(), state.deps.events.clone(), listen_url, state.deps.metrics.clone())
             .await
             .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot read or LISTEN for events: {e}"))?;
         Ok(Self { addr, acceptor, state, cors_origins, embedded_s3, closing })
@@ -142,7 +109,7 @@ impl Application {
     /// stops between sweeps, and the last download counts are written.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let (timers, sweeper) = self.spawn_background();
-        let downloads = self.state.downloads.clone();
+        let downloads = self.state.deps.downloads.clone();
         // Connections silent this long are closed (headers never finished,
         // bodies that stopped): longer than two WebSocket pings, which keep
         // idle sockets active.
@@ -163,6 +130,8 @@ impl Application {
             .around(guard::guard)
             .around(access_log::log_request)
             .data(AllowedOrigins(Arc::new(self.cors_origins.clone())))
+            .data(self.state.auth.clone())
+            .data(self.state.deps.metrics.clone())
             .data(self.state)
             .catch_all_error(render_poem_error);
         let _keep_s3_alive = self.embedded_s3;
@@ -182,7 +151,7 @@ impl Application {
 
     /// Timers: limiter cleanup and, unless switched off, the sweeper.
     fn spawn_background(&self) -> (tokio::task::JoinHandle<()>, Option<tokio::task::JoinHandle<()>>) {
-        let limits = self.state.limits.clone();
+        let limits = self.state.deps.limits.clone();
         let every = Duration::from_secs(self.state.config.limiter_cleanup_secs);
         let timers = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -191,8 +160,10 @@ impl Application {
                 limits.retain_recent();
             }
         });
-        let sweeper = (self.state.config.sweep_interval_secs > 0)
-            .then(|| tokio::spawn(sweeper::run_periodically(self.state.clone())));
+        let policy = SweepPolicy::from_config(&self.state.config);
+        let sweeper = (policy.interval_secs > 0).then(|| {
+            tokio::spawn(sweeper::run_periodically(self.state.deps.clone(), policy, self.state.closing.clone()))
+        });
         (timers, sweeper)
     }
 
@@ -221,7 +192,34 @@ fn metrics_endpoint(req: &poem::Request, state: poem::web::Data<&AppState>) -> p
                 .into_response();
         }
     }
-    poem::Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render(state.limits.len()))
+    let text = state.deps.metrics.render(state.deps.limits.len());
+    poem::Response::builder().content_type("text/plain; version=0.0.4").body(text)
+}
+
+fn rate_limits(config: &Config) -> RateLimits {
+    RateLimits::new(Quotas {
+        upload: config.presign_rate_per_min,
+        confirm: config.confirm_rate_per_min,
+        download: config.download_rate_per_min,
+        parts: config.parts_rate_per_min,
+        dev_login: config.dev_login_rate_per_min,
+    })
+}
+
+/// What the `sweep` command needs and nothing more: the migrated database,
+/// the object store (the embedded endpoint started when it is the one, kept
+/// alive by the returned handle) and the use cases' handles; no listener, no
+/// event reader.
+pub async fn open_for_sweep(config: &Config) -> anyhow::Result<(Deps, SweepPolicy, Option<EmbeddedS3>)> {
+    config.validate()?;
+    let (storage, embedded) = open_storage(config, &config.cors_allowed_origins).await?;
+    if embedded.is_some() {
+        storage.ensure_bucket().await.map_err(|e| anyhow::anyhow!("embedded S3: cannot create bucket: {e}"))?;
+    }
+    let db = connect_database(config, Some(2)).await?;
+    with_migration_lock(&db, || Migrator::up(&db, None)).await?;
+    let deps = Deps::new(config, db, storage, Arc::new(rate_limits(config)));
+    Ok((deps, SweepPolicy::from_config(config), embedded))
 }
 
 /// The object store as configured (starting the embedded endpoint when it is

@@ -27,43 +27,8 @@ use crate::{
     error::ApiError,
     events::{Event, ResyncRequired, Stamped, StreamReady},
     service::stream::{self, Opening, Replay},
-    startup::AppState,
+    state::AppState,
 };
-
-/// Open event sockets per user, bounded by WS_MAX_PER_USER.
-#[derive(Default)]
-pub struct SocketCounts(std::sync::Mutex<std::collections::HashMap<i32, usize>>);
-
-/// One socket of a user, counted until dropped.
-pub struct SocketSlot {
-    counts: Arc<SocketCounts>,
-    user: i32,
-}
-
-impl SocketCounts {
-    /// A slot for one more socket of `user`, unless they have `max` open.
-    pub fn take(self: &Arc<Self>, user: i32, max: usize) -> Option<SocketSlot> {
-        let mut counts = self.0.lock().expect("socket counts");
-        let open = counts.entry(user).or_default();
-        if *open >= max {
-            return None;
-        }
-        *open += 1;
-        Some(SocketSlot { counts: self.clone(), user })
-    }
-}
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().expect("socket counts");
-        if let Some(open) = counts.get_mut(&self.user) {
-            *open -= 1;
-            if *open == 0 {
-                counts.remove(&self.user);
-            }
-        }
-    }
-}
 
 /// Events read per replay query.
 const REPLAY_PAGE: u64 = 500;
@@ -93,7 +58,7 @@ pub async fn upgrade(req: &Request, socket: WebSocket, state: &AppState, after: 
         return ApiError::unauthorized("missing bearer token (Authorization, ?token= or Sec-WebSocket-Protocol)")
             .into_response();
     };
-    let user = match crate::auth::authenticate(state, &token).await {
+    let user = match state.auth.authenticate(&token).await {
         Ok(user) => user,
         Err(err) => return err.into_response(),
     };
@@ -138,19 +103,19 @@ fn token_of(req: &Request) -> Option<String> {
 }
 
 async fn serve(state: AppState, user: CurrentUser, after: Option<i64>, stream: WebSocketStream) {
-    state.metrics.ws_opened();
+    state.deps.metrics.ws_opened();
     connection(&state, user, after, stream).await;
-    state.metrics.ws_closed();
+    state.deps.metrics.ws_closed();
 }
 
 async fn connection(state: &AppState, user: CurrentUser, after: Option<i64>, stream: WebSocketStream) {
     // Subscribed before the stream's start is read: nothing committed after
     // that start can be missed, and what the live feed repeats is skipped.
-    let mut events = state.events.subscribe();
+    let mut events = state.deps.events.subscribe();
     let send_timeout = Duration::from_millis(state.config.ws_send_timeout_ms);
     let (mut sink, mut inbound) = stream.split();
     let close = |code, reason: &str| Message::Close(Some((code, reason.to_owned())));
-    let opened = match stream::open(&state.db, user.id, after, state.config.events_replay_max).await {
+    let opened = match stream::open(&state.deps.db, user.id, after, state.config.events_replay_max).await {
         Ok(opening) => start(state, user.id, opening, &mut sink, send_timeout).await,
         Err(err) => Err(err.to_string()),
     };
@@ -264,8 +229,9 @@ async fn start(
         Replay::From { after, spans } => {
             let (mut cursor, mut replayed) = (after, 0);
             loop {
-                let page =
-                    stream::replay_page(&state.db, cursor, &spans, REPLAY_PAGE).await.map_err(|e| e.to_string())?;
+                let page = stream::replay_page(&state.deps.db, cursor, &spans, REPLAY_PAGE)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 for event in &page.events {
                     if stream::visible(&event.event, me, &mut channels) {
                         send(sink, event).await?;
@@ -277,7 +243,7 @@ async fn start(
                     break;
                 }
             }
-            if stream::trimmed_since(&state.db, after).await.map_err(|e| e.to_string())? {
+            if stream::trimmed_since(&state.deps.db, after).await.map_err(|e| e.to_string())? {
                 let reason = "the missed events were trimmed during the replay; reload";
                 Event::ResyncRequired(ResyncRequired { reason: reason.to_owned() })
             } else {

@@ -72,8 +72,9 @@ ensure_postgres
 start_seaweedfs
 ensure_browser
 
-log "formatting and lints"
+log "formatting, lints and layering"
 cargo fmt --all --check
+python3 tests/layers/check.py
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 log "building"

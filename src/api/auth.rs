@@ -3,14 +3,14 @@
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use super::{ApiTags, JsonString, Success, ok, utc};
+use super::common::{ApiTags, JsonString, Success, ok, utc};
 use crate::{
     auth::{BearerAuth, CurrentUser},
     domain::Username,
     entity::user,
     error::ApiError,
     service::{ServiceError, users},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Authentication operations.
@@ -76,13 +76,14 @@ impl AuthApi {
         // Off: answered 404 `dev_login_disabled` by `crate::guard`, before the body is read.
         if let Some(address) = req.remote_addr().as_socket_addr() {
             state
+                .deps
                 .limits
                 .check_dev_login(address.ip())
                 .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
         }
         let username = Username::parse(&body.username)?;
-        let user = users::find_or_create(&state.db, &username).await?;
-        let token = state.tokens.issue(&CurrentUser::of(&user));
+        let user = users::find_or_create(&state.deps.db, &username).await?;
+        let token = state.auth.keys.issue(&CurrentUser::of(&user));
         Ok(ok(LoginResponse { token, user: user.into() }))
     }
 

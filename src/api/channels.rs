@@ -3,14 +3,20 @@
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{ApiTags, JsonString, Success, auth::User, ok, utc};
+use super::{
+    auth::User,
+    common::{ApiTags, JsonString, Success, ok, utc},
+};
 use crate::{
     auth::BearerAuth,
     domain::{ChannelName, Username},
     entity::channel,
     error::ApiError,
-    service::channels::{self, Member},
-    startup::AppState,
+    service::{
+        channels::{self, Member},
+        membership,
+    },
+    state::AppState,
 };
 
 /// Channel operations. Every one is for members only: a channel the caller is
@@ -114,14 +120,14 @@ impl ChannelsApi {
         body: Json<CreateChannelRequest>,
     ) -> Result<ChannelCreated, ApiError> {
         let name = ChannelName::parse(&body.name)?;
-        let created = channels::create(&state, auth.0.id, &name).await?;
+        let created = channels::create(&state.deps, auth.0.id, &name).await?;
         Ok(ChannelCreated::Created(Json(created.into())))
     }
 
     /// List the caller's channels.
     #[oai(path = "/channels", method = "get", operation_id = "list_channels")]
     async fn list(&self, state: Data<&AppState>, auth: BearerAuth) -> Result<Success<ChannelList>, ApiError> {
-        let found = channels::list_for_member(&state.db, auth.0.id).await?;
+        let found = membership::list_for_member(&state.deps.db, auth.0.id).await?;
         Ok(ok(ChannelList { channels: found.into_iter().map(Into::into).collect() }))
     }
 
@@ -133,7 +139,7 @@ impl ChannelsApi {
         auth: BearerAuth,
         channel_id: Path<i32>,
     ) -> Result<Success<Channel>, ApiError> {
-        Ok(ok(channels::require_member(&state.db, channel_id.0, auth.0.id).await?.into()))
+        Ok(ok(membership::require_member(&state.deps.db, channel_id.0, auth.0.id).await?.into()))
     }
 
     /// List a channel's members.
@@ -144,7 +150,7 @@ impl ChannelsApi {
         auth: BearerAuth,
         channel_id: Path<i32>,
     ) -> Result<Success<MemberList>, ApiError> {
-        let found = channels::members(&state.db, channel_id.0, auth.0.id).await?;
+        let found = channels::members(&state.deps.db, channel_id.0, auth.0.id).await?;
         Ok(ok(MemberList { members: found.into_iter().map(Into::into).collect() }))
     }
 
@@ -160,7 +166,7 @@ impl ChannelsApi {
         body: Json<AddMemberRequest>,
     ) -> Result<MemberAdded, ApiError> {
         let username = Username::parse(&body.username)?;
-        let member = channels::add_member(&state, channel_id.0, auth.0.id, &username).await?;
+        let member = channels::add_member(&state.deps, channel_id.0, auth.0.id, &username).await?;
         Ok(MemberAdded::Created(Json(member.into())))
     }
 
@@ -175,7 +181,7 @@ impl ChannelsApi {
         channel_id: Path<i32>,
         user_id: Path<i32>,
     ) -> Result<MemberRemoved, ApiError> {
-        channels::remove_member(&state, channel_id.0, auth.0.id, user_id.0).await?;
+        channels::remove_member(&state.deps, channel_id.0, auth.0.id, user_id.0).await?;
         Ok(MemberRemoved::NoContent)
     }
 }

@@ -3,8 +3,8 @@
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi};
 
-use super::{ApiTags, Success, ok};
-use crate::startup::AppState;
+use super::common::{ApiTags, Success, ok};
+use crate::state::AppState;
 
 /// Client settings.
 pub struct ConfigApi;

@@ -11,8 +11,8 @@ use poem_openapi::{
     types::Type,
 };
 
-use super::ApiTags;
-use crate::{error::ErrorBody, events::Event, startup::AppState, ws};
+use super::common::ApiTags;
+use crate::{error::ErrorBody, events::Event, state::AppState, ws};
 
 /// Event stream operations.
 pub struct EventsApi;

@@ -14,7 +14,10 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiTags, JsonString, Success, ok, serde_json_body::SerdeJson};
+use super::{
+    common::{ApiTags, JsonString, Success, ok},
+    serde_json_body::SerdeJson,
+};
 use crate::{
     auth::BearerAuth,
     domain::{ContentType, FileName, Sha256Hex},
@@ -23,7 +26,7 @@ use crate::{
         ServiceError, files,
         uploads::{self, Confirmation, StreamedFile, Target, UploadRequest},
     },
-    startup::AppState,
+    state::AppState,
     wire::FileInfo,
 };
 
@@ -176,7 +179,7 @@ impl FilesApi {
         body: Json<PresignRequest>,
     ) -> Result<Presigned, ApiError> {
         let request = body.0.parse()?;
-        let presigned = uploads::presign(&state, auth.0.id, request).await?;
+        let presigned = uploads::presign(&state.deps, auth.0.id, request).await?;
         Ok(Presigned::Created(SerdeJson(PresignResponse {
             upload_id: presigned.upload.id,
             method: presigned.request.method.to_owned(),
@@ -200,7 +203,7 @@ impl FilesApi {
         auth: BearerAuth,
         upload_id: Path<Uuid>,
     ) -> Result<Confirmed, ApiError> {
-        Ok(uploads::confirm(&state, auth.0.id, upload_id.0).await?.into())
+        Ok(uploads::confirm(&state.deps, auth.0.id, upload_id.0).await?.into())
     }
 
     /// Abort an unconfirmed upload.
@@ -213,7 +216,7 @@ impl FilesApi {
         auth: BearerAuth,
         upload_id: Path<Uuid>,
     ) -> Result<Aborted, ApiError> {
-        uploads::abort(&state, auth.0.id, upload_id.0).await?;
+        uploads::abort(&state.deps, auth.0.id, upload_id.0).await?;
         Ok(Aborted::NoContent)
     }
 
@@ -227,7 +230,7 @@ impl FilesApi {
         auth: BearerAuth,
         file_id: Path<i32>,
     ) -> Result<Success<FileInfo>, ApiError> {
-        Ok(ok(files::visible_file(&state.db, auth.0.id, file_id.0).await?.into()))
+        Ok(ok(files::visible_file(&state.deps.db, auth.0.id, file_id.0).await?.into()))
     }
 
     /// Delete a file (owner only).
@@ -237,7 +240,7 @@ impl FilesApi {
     /// period. Other members get 403; everyone else, and a second delete, 404.
     #[oai(path = "/files/:file_id", method = "delete", operation_id = "delete_file")]
     async fn delete(&self, state: Data<&AppState>, auth: BearerAuth, file_id: Path<i32>) -> Result<Deleted, ApiError> {
-        files::delete(&state, auth.0.id, file_id.0).await?;
+        files::delete(&state.deps, auth.0.id, file_id.0).await?;
         Ok(Deleted::NoContent)
     }
 
@@ -260,7 +263,7 @@ impl FilesApi {
         /// `true`: let the browser display the file (media and PDF only).
         inline: Query<Option<bool>>,
     ) -> Result<Download, ApiError> {
-        let link = files::download(&state, auth.0.id, file_id.0, inline.0.unwrap_or(false)).await?;
+        let link = files::download(&state.deps, auth.0.id, file_id.0, inline.0.unwrap_or(false)).await?;
         Ok(if redirect.0.unwrap_or(true) {
             Download::Redirect(link.url, "no-store".into())
         } else {
@@ -315,7 +318,7 @@ impl FilesApi {
                             }
                         }
                     };
-                    let file = uploads::upload_stream(&state, auth.0.id, streamed, end_of_form).await?;
+                    let file = uploads::upload_stream(&state.deps, auth.0.id, streamed, end_of_form).await?;
                     return Ok(Uploaded::Created(Json(file.into())));
                 }
                 _ => {}

@@ -5,8 +5,8 @@ use std::time::Duration;
 use poem::{http::StatusCode, web::Data};
 use poem_openapi::{Object, OpenApi};
 
-use super::{ApiTags, Success, ok};
-use crate::{error::ApiError, startup::AppState};
+use super::common::{ApiTags, Success, ok};
+use crate::{error::ApiError, state::AppState};
 
 /// How long `/ready` waits for each of the database and the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,8 +23,8 @@ async fn check(state: &AppState) -> Vec<&'static str> {
     // A stalled database or store is as unready as a refusing one: each
     // check gets READY_TIMEOUT, not the store's whole retry budget.
     let (db, storage) = tokio::join!(
-        tokio::time::timeout(READY_TIMEOUT, state.db.ping()),
-        tokio::time::timeout(READY_TIMEOUT, state.storage.check()),
+        tokio::time::timeout(READY_TIMEOUT, state.deps.db.ping()),
+        tokio::time::timeout(READY_TIMEOUT, state.deps.storage.check()),
     );
     [("database", answered("database", db)), ("storage", answered("storage", storage))]
         .into_iter()

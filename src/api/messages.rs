@@ -7,13 +7,13 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, JsonString, Success, ok};
+use super::common::{ApiTags, JsonString, Success, ok};
 use crate::{
     auth::BearerAuth,
     domain::MessageContent,
     error::ApiError,
     service::messages::{self, MAX_PAGE},
-    startup::AppState,
+    state::AppState,
     wire::MessageInfo,
 };
 
@@ -69,7 +69,7 @@ impl MessagesApi {
         } else {
             MessageContent::parse_with_attachments(&body.content)?
         };
-        let posted = messages::post(&state, channel_id.0, auth.0.id, &content, &body.file_ids).await?;
+        let posted = messages::post(&state.deps, channel_id.0, auth.0.id, &content, &body.file_ids).await?;
         Ok(MessagePosted::Created(Json(posted.into())))
     }
 
@@ -89,7 +89,7 @@ impl MessagesApi {
         limit: Query<Option<u64>>,
     ) -> Result<Success<MessagePage>, ApiError> {
         let limit = limit.0.unwrap_or(50).min(MAX_PAGE);
-        let page = messages::page(&state.db, channel_id.0, auth.0.id, before.0, limit).await?;
+        let page = messages::page(&state.deps.db, channel_id.0, auth.0.id, before.0, limit).await?;
         let next_before = (page.len() as u64 == limit).then(|| page.last().map(|m| m.message.id)).flatten();
         Ok(ok(MessagePage { messages: page.into_iter().map(Into::into).collect(), next_before }))
     }

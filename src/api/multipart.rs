@@ -8,9 +8,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
 use super::{
-    ApiTags, JsonString, Success,
+    common::{ApiTags, JsonString, Success, ok},
     files::{Confirmed, PresignRequest},
-    ok,
 };
 use crate::{
     auth::BearerAuth,
@@ -19,7 +18,7 @@ use crate::{
         ServiceError,
         multipart::{self, PartUrl},
     },
-    startup::AppState,
+    state::AppState,
     storage::StoredPart,
 };
 
@@ -151,7 +150,7 @@ impl MultipartApi {
         auth: BearerAuth,
         body: Json<PresignRequest>,
     ) -> Result<MultipartStarted, ApiError> {
-        let started = multipart::start(&state, auth.0.id, body.0.parse()?).await?;
+        let started = multipart::start(&state.deps, auth.0.id, body.0.parse()?).await?;
         Ok(MultipartStarted::Created(Json(MultipartStart {
             upload_id: started.upload.id,
             key: started.upload.s3_key,
@@ -177,7 +176,7 @@ impl MultipartApi {
         body: Json<PartsRequest>,
     ) -> Result<Success<PartsResponse>, ApiError> {
         let listing =
-            multipart::parts(&state, auth.0.id, upload_id.0, body.0.part_numbers.as_deref().unwrap_or_default())
+            multipart::parts(&state.deps, auth.0.id, upload_id.0, body.0.part_numbers.as_deref().unwrap_or_default())
                 .await?;
         Ok(ok(PartsResponse {
             part_size: listing.layout.part_size,
@@ -206,6 +205,6 @@ impl MultipartApi {
             return Err(ServiceError::invalid("invalid_part_list", "an upload has at most 10,000 parts").into());
         }
         let parts: Vec<(u32, String)> = body.0.parts.into_iter().map(|p| (p.part_number, p.etag.0)).collect();
-        Ok(multipart::complete(&state, auth.0.id, upload_id.0, &parts).await?.into())
+        Ok(multipart::complete(&state.deps, auth.0.id, upload_id.0, &parts).await?.into())
     }
 }

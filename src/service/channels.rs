@@ -2,41 +2,21 @@
 //! reported exactly like a missing one.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 
-use super::{OnConflict, ServiceError, lifecycle, now, users};
+use super::{OnConflict, ServiceError, deps::Deps, lifecycle, membership::require_member, now, users};
 use crate::{
     domain::{ChannelName, Username},
     entity::{channel, channel_member, user},
     events::{Event, MemberJoined, MemberLeft},
     outbox,
-    startup::AppState,
 };
 
-/// The channel, when `user_id` is one of its members.
-pub async fn require_member(
-    db: &DatabaseConnection,
-    channel_id: i32,
-    user_id: i32,
-) -> Result<channel::Model, ServiceError> {
-    channel::Entity::find_by_id(channel_id)
-        .inner_join(channel_member::Entity)
-        .filter(channel_member::Column::UserId.eq(user_id))
-        .one(db)
-        .await?
-        .ok_or(ServiceError::NotFound("channel"))
-}
-
-/// Whether `user_id` belongs to the channel.
-pub async fn is_member(db: &DatabaseConnection, channel_id: i32, user_id: i32) -> Result<bool, ServiceError> {
-    Ok(channel_member::Entity::find_by_id((channel_id, user_id)).one(db).await?.is_some())
-}
-
 /// Creates a channel with its creator as first member.
-pub async fn create(state: &AppState, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
-    let txn = state.db.begin().await?;
+pub async fn create(deps: &Deps, creator: i32, name: &ChannelName) -> Result<channel::Model, ServiceError> {
+    let txn = deps.db.begin().await?;
     let created = channel::ActiveModel {
         name: Set(name.as_str().to_owned()),
         created_by: Set(creator),
@@ -51,18 +31,8 @@ pub async fn create(state: &AppState, creator: i32, name: &ChannelName) -> Resul
     // The creator's open sockets start delivering the new channel's events.
     outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator })).await?;
     txn.commit().await?;
-    state.events.committed();
+    deps.events.committed();
     Ok(created)
-}
-
-/// The channels `user_id` belongs to, oldest first.
-pub async fn list_for_member(db: &impl ConnectionTrait, user_id: i32) -> Result<Vec<channel::Model>, ServiceError> {
-    Ok(channel::Entity::find()
-        .inner_join(channel_member::Entity)
-        .filter(channel_member::Column::UserId.eq(user_id))
-        .order_by_asc(channel::Column::Id)
-        .all(db)
-        .await?)
 }
 
 /// A member of a channel, with the user's name.
@@ -89,12 +59,12 @@ pub async fn members(db: &DatabaseConnection, channel_id: i32, caller: i32) -> R
 
 /// Adds the user named `username` to a channel the caller belongs to.
 pub async fn add_member(
-    state: &AppState,
+    deps: &Deps,
     channel_id: i32,
     caller: i32,
     username: &Username,
 ) -> Result<Member, ServiceError> {
-    let db = &state.db;
+    let db = &deps.db;
     require_member(db, channel_id, caller).await?;
     let user = users::find_by_name(db, username).await?.ok_or(ServiceError::NotFound("user"))?;
     let txn = db.begin().await?;
@@ -105,14 +75,14 @@ pub async fn add_member(
             .on_unique_violation("already_member", "the user is already a member of this channel")?;
     outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id, user_id: user.id })).await?;
     txn.commit().await?;
-    state.events.committed();
+    deps.events.committed();
     Ok(Member { user, joined_at: member.joined_at })
 }
 
 /// Removes `user_id` from a channel. Members may remove themselves (leave); only
 /// the channel's creator may remove others.
-pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_id: i32) -> Result<(), ServiceError> {
-    let db = &state.db;
+pub async fn remove_member(deps: &Deps, channel_id: i32, caller: i32, user_id: i32) -> Result<(), ServiceError> {
+    let db = &deps.db;
     let channel = require_member(db, channel_id, caller).await?;
     if caller != user_id && channel.created_by != caller {
         return Err(ServiceError::Forbidden("only the channel's creator may remove other members".into()));
@@ -128,7 +98,7 @@ pub async fn remove_member(state: &AppState, channel_id: i32, caller: i32, user_
     let aborted = lifecycle::abort_member_uploads(&txn, channel_id, user_id).await?;
     outbox::append(&txn, &Event::MemberLeft(MemberLeft { channel_id, user_id })).await?;
     txn.commit().await?;
-    state.events.committed();
-    lifecycle::discard_objects(&state.storage, &state.metrics, &aborted).await;
+    deps.events.committed();
+    lifecycle::discard_objects(&deps.storage, &deps.metrics, &aborted).await;
     Ok(())
 }

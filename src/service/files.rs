@@ -4,18 +4,17 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
-    QueryTrait, TransactionTrait, sea_query::Expr,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
+    sea_query::Expr,
 };
 
-use super::{ServiceError, batch::Batcher, messages, now};
+use super::{ServiceError, deps::Deps, messages, now};
 use crate::{
     domain::content_disposition,
-    entity::{channel_member, file_download, file_upload},
+    entity::{channel_member, file_upload},
     events::{Event, FileDeleted},
     outbox,
     ratelimit::Action,
-    startup::AppState,
 };
 
 /// A live file of a channel the caller belongs to, in one query; everything
@@ -59,12 +58,11 @@ pub fn inline_allowed(content_type: &str) -> bool {
 /// Hands out a short-lived presigned GET for a file the caller may see, with
 /// the type from the database and `Content-Disposition: attachment` (or inline
 /// for safe media types when asked), and counts the download.
-pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -> Result<DownloadLink, ServiceError> {
-    state
-        .limits
+pub async fn download(deps: &Deps, user: i32, file_id: i32, inline: bool) -> Result<DownloadLink, ServiceError> {
+    deps.limits
         .check(Action::Download, user)
         .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
-    let file = visible_file(&state.db, user, file_id).await?;
+    let file = visible_file(&deps.db, user, file_id).await?;
     let content_type = file.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
     if inline && !inline_allowed(&content_type) {
         return Err(ServiceError::invalid(
@@ -73,20 +71,20 @@ pub async fn download(state: &AppState, user: i32, file_id: i32, inline: bool) -
         ));
     }
     let disposition = content_disposition(if inline { "inline" } else { "attachment" }, &file.file_name);
-    let ttl = Duration::from_secs(state.config.download_url_ttl_secs);
-    let request = state.storage.presigner().get_object(&file.s3_key, &content_type, &disposition, ttl)?;
-    state.downloads.record(file.id, user).await?;
+    let ttl = Duration::from_secs(deps.policy.download_url_ttl_secs);
+    let request = deps.storage.presigner().get_object(&file.s3_key, &content_type, &disposition, ttl)?;
+    deps.downloads.record(file.id, user).await;
     Ok(DownloadLink { url: request.url, expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64) })
 }
 
 /// Soft-deletes a file: owner only (other members 403, everyone else 404). The
 /// object is purged by the sweeper after the retention period.
-pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), ServiceError> {
-    let file = visible_file(&state.db, user, file_id).await?;
+pub async fn delete(deps: &Deps, user: i32, file_id: i32) -> Result<(), ServiceError> {
+    let file = visible_file(&deps.db, user, file_id).await?;
     if file.uploaded_by != Some(user) {
         return Err(ServiceError::Forbidden("only the uploader may delete a file".into()));
     }
-    let txn = state.db.begin().await?;
+    let txn = deps.db.begin().await?;
     // The row as this update leaves it: a message it was attached to
     // meanwhile (a concurrent post) is the one announced.
     let deleted = file_upload::Entity::update_many()
@@ -106,63 +104,6 @@ pub async fn delete(state: &AppState, user: i32, file_id: i32) -> Result<(), Ser
         messages::touch(&txn, message_id).await?;
     }
     txn.commit().await?;
-    state.events.committed();
+    deps.events.committed();
     Ok(())
-}
-
-/// Download statistics, written in batches off the request path: a log row per
-/// download plus `download_count` / `last_downloaded_at` on the file.
-#[derive(Clone)]
-pub struct DownloadRecorder(Batcher<(i32, i32, chrono::NaiveDateTime), ()>);
-
-impl DownloadRecorder {
-    pub fn spawn(db: DatabaseConnection) -> Self {
-        // Nobody waits for these rows: gather up to 50 ms of downloads per write.
-        Self(Batcher::spawn(
-            db,
-            4096,
-            Duration::from_millis(50),
-            |db, rows| async move { write_downloads(&db, rows).await },
-        ))
-    }
-
-    /// Counts one download of `file_id` by `user` (written within about 50 ms).
-    pub async fn record(&self, file_id: i32, user: i32) -> Result<(), ServiceError> {
-        Ok(self.0.enqueue((file_id, user, now())).await?)
-    }
-
-    /// Returns once every download counted before this call is written.
-    pub async fn flush(&self) {
-        self.0.flush().await;
-    }
-}
-
-async fn write_downloads(
-    db: &DatabaseConnection,
-    rows: Vec<(i32, i32, chrono::NaiveDateTime)>,
-) -> Result<Vec<()>, DbErr> {
-    let mut per_file: std::collections::BTreeMap<i32, (i64, chrono::NaiveDateTime)> = Default::default();
-    for (file_id, _, at) in &rows {
-        let entry = per_file.entry(*file_id).or_insert((0, *at));
-        entry.0 += 1;
-        entry.1 = Ord::max(entry.1, *at);
-    }
-    let txn = db.begin().await?;
-    let logs = rows.iter().map(|(file_id, user_id, at)| file_download::ActiveModel {
-        file_id: Set(*file_id),
-        user_id: Set(*user_id),
-        downloaded_at: Set(*at),
-        ..Default::default()
-    });
-    file_download::Entity::insert_many(logs).exec_without_returning(&txn).await?;
-    for (file_id, (count, last)) in per_file {
-        file_upload::Entity::update_many()
-            .col_expr(file_upload::Column::DownloadCount, Expr::col(file_upload::Column::DownloadCount).add(count))
-            .col_expr(file_upload::Column::LastDownloadedAt, Expr::value(last))
-            .filter(file_upload::Column::Id.eq(file_id))
-            .exec(&txn)
-            .await?;
-    }
-    txn.commit().await?;
-    Ok(vec![(); rows.len()])
 }

@@ -165,11 +165,11 @@ pub async fn discard_objects(storage: &Storage, metrics: &Metrics, uploads: &[pe
             && !err.is_missing()
         {
             tracing::warn!(error = %err, upload_id = %upload.id, "closed upload: multipart abort failed; the sweeper retries");
-            metrics.cleanup_failed("abort_multipart");
+            metrics.ignored_failure("abort_multipart");
         }
         if let Err(err) = storage.delete(&upload.s3_key).await {
             tracing::warn!(error = %err, upload_id = %upload.id, "closed upload: object not deleted; the sweeper retries");
-            metrics.cleanup_failed("delete_object");
+            metrics.ignored_failure("delete_object");
         }
     }
 }

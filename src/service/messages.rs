@@ -8,13 +8,12 @@ use sea_orm::{
     QueryOrder, QuerySelect, QueryTrait, TransactionTrait, sea_query::Expr,
 };
 
-use super::{ServiceError, channels, now};
+use super::{ServiceError, deps::Deps, membership, now};
 use crate::{
     domain::MessageContent,
     entity::{channel_member, file_upload, message},
     events::{Event, MessageCreated, MessageUpdated},
     outbox,
-    startup::AppState,
     wire::MessageInfo,
 };
 
@@ -40,7 +39,7 @@ impl From<MessageWithFiles> for MessageInfo {
 /// the author's own confirmed, unattached, live files of that channel. Either
 /// every file is attached or the message is not posted.
 pub async fn post(
-    state: &AppState,
+    deps: &Deps,
     channel_id: i32,
     author: i32,
     content: &MessageContent,
@@ -53,8 +52,8 @@ pub async fn post(
             format!("at most {MAX_FILES_PER_MESSAGE} files per message"),
         ));
     }
-    channels::require_member(&state.db, channel_id, author).await?;
-    let txn = state.db.begin().await?;
+    membership::require_member(&deps.db, channel_id, author).await?;
+    let txn = deps.db.begin().await?;
     let at = now();
     let message = message::ActiveModel {
         channel_id: Set(channel_id),
@@ -82,7 +81,7 @@ pub async fn post(
             .await?;
         if attached.rows_affected != file_ids.len() as u64 {
             txn.rollback().await?;
-            return Err(not_attachable(&state.db, author, channel_id, &file_ids).await?);
+            return Err(not_attachable(&deps.db, author, channel_id, &file_ids).await?);
         }
         files = file_upload::Entity::find()
             .filter(file_upload::Column::MessageId.eq(message.id))
@@ -93,7 +92,7 @@ pub async fn post(
     let posted = MessageWithFiles { message, files };
     outbox::append(&txn, &Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() })).await?;
     txn.commit().await?;
-    state.events.committed();
+    deps.events.committed();
     Ok(posted)
 }
 
@@ -150,7 +149,7 @@ pub async fn page(
     let messages = query.order_by_desc(message::Column::Id).limit(limit.clamp(1, MAX_PAGE)).all(db).await?;
     if messages.is_empty() {
         // Empty page or not a member: only now does it matter which.
-        channels::require_member(db, channel_id, caller).await?;
+        membership::require_member(db, channel_id, caller).await?;
         return Ok(Vec::new());
     }
     let mut files = live_files_of(db, messages.iter().map(|m| m.id)).await?;

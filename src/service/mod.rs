@@ -1,15 +1,33 @@
-//! Use cases: the rules of the file service, free of HTTP types. Each takes the
-//! database (and storage) handles it needs and returns [`ServiceError`].
+//! Use cases: the rules of the file service, free of HTTP types. Each takes
+//! [`deps::Deps`] (or just the database handle it needs) and returns
+//! [`ServiceError`]. Modules lower in this list never import higher ones.
 
-pub mod batch;
+/// Channels: create, list, members, add and remove (aborting the removed
+/// member's uploads).
 pub mod channels;
+/// Files: metadata, downloads (presigned GETs, counted), deletes.
 pub mod files;
-pub mod lifecycle;
+/// Messages: post with files, list pages with live files and download URLs.
 pub mod messages;
+/// Multipart uploads: start, presign parts, list parts, complete.
 pub mod multipart;
+/// The event stream of one socket: membership spans, replay, live filter.
 pub mod stream;
+/// Background cleanup: deleted files, expired uploads, orphans, old events.
+pub mod sweeper;
+/// Uploads: presign, confirm, abort, and uploads streamed through the broker.
 pub mod uploads;
+/// Users: dev login's find-or-create and name lookups.
 pub mod users;
+
+/// What the use cases work with: database, store, hub, limits, rules.
+pub mod deps;
+/// Download statistics, written off the request path.
+pub mod download_log;
+/// The upload state machine's conditional writes.
+pub mod lifecycle;
+/// Membership checks shared by every use case.
+pub mod membership;
 
 use sea_orm::{DbErr, SqlErr};
 

@@ -10,13 +10,14 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::{
-    ServiceError, lifecycle, now,
+    ServiceError,
+    deps::Deps,
+    lifecycle, now,
     uploads::{self, Confirmation, UploadRequest},
 };
 use crate::{
     entity::pending_upload,
     ratelimit::Action,
-    startup::AppState,
     storage::{PresignedRequest, StorageError, StoredPart},
 };
 
@@ -93,43 +94,42 @@ impl Layout {
 
 /// Validates like a presign, starts the multipart upload in the store, records
 /// it, and signs the first batch of part URLs.
-pub async fn start(state: &AppState, user: i32, req: UploadRequest) -> Result<Started, ServiceError> {
-    let (channel_id, message_id) = uploads::admit(state, user, &req).await?;
-    let layout = Layout::new(req.size, state.config.multipart_part_size_mb * MIB);
+pub async fn start(deps: &Deps, user: i32, req: UploadRequest) -> Result<Started, ServiceError> {
+    let (channel_id, message_id) = uploads::admit(deps, user, &req).await?;
+    let layout = Layout::new(req.size, deps.policy.multipart_part_size_mb * MIB);
     let id = Uuid::now_v7();
     let key = uploads::object_key(channel_id, id, &req.file_name);
-    let multipart_id = state.storage.create_multipart(&key, req.content_type.as_str()).await?;
+    let multipart_id = deps.storage.create_multipart(&key, req.content_type.as_str()).await?;
     let upload = pending_upload::Model {
         multipart_upload_id: Some(multipart_id.clone()),
         part_size: Some(layout.part_size as i64),
-        ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, state.config.multipart_upload_ttl_secs)
+        ..uploads::pending_row(id, user, (channel_id, message_id), &req, key, deps.policy.multipart_upload_ttl_secs)
     };
     let first: Vec<u32> = (1..=layout.part_count.min(FIRST_BATCH)).collect();
     let signed_and_recorded = async {
-        let signed = sign_parts(state, &upload, &layout, &first)?;
-        uploads::insert_row(&state.db, &upload).await?;
+        let signed = sign_parts(deps, &upload, &layout, &first)?;
+        uploads::insert_row(&deps.db, &upload).await?;
         Ok::<_, ServiceError>(signed)
     };
     let (parts, urls_expire_at) = match signed_and_recorded.await {
         Ok(signed) => signed,
         Err(err) => {
             // Nothing may outlive a failed start.
-            lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
+            lifecycle::discard_objects(&deps.storage, &deps.metrics, std::slice::from_ref(&upload)).await;
             return Err(err);
         }
     };
-    state.metrics.presigned();
+    deps.metrics.presigned();
     Ok(Started { upload, layout, parts, urls_expire_at })
 }
 
 /// Signs (or signs again) URLs for `part_numbers` and lists the parts the
 /// store already has, so a client that lost its state can resume.
-pub async fn parts(state: &AppState, user: i32, upload_id: Uuid, part_numbers: &[u32]) -> Result<Parts, ServiceError> {
-    state
-        .limits
+pub async fn parts(deps: &Deps, user: i32, upload_id: Uuid, part_numbers: &[u32]) -> Result<Parts, ServiceError> {
+    deps.limits
         .check(crate::ratelimit::Action::Parts, user)
         .map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })?;
-    let upload = open_upload(state, user, upload_id).await?;
+    let upload = open_upload(deps, user, upload_id).await?;
     let layout = Layout::of(&upload)?;
     if part_numbers.len() > MAX_PARTS_PER_REQUEST {
         return Err(ServiceError::invalid(
@@ -145,52 +145,52 @@ pub async fn parts(state: &AppState, user: i32, upload_id: Uuid, part_numbers: &
         ));
     }
     let wanted: Vec<u32> = wanted.into_iter().collect();
-    let (parts, urls_expire_at) = sign_parts(state, &upload, &layout, &wanted)?;
-    let uploaded = state.storage.list_parts(&upload.s3_key, multipart_id(&upload)).await?;
+    let (parts, urls_expire_at) = sign_parts(deps, &upload, &layout, &wanted)?;
+    let uploaded = deps.storage.list_parts(&upload.s3_key, multipart_id(&upload)).await?;
     Ok(Parts { layout, parts, uploaded, urls_expire_at })
 }
 
 /// Completes the upload from the client's part list, then verifies, records
 /// and announces the file exactly like a confirm. Idempotent.
 pub async fn complete(
-    state: &AppState,
+    deps: &Deps,
     user: i32,
     upload_id: Uuid,
     parts: &[(u32, String)],
 ) -> Result<Confirmation, ServiceError> {
-    let result = complete_inner(state, user, upload_id, parts).await;
-    uploads::count_confirm(state, &result);
+    let result = complete_inner(deps, user, upload_id, parts).await;
+    uploads::count_confirm(deps, &result);
     result
 }
 
 async fn complete_inner(
-    state: &AppState,
+    deps: &Deps,
     user: i32,
     upload_id: Uuid,
     parts: &[(u32, String)],
 ) -> Result<Confirmation, ServiceError> {
-    uploads::rate_limit(state, Action::Confirm, user)?;
-    let upload = uploads::own_upload(&state.db, user, upload_id).await?;
-    if let Some(done) = uploads::finished(&state.db, &upload).await? {
+    uploads::rate_limit(deps, Action::Confirm, user)?;
+    let upload = uploads::own_upload(&deps.db, user, upload_id).await?;
+    if let Some(done) = uploads::finished(&deps.db, &upload).await? {
         return Ok(done);
     }
     let layout = Layout::of(&upload)?;
     let given = check_part_list(&layout, parts)?;
-    match assemble(state, &upload, &layout, &given).await {
+    match assemble(deps, &upload, &layout, &given).await {
         Ok(Assembled::Parts) => {}
         Ok(Assembled::Earlier) => {
             // Completed in the store by an earlier call that failed afterwards:
             // the object stands on its own and is verified like a single PUT.
-            return uploads::verify_and_record(state, &upload).await;
+            return uploads::verify_and_record(deps, &upload).await;
         }
         // An abort, an expiry or a removal from the channel that won the race
         // leaves the store without the upload: say that instead.
-        Err(err) => return uploads::unless_changed(state, &upload, err).await,
+        Err(err) => return uploads::unless_changed(deps, &upload, err).await,
     }
     // Every part had its signed size, so the object has the declared size:
     // no HeadObject, only the content is left to verify.
-    let verified = uploads::verify_content(state, &upload).await;
-    uploads::settle(state, &upload, verified).await
+    let verified = uploads::verify_content(deps, &upload).await;
+    uploads::settle(deps, &upload, verified).await
 }
 
 /// How the store holds a multipart upload once [`assemble`] is done.
@@ -204,17 +204,17 @@ enum Assembled {
 /// Checks the client's part list against the store and completes the
 /// multipart upload there.
 async fn assemble(
-    state: &AppState,
+    deps: &Deps,
     upload: &pending_upload::Model,
     layout: &Layout,
     given: &[(u32, String)],
 ) -> Result<Assembled, ServiceError> {
-    let stored = match state.storage.list_parts(&upload.s3_key, multipart_id(upload)).await {
+    let stored = match deps.storage.list_parts(&upload.s3_key, multipart_id(upload)).await {
         Ok(stored) => stored,
         Err(StorageError::Service { code, .. }) if code == "NoSuchUpload" => Vec::new(),
         Err(err) => return Err(err.into()),
     };
-    if stored.is_empty() && state.storage.head(&upload.s3_key).await?.is_some() {
+    if stored.is_empty() && deps.storage.head(&upload.s3_key).await?.is_some() {
         return Ok(Assembled::Earlier);
     }
     check_against_store(layout, given, &stored)?;
@@ -224,7 +224,7 @@ async fn assemble(
             aws_sdk_s3::types::CompletedPart::builder().part_number(*n as i32).e_tag(format!("\"{etag}\"")).build()
         })
         .collect();
-    match state.storage.complete_multipart(&upload.s3_key, multipart_id(upload), completed).await {
+    match deps.storage.complete_multipart(&upload.s3_key, multipart_id(upload), completed).await {
         Ok(()) => Ok(Assembled::Parts),
         Err(StorageError::Service { code, message }) if is_part_error(&code) => {
             Err(ServiceError::unverified("part_mismatch", format!("the store refused the parts: {message}")))
@@ -280,9 +280,9 @@ fn is_part_error(code: &str) -> bool {
 }
 
 /// The caller's own upload, still pending and within its time.
-async fn open_upload(state: &AppState, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
-    let upload = uploads::own_upload(&state.db, user, upload_id).await?;
-    match uploads::finished(&state.db, &upload).await? {
+async fn open_upload(deps: &Deps, user: i32, upload_id: Uuid) -> Result<pending_upload::Model, ServiceError> {
+    let upload = uploads::own_upload(&deps.db, user, upload_id).await?;
+    match uploads::finished(&deps.db, &upload).await? {
         None => Ok(upload),
         Some(_) => Err(ServiceError::conflict("upload_not_pending", "this upload was confirmed")),
     }
@@ -293,13 +293,13 @@ fn multipart_id(upload: &pending_upload::Model) -> &str {
 }
 
 fn sign_parts(
-    state: &AppState,
+    deps: &Deps,
     upload: &pending_upload::Model,
     layout: &Layout,
     numbers: &[u32],
 ) -> Result<(Vec<PartUrl>, chrono::NaiveDateTime), ServiceError> {
-    let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
-    let presigner = state.storage.presigner();
+    let ttl = std::time::Duration::from_secs(deps.policy.upload_url_ttl_secs);
+    let presigner = deps.storage.presigner();
     let parts = numbers
         .iter()
         .map(|&n| {

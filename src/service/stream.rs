@@ -8,7 +8,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::{ServiceError, channels};
+use super::{ServiceError, membership};
 use crate::{
     entity::event,
     events::{Event, Stamped},
@@ -79,7 +79,7 @@ pub async fn open(
         db.begin().await?
     };
     let upto = outbox::newest(&snapshot).await?;
-    let now: HashSet<i32> = channels::list_for_member(&snapshot, user).await?.into_iter().map(|c| c.id).collect();
+    let now: HashSet<i32> = membership::list_for_member(&snapshot, user).await?.into_iter().map(|c| c.id).collect();
     let opening = |channels, replay| Ok(Opening { upto, channels, replay });
     let Some(after) = after.filter(|after| *after < upto) else {
         // Live only; an `after` beyond the newest id comes from another database.

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, Que
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
-use super::{ServiceError, channels, lifecycle, now};
+use super::{ServiceError, deps::Deps, lifecycle, membership, now};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
     entity::{
@@ -14,7 +14,6 @@ use crate::{
         pending_upload::{self, UploadState},
     },
     ratelimit::Action,
-    startup::AppState,
     storage::{PresignedRequest, StorageError},
 };
 
@@ -57,13 +56,13 @@ pub enum Confirmation {
     AlreadyConfirmed(file_upload::Model),
 }
 
-pub(super) fn rate_limit(state: &AppState, action: Action, user: i32) -> Result<(), ServiceError> {
-    state.limits.check(action, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })
+pub(super) fn rate_limit(deps: &Deps, action: Action, user: i32) -> Result<(), ServiceError> {
+    deps.limits.check(action, user).map_err(|l| ServiceError::RateLimited { retry_after_secs: l.retry_after_secs })
 }
 
 /// Type and extension rules shared by both upload paths.
-fn check_type(state: &AppState, name: &FileName, content_type: &ContentType) -> Result<(), ServiceError> {
-    if !state.config.allowed_file_types.allows(content_type.as_str()) {
+fn check_type(deps: &Deps, name: &FileName, content_type: &ContentType) -> Result<(), ServiceError> {
+    if !deps.policy.allowed_file_types.allows(content_type.as_str()) {
         return Err(ServiceError::TypeNotAllowed(format!("{} is not an allowed file type", content_type.as_str())));
     }
     if !content_type.agrees_with(name) {
@@ -75,18 +74,18 @@ fn check_type(state: &AppState, name: &FileName, content_type: &ContentType) -> 
     Ok(())
 }
 
-fn check_size(state: &AppState, size: u64) -> Result<(), ServiceError> {
+fn check_size(deps: &Deps, size: u64) -> Result<(), ServiceError> {
     if size == 0 {
         return Err(ServiceError::invalid("invalid_size", "size must be at least 1 byte"));
     }
-    if size > state.config.max_file_size_bytes() {
-        return Err(too_large(state));
+    if size > deps.policy.max_file_size_bytes() {
+        return Err(too_large(deps));
     }
     Ok(())
 }
 
-fn too_large(state: &AppState) -> ServiceError {
-    ServiceError::TooLarge(format!("files may be at most {} MiB", state.config.max_file_size_mb))
+fn too_large(deps: &Deps) -> ServiceError {
+    ServiceError::TooLarge(format!("files may be at most {} MiB", deps.policy.max_file_size_mb))
 }
 
 /// The channel (and message) an upload goes to, after checking the caller may
@@ -103,7 +102,7 @@ async fn resolve_target(
             if channel_id.is_some_and(|c| c != message.channel_id) {
                 return Err(ServiceError::NotFound("message"));
             }
-            if !channels::is_member(db, message.channel_id, user).await? {
+            if !membership::is_member(db, message.channel_id, user).await? {
                 return Err(ServiceError::NotFound("message"));
             }
             if message.user_id != user {
@@ -112,7 +111,7 @@ async fn resolve_target(
             Ok((message.channel_id, Some(message_id)))
         }
         (Some(channel_id), None) => {
-            if !channels::is_member(db, channel_id, user).await? {
+            if !membership::is_member(db, channel_id, user).await? {
                 return Err(ServiceError::NotFound("channel"));
             }
             Ok((channel_id, None))
@@ -123,15 +122,11 @@ async fn resolve_target(
 
 /// The checks every direct upload passes before anything is signed: rate
 /// limit, size, type, and where the file goes (channel and message).
-pub(super) async fn admit(
-    state: &AppState,
-    user: i32,
-    req: &UploadRequest,
-) -> Result<(i32, Option<i32>), ServiceError> {
-    rate_limit(state, Action::Upload, user)?;
-    check_size(state, req.size)?;
-    check_type(state, &req.file_name, &req.content_type)?;
-    resolve_target(&state.db, user, req.target).await
+pub(super) async fn admit(deps: &Deps, user: i32, req: &UploadRequest) -> Result<(i32, Option<i32>), ServiceError> {
+    rate_limit(deps, Action::Upload, user)?;
+    check_size(deps, req.size)?;
+    check_type(deps, &req.file_name, &req.content_type)?;
+    resolve_target(&deps.db, user, req.target).await
 }
 
 pub(super) fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
@@ -177,18 +172,18 @@ pub(super) async fn insert_row(db: &DatabaseConnection, upload: &pending_upload:
 /// must send: exactly the declared type, size (and SHA-256), and only if no
 /// object is there yet (`If-None-Match: *`), so a URL can never replace a
 /// stored file.
-pub async fn presign(state: &AppState, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
-    let (channel_id, message_id) = admit(state, user, &req).await?;
+pub async fn presign(deps: &Deps, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
+    let (channel_id, message_id) = admit(deps, user, &req).await?;
     let id = Uuid::now_v7();
     let key = object_key(channel_id, id, &req.file_name);
-    let ttl = std::time::Duration::from_secs(state.config.upload_url_ttl_secs);
+    let ttl = std::time::Duration::from_secs(deps.policy.upload_url_ttl_secs);
     let checksum = req.sha256.as_ref().map(Sha256Hex::to_base64);
     let request =
-        state.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
-    let lifetime = ttl.as_secs() + state.config.upload_confirm_grace_secs;
+        deps.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
+    let lifetime = ttl.as_secs() + deps.policy.upload_confirm_grace_secs;
     let upload = pending_row(id, user, (channel_id, message_id), &req, key, lifetime);
-    insert_row(&state.db, &upload).await?;
-    state.metrics.presigned();
+    insert_row(&deps.db, &upload).await?;
+    deps.metrics.presigned();
     let url_expires_at = upload.created_at + chrono::Duration::seconds(ttl.as_secs() as i64);
     Ok(Presigned { upload, request, url_expires_at })
 }
@@ -210,23 +205,23 @@ pub(super) async fn own_upload(
 
 /// Verifies the uploaded object and records the file. Idempotent: confirming
 /// again returns the same file.
-pub async fn confirm(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
-    let result = confirm_inner(state, user, upload_id).await;
-    count_confirm(state, &result);
+pub async fn confirm(deps: &Deps, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
+    let result = confirm_inner(deps, user, upload_id).await;
+    count_confirm(deps, &result);
     result
 }
 
 /// Counts a confirm (or multipart complete) by outcome.
-pub(super) fn count_confirm(state: &AppState, result: &Result<Confirmation, ServiceError>) {
+pub(super) fn count_confirm(deps: &Deps, result: &Result<Confirmation, ServiceError>) {
     match result {
-        Ok(Confirmation::Created(file)) => state.metrics.confirmed("created", file.file_size.unwrap_or(0) as u64),
-        Ok(Confirmation::AlreadyConfirmed(_)) => state.metrics.confirmed("already_confirmed", 0),
+        Ok(Confirmation::Created(file)) => deps.metrics.confirmed("created", file.file_size.unwrap_or(0) as u64),
+        Ok(Confirmation::AlreadyConfirmed(_)) => deps.metrics.confirmed("already_confirmed", 0),
         Err(
             ServiceError::Unverified { code, .. }
             | ServiceError::Gone { code, .. }
             | ServiceError::Conflict { code, .. },
-        ) => state.metrics.confirmed(code, 0),
-        Err(_) => state.metrics.confirmed("error", 0),
+        ) => deps.metrics.confirmed(code, 0),
+        Err(_) => deps.metrics.confirmed("error", 0),
     }
 }
 
@@ -257,49 +252,49 @@ fn expired() -> ServiceError {
     }
 }
 
-async fn confirm_inner(state: &AppState, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
-    rate_limit(state, Action::Confirm, user)?;
-    let upload = own_upload(&state.db, user, upload_id).await?;
-    if let Some(done) = finished(&state.db, &upload).await? {
+async fn confirm_inner(deps: &Deps, user: i32, upload_id: Uuid) -> Result<Confirmation, ServiceError> {
+    rate_limit(deps, Action::Confirm, user)?;
+    let upload = own_upload(&deps.db, user, upload_id).await?;
+    if let Some(done) = finished(&deps.db, &upload).await? {
         return Ok(done);
     }
     if upload.multipart_upload_id.is_some() {
         return Err(ServiceError::conflict("upload_is_multipart", "a multipart upload is finished with /complete"));
     }
-    verify_and_record(state, &upload).await
+    verify_and_record(deps, &upload).await
 }
 
 /// Verifies the stored object (size by HeadObject, then its content) and
 /// records the file.
 pub(super) async fn verify_and_record(
-    state: &AppState,
+    deps: &Deps,
     upload: &pending_upload::Model,
 ) -> Result<Confirmation, ServiceError> {
-    let verified = match verify_size(state, upload).await {
-        Ok(()) => verify_content(state, upload).await,
+    let verified = match verify_size(deps, upload).await {
+        Ok(()) => verify_content(deps, upload).await,
         Err(err) => Err(err),
     };
-    settle(state, upload, verified).await
+    settle(deps, upload, verified).await
 }
 
 /// Records the file when it was `verified`; otherwise rejects the upload
 /// (deleting the object) unless the object is merely missing. When the upload
 /// changed meanwhile, answers as that change decides.
 pub(super) async fn settle(
-    state: &AppState,
+    deps: &Deps,
     upload: &pending_upload::Model,
     verified: Result<(), ServiceError>,
 ) -> Result<Confirmation, ServiceError> {
     match verified {
-        Ok(()) => record(state, upload).await,
+        Ok(()) => record(deps, upload).await,
         // Missing because an abort or the sweeper deleted it? Then say that.
-        Err(err @ ServiceError::Unverified { code: "object_missing", .. }) => unless_changed(state, upload, err).await,
+        Err(err @ ServiceError::Unverified { code: "object_missing", .. }) => unless_changed(deps, upload, err).await,
         Err(err @ ServiceError::Unverified { .. }) => {
-            if lifecycle::close(&state.db, upload.id, UploadState::Rejected).await? {
-                lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(upload)).await;
+            if lifecycle::close(&deps.db, upload.id, UploadState::Rejected).await? {
+                lifecycle::discard_objects(&deps.storage, &deps.metrics, std::slice::from_ref(upload)).await;
                 return Err(err);
             }
-            changed_meanwhile(state, upload).await
+            changed_meanwhile(deps, upload).await
         }
         Err(err) => Err(err),
     }
@@ -321,8 +316,8 @@ pub(super) async fn already_confirmed(
 }
 
 /// HeadObject: the object exists with the declared size.
-async fn verify_size(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
-    let Some(object) = state.storage.head(&upload.s3_key).await? else {
+async fn verify_size(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    let Some(object) = deps.storage.head(&upload.s3_key).await? else {
         return Err(ServiceError::unverified("object_missing", "no object was uploaded for this upload yet"));
     };
     if object.size != upload.file_size as u64 {
@@ -335,9 +330,9 @@ async fn verify_size(state: &AppState, upload: &pending_upload::Model) -> Result
 }
 
 /// The declared SHA-256 when there is one, and the magic bytes of the first KiB.
-pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
-        let actual = state.storage.sha256_hex(&upload.s3_key).await.map_err(vanished)?;
+        let actual = deps.storage.sha256_hex(&upload.s3_key).await.map_err(vanished)?;
         if &actual != expected {
             return Err(ServiceError::unverified(
                 "checksum_mismatch",
@@ -345,7 +340,7 @@ pub(super) async fn verify_content(state: &AppState, upload: &pending_upload::Mo
             ));
         }
     }
-    let head = state.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)?;
+    let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)?;
     let declared = ContentType::parse(&upload.content_type).map_err(|e| ServiceError::invalid(e.code, e.message))?;
     if let Some(found) = sniff_mismatch(&declared, &head) {
         return Err(ServiceError::unverified(
@@ -369,12 +364,12 @@ fn vanished(err: StorageError) -> ServiceError {
 /// Records and announces the file (pending → confirmed, conditionally). When
 /// the upload changed meanwhile (aborted, expired, its uploader removed, or
 /// confirmed by a concurrent call), answers as that change decides.
-pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
-    if let Some(file) = lifecycle::confirm(&state.db, upload).await? {
-        state.events.committed();
+pub(super) async fn record(deps: &Deps, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+    if let Some(file) = lifecycle::confirm(&deps.db, upload).await? {
+        deps.events.committed();
         return Ok(Confirmation::Created(file));
     }
-    changed_meanwhile(state, upload).await
+    changed_meanwhile(deps, upload).await
 }
 
 /// `err` when the upload is still open (pending, in time, its uploader a
@@ -382,55 +377,55 @@ pub(super) async fn record(state: &AppState, upload: &pending_upload::Model) -> 
 /// removal from the channel, a concurrent confirm) answers instead: a store
 /// error or a missing object is then its consequence, not the cause.
 pub(super) async fn unless_changed(
-    state: &AppState,
+    deps: &Deps,
     upload: &pending_upload::Model,
     err: ServiceError,
 ) -> Result<Confirmation, ServiceError> {
     let now_is =
-        pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&state.db).await?;
+        pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&deps.db).await?;
     match now_is {
         Some(row) if row.state == UploadState::Pending && row.expires_at > now() => Err(err),
-        _ => changed_meanwhile(state, upload).await,
+        _ => changed_meanwhile(deps, upload).await,
     }
 }
 
 /// The answer for a confirm whose upload stopped being pending while it
 /// verified: the file when a concurrent confirm recorded it, a refusal naming
 /// what happened otherwise.
-async fn changed_meanwhile(state: &AppState, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
+async fn changed_meanwhile(deps: &Deps, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     // An uploader removed from the channel meanwhile sees what a stranger sees.
     let Some(now_is) =
-        pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&state.db).await?
+        pending_upload::Entity::find_by_id(upload.id).filter(lifecycle::uploader_is_member()).one(&deps.db).await?
     else {
         return Err(ServiceError::NotFound("upload"));
     };
     match now_is.state {
-        UploadState::Confirmed => already_confirmed(&state.db, &now_is).await,
+        UploadState::Confirmed => already_confirmed(&deps.db, &now_is).await,
         UploadState::Pending if now_is.expires_at <= now() => Err(expired()),
         // Still pending, yet not recorded: the uploader left the channel.
         UploadState::Pending => Err(ServiceError::NotFound("upload")),
         closed @ (UploadState::Aborted | UploadState::Rejected | UploadState::Expired) => {
             // Whoever closed it discarded the object, perhaps before this
             // call's complete or upload created it: no file can own it.
-            lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(upload)).await;
+            lifecycle::discard_objects(&deps.storage, &deps.metrics, std::slice::from_ref(upload)).await;
             Err(if closed == UploadState::Expired { expired() } else { not_pending(&now_is) })
         }
     }
 }
 
 /// Abandons an unconfirmed upload, deleting whatever was uploaded.
-pub async fn abort(state: &AppState, user: i32, upload_id: Uuid) -> Result<(), ServiceError> {
-    let upload = own_upload(&state.db, user, upload_id).await?;
+pub async fn abort(deps: &Deps, user: i32, upload_id: Uuid) -> Result<(), ServiceError> {
+    let upload = own_upload(&deps.db, user, upload_id).await?;
     let confirmed = || ServiceError::conflict("upload_confirmed", "this upload is confirmed; delete the file instead");
     match upload.state {
         UploadState::Confirmed => Err(confirmed()),
         UploadState::Pending => {
-            if lifecycle::close(&state.db, upload.id, UploadState::Aborted).await? {
-                lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
+            if lifecycle::close(&deps.db, upload.id, UploadState::Aborted).await? {
+                lifecycle::discard_objects(&deps.storage, &deps.metrics, std::slice::from_ref(&upload)).await;
                 return Ok(());
             }
             // Changed meanwhile: a concurrent confirm may have won.
-            match pending_upload::Entity::find_by_id(upload.id).one(&state.db).await? {
+            match pending_upload::Entity::find_by_id(upload.id).one(&deps.db).await? {
                 Some(now_is) if now_is.state == UploadState::Confirmed => Err(confirmed()),
                 _ => Ok(()),
             }
@@ -453,24 +448,24 @@ pub struct StreamedFile<R> {
 /// `rest` checks what follows the file (the rest of the form) once the bytes
 /// are stored, before anything is recorded; its error abandons the upload.
 pub async fn upload_stream<R: AsyncRead + Unpin>(
-    state: &AppState,
+    deps: &Deps,
     user: i32,
     file: StreamedFile<R>,
     rest: impl Future<Output = Result<(), ServiceError>>,
 ) -> Result<file_upload::Model, ServiceError> {
     let StreamedFile { target, file_name, content_type, body: mut reader } = file;
-    rate_limit(state, Action::Upload, user)?;
-    check_type(state, &file_name, &content_type)?;
-    let (channel_id, message_id) = resolve_target(&state.db, user, target).await?;
+    rate_limit(deps, Action::Upload, user)?;
+    check_type(deps, &file_name, &content_type)?;
+    let (channel_id, message_id) = resolve_target(&deps.db, user, target).await?;
     let id = Uuid::now_v7();
     let key = object_key(channel_id, id, &file_name);
-    let max = state.config.max_file_size_bytes();
+    let max = deps.policy.max_file_size_bytes();
 
     // One part-sized buffer per upload, reused for every part: memory stays
     // flat and no page is faulted in twice.
     let mut buffer = BytesMut::with_capacity(STREAM_PART_SIZE);
     let first = read_chunk(&mut reader, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1)).await?;
-    check_size(state, first.len() as u64)?;
+    check_size(deps, first.len() as u64)?;
     if let Some(found) = sniff_mismatch(&content_type, &first[..first.len().min(SNIFF_LEN)]) {
         return Err(ServiceError::unverified(
             "content_mismatch",
@@ -486,20 +481,20 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         size: first.len() as u64,
         sha256: None,
     };
-    let lifetime = state
-        .config
+    let lifetime = deps
+        .policy
         .multipart_upload_ttl_secs
-        .max(state.config.upload_url_ttl_secs + state.config.upload_confirm_grace_secs);
+        .max(deps.policy.upload_url_ttl_secs + deps.policy.upload_confirm_grace_secs);
     let mut upload = pending_row(id, user, (channel_id, message_id), &request, key.clone(), lifetime);
-    insert_row(&state.db, &upload).await?;
+    insert_row(&deps.db, &upload).await?;
     let stored = if first.len() < STREAM_PART_SIZE {
         // The whole file fit in the first read: one PutObject.
         let size = first.len() as u64;
-        state.storage.put(&key, content_type.as_str(), first).await.map(|()| size).map_err(ServiceError::from)
+        deps.storage.put(&key, content_type.as_str(), first).await.map(|()| size).map_err(ServiceError::from)
     } else {
-        match state.storage.create_multipart(&key, content_type.as_str()).await {
+        match deps.storage.create_multipart(&key, content_type.as_str()).await {
             Ok(multipart) => {
-                let streamed = stream_parts(state, &key, &multipart, first, &mut reader, &mut buffer, max).await;
+                let streamed = stream_parts(deps, &key, &multipart, first, &mut reader, &mut buffer, max).await;
                 if streamed.is_err() {
                     upload.multipart_upload_id = Some(multipart);
                 }
@@ -517,23 +512,23 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     let size = match stored {
         Ok(size) => size,
         Err(err) => {
-            if lifecycle::close(&state.db, upload.id, UploadState::Aborted).await? {
-                lifecycle::discard_objects(&state.storage, &state.metrics, std::slice::from_ref(&upload)).await;
+            if lifecycle::close(&deps.db, upload.id, UploadState::Aborted).await? {
+                lifecycle::discard_objects(&deps.storage, &deps.metrics, std::slice::from_ref(&upload)).await;
             }
             return Err(err);
         }
     };
     upload.file_size = size as i64;
-    match record(state, &upload).await? {
+    match record(deps, &upload).await? {
         Confirmation::Created(file) | Confirmation::AlreadyConfirmed(file) => {
-            state.metrics.confirmed("uploaded_through_broker", size);
+            deps.metrics.confirmed("uploaded_through_broker", size);
             Ok(file)
         }
     }
 }
 
 async fn stream_parts<R: AsyncRead + Unpin>(
-    state: &AppState,
+    deps: &Deps,
     key: &str,
     multipart: &str,
     first: Bytes,
@@ -542,7 +537,7 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     max: u64,
 ) -> Result<u64, ServiceError> {
     let mut total = first.len() as u64;
-    let mut parts = vec![state.storage.upload_part(key, multipart, 1, first).await?];
+    let mut parts = vec![deps.storage.upload_part(key, multipart, 1, first).await?];
     loop {
         let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
         if chunk.is_empty() {
@@ -550,12 +545,12 @@ async fn stream_parts<R: AsyncRead + Unpin>(
         }
         total += chunk.len() as u64;
         if total > max {
-            return Err(too_large(state));
+            return Err(too_large(deps));
         }
         let number = parts.len() as i32 + 1;
-        parts.push(state.storage.upload_part(key, multipart, number, chunk).await?);
+        parts.push(deps.storage.upload_part(key, multipart, number, chunk).await?);
     }
-    state.storage.complete_multipart(key, multipart, parts).await?;
+    deps.storage.complete_multipart(key, multipart, parts).await?;
     Ok(total)
 }
 

@@ -25,7 +25,10 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::{CredentialSource, StorageError, StorageSettings};
+use super::{
+    credentials::CredentialSource,
+    settings::{StorageError, StorageSettings},
+};
 
 /// RFC 3986 unreserved characters stay as they are; everything else is encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');

@@ -17,7 +17,7 @@ async fn every_bad_token_is_refused_with_401() {
     let alice = app.login("alice").await;
     let user = CurrentUser { id: alice.id as i32, username: alice.username.clone(), created_ms: 0, expires_at: 0 };
     let foreign = TokenKeys::new(&Secret::new("x".repeat(40)), Duration::from_secs(60)).issue(&user);
-    let expired = app.state.tokens.issue_with_ttl(&user, -120);
+    let expired = app.tokens.issue_with_ttl(&user, -120);
     let mut tampered = alice.token.clone();
     tampered.insert(tampered.len() - 3, 'A');
 

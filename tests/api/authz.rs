@@ -76,7 +76,7 @@ async fn every_endpoint_answers_each_kind_of_caller_as_documented() {
             Caller::NoToken => None,
             Caller::Malformed => Some("not.a.jwt".into()),
             Caller::BadSignature => Some(keys(&"k".repeat(40)).issue(&as_user(&member))),
-            Caller::Expired => Some(app.state.tokens.issue_with_ttl(&as_user(&member), -600)),
+            Caller::Expired => Some(app.tokens.issue_with_ttl(&as_user(&member), -600)),
             Caller::NonMember => Some(outsider.token.clone()),
             Caller::MemberNotOwner => Some(member.token.clone()),
             Caller::RemovedMember => Some(removed.token.clone()),

@@ -73,7 +73,7 @@ async fn on_seaweedfs_it_applies_each_setting_then_finds_it_set() {
 
     // What the store now holds, read back with the SDK.
     let app = crate::helpers::spawn_app_on(&store, &[("aws-s3-bucket-name", &bucket)]).await;
-    let client = app.state.storage.client();
+    let client = app.deps.storage.client();
     let cors = client.get_bucket_cors().bucket(&bucket).send().await.unwrap();
     let rule = &cors.cors_rules()[0];
     assert!(rule.allowed_origins().iter().any(|o| o == "https://chat.example"), "{rule:?}");

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use crate::helpers::{TestApp, spawn_app};
 
 async fn presigned_put(app: &TestApp, key: &str, body: &[u8], ttl: Duration) -> String {
-    app.state.storage.presigner().put_object(key, "text/plain", body.len() as u64, None, ttl).unwrap().url
+    app.deps.storage.presigner().put_object(key, "text/plain", body.len() as u64, None, ttl).unwrap().url
 }
 
 async fn put(app: &TestApp, url: &str, body: &'static [u8]) -> StatusCode {
@@ -25,7 +25,7 @@ async fn put(app: &TestApp, url: &str, body: &'static [u8]) -> StatusCode {
 #[tokio::test]
 async fn embedded_s3_accepts_a_correct_presigned_put_and_refuses_the_rest() {
     let app = spawn_app().await;
-    let bucket = app.state.storage.bucket().to_owned();
+    let bucket = app.deps.storage.bucket().to_owned();
     let body: &'static [u8] = b"hello embedded s3";
 
     let unsigned = format!("{}/{bucket}/unsigned.txt", app.s3_endpoint);
@@ -44,10 +44,10 @@ async fn embedded_s3_accepts_a_correct_presigned_put_and_refuses_the_rest() {
     assert_eq!(put(&app, &good, b"other size!").await, StatusCode::FORBIDDEN, "different length than signed");
     assert_eq!(put(&app, &good, body).await, StatusCode::OK, "correct presigned PUT");
 
-    let stored = app.state.storage.client().get_object().bucket(&bucket).key("good.txt").send().await.unwrap();
+    let stored = app.deps.storage.client().get_object().bucket(&bucket).key("good.txt").send().await.unwrap();
     assert_eq!(stored.body.collect().await.unwrap().into_bytes().as_ref(), body);
     for key in ["unsigned.txt", "tampered.txt", "expired.txt"] {
-        let head = app.state.storage.client().head_object().bucket(&bucket).key(key).send().await;
+        let head = app.deps.storage.client().head_object().bucket(&bucket).key(key).send().await;
         assert!(head.is_err(), "{key} must not exist");
     }
 }
@@ -55,7 +55,7 @@ async fn embedded_s3_accepts_a_correct_presigned_put_and_refuses_the_rest() {
 #[tokio::test]
 async fn embedded_s3_answers_cors_preflight_only_for_allowed_origins() {
     let app = spawn_app().await;
-    let url = format!("{}/{}/some/key.png", app.s3_endpoint, app.state.storage.bucket());
+    let url = format!("{}/{}/some/key.png", app.s3_endpoint, app.deps.storage.bucket());
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, &url)
@@ -84,7 +84,7 @@ async fn embedded_s3_answers_cors_preflight_only_for_allowed_origins() {
 #[tokio::test]
 async fn a_deleted_object_leaves_no_metadata_or_folders_behind() {
     let app = spawn_app().await;
-    let storage = &app.state.storage;
+    let storage = &app.deps.storage;
     let root = app.data_dir().join("s3");
     let entries = || std::fs::read_dir(&root).unwrap().count();
     let before = entries();

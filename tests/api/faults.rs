@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use chatgenius_files::{embedded_s3::EmbeddedS3, entity::file_upload, sweeper::sweep_once};
+use chatgenius_files::{embedded_s3::EmbeddedS3, entity::file_upload};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
@@ -143,7 +143,7 @@ async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it
     let resp = confirm(&app, &alice, &upload_id).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
     assert_eq!(app.ready_now().await.status(), StatusCode::OK);
-    assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 1);
+    assert_eq!(file_upload::Entity::find().count(&app.deps.db).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -422,11 +422,11 @@ async fn a_client_vanishing_mid_upload_leaves_no_row_and_no_object() {
     drop(stream);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    let report = sweep_once(&app.state).await.unwrap();
+    let report = app.sweep_once().await.unwrap();
     assert_eq!(report.orphans_found, 0);
-    assert_eq!(file_upload::Entity::find().count(&app.state.db).await.unwrap(), 0, "no row");
+    assert_eq!(file_upload::Entity::find().count(&app.deps.db).await.unwrap(), 0, "no row");
     assert_eq!(app.object_count().await, 0, "no object");
-    if let Ok(pending) = app.state.storage.list_multipart("uploads/").await {
+    if let Ok(pending) = app.deps.storage.list_multipart("uploads/").await {
         assert!(pending.is_empty(), "no multipart upload left: {pending:?}");
     }
 }
@@ -487,10 +487,10 @@ async fn shutting_down_during_a_burst_of_confirms_leaves_each_upload_whole_or_go
     // After the links expire, one sweep by a new instance settles everything.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = spawn_with(&args).await;
-    sweep_once(&after.state).await.unwrap();
-    let files = file_upload::Entity::find().all(&after.state.db).await.unwrap();
+    after.sweep_once().await.unwrap();
+    let files = file_upload::Entity::find().all(&after.deps.db).await.unwrap();
     let objects: Vec<String> =
-        after.state.storage.list_page("uploads/", None).await.unwrap().into_iter().map(|(key, _)| key).collect();
+        after.deps.storage.list_page("uploads/", None).await.unwrap().into_iter().map(|(key, _)| key).collect();
     let mut recorded: Vec<&str> = files.iter().map(|f| f.s3_key.as_str()).collect();
     recorded.sort();
     let mut stored: Vec<&str> = objects.iter().map(String::as_str).collect();
@@ -659,6 +659,6 @@ async fn an_aborted_upload_stays_aborted_across_a_restart() {
     let restarted = spawn_with(&args).await;
     let confirm = restarted.post(&alice, &format!("{upload}/confirm"), json!({})).await;
     assert_error(confirm, StatusCode::CONFLICT, "upload_not_pending").await;
-    sweep_once(&restarted.state).await.unwrap();
+    restarted.sweep_once().await.unwrap();
     assert_eq!(restarted.object_count().await, 0, "the re-PUT object is swept");
 }

@@ -132,7 +132,7 @@ async fn a_message_page_costs_two_statements_whatever_its_size() {
         }
     }
     let statements = Arc::new(AtomicUsize::new(0));
-    let mut db = app.state.db.clone();
+    let mut db = app.deps.db.clone();
     let counter = statements.clone();
     db.set_metric_callback(move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
@@ -228,7 +228,7 @@ async fn download_redirects_to_a_short_lived_attachment_with_the_same_bytes() {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let logged = chatgenius_files::entity::file_download::Entity::find()
         .filter(chatgenius_files::entity::file_download::Column::FileId.eq(file["id"].as_i64().unwrap() as i32))
-        .count(&app.state.db)
+        .count(&app.deps.db)
         .await
         .unwrap();
     assert_eq!(logged, 3);
@@ -293,13 +293,13 @@ async fn downloads_are_rate_limited_per_user_with_retry_after() {
 async fn limiter_memory_falls_back_after_many_distinct_users() {
     let app = spawn_app_with(&[("download-rate-per-min", "600000"), ("limiter-cleanup-secs", "1")]).await;
     for user in 0..100_000 {
-        app.state.limits.check(Action::Download, user).unwrap();
+        app.deps.limits.check(Action::Download, user).unwrap();
     }
-    assert!(app.state.limits.len() >= 100_000, "{} keys", app.state.limits.len());
-    let mut keys = app.state.limits.len();
+    assert!(app.deps.limits.len() >= 100_000, "{} keys", app.deps.limits.len());
+    let mut keys = app.deps.limits.len();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        keys = app.state.limits.len();
+        keys = app.deps.limits.len();
         if keys < 1000 {
             break;
         }

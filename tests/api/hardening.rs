@@ -151,7 +151,7 @@ async fn socket(
 }
 
 async fn user_of(app: &TestApp, id: i64) -> CurrentUser {
-    let found = chatgenius_files::service::users::find_by_id(&app.state.db, id as i32).await.unwrap().unwrap();
+    let found = chatgenius_files::service::users::find_by_id(&app.deps.db, id as i32).await.unwrap().unwrap();
     CurrentUser::of(&found)
 }
 
@@ -159,7 +159,7 @@ async fn user_of(app: &TestApp, id: i64) -> CurrentUser {
 async fn a_socket_ends_with_its_token_and_a_user_has_few() {
     let app = spawn_app_with(&[("ws-max-per-user", "2")]).await;
     let alice = app.login("alice").await;
-    let short = app.state.tokens.issue_with_ttl(&user_of(&app, alice.id).await, 2);
+    let short = app.tokens.issue_with_ttl(&user_of(&app, alice.id).await, 2);
     let mut expiring = socket(&app, &short).await.unwrap();
     let code = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -188,13 +188,13 @@ async fn a_token_names_a_user_of_this_database_only() {
     let alice = app.login("alice").await;
     // Validly signed, for a user this database does not have: 401, not 500.
     let ghost = CurrentUser { id: 999, username: "ghost".into(), created_ms: 0, expires_at: 0 };
-    let token = app.state.tokens.issue(&ghost);
+    let token = app.tokens.issue(&ghost);
     let resp = app.client.post(app.url("/channels")).bearer_auth(&token).json(&json!({ "name": "x" })).send().await;
     assert_error(resp.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
     // Same id, another creation time (the database was recreated): refused too.
     let mut earlier = user_of(&app, alice.id).await;
     earlier.created_ms -= 1000;
-    let token = app.state.tokens.issue(&earlier);
+    let token = app.tokens.issue(&earlier);
     let resp = app.client.get(app.url("/auth/me")).bearer_auth(&token).send().await.unwrap();
     assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
     assert_eq!(socket(&app, &token).await.err(), Some(401));

@@ -3,19 +3,41 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use chatgenius_files::{
+    auth::TokenKeys,
     config::Config,
-    startup::{AppState, Application},
+    service::{
+        ServiceError,
+        deps::Deps,
+        sweeper::{self, SweepPolicy, SweepReport},
+    },
+    startup::Application,
 };
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+/// Runs the broker's sweeper as `chatgenius-files sweep` would (whole bucket).
+#[derive(Clone)]
+pub struct Sweeper {
+    deps: Deps,
+    policy: SweepPolicy,
+}
+
+impl Sweeper {
+    pub async fn once(&self) -> Result<SweepReport, ServiceError> {
+        sweeper::sweep_once(&self.deps, &self.policy).await
+    }
+}
+
 /// A running broker with its own database and bucket.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
-    pub state: AppState,
+    /// The use cases' handles (database, store, hub, limits) of the broker.
+    pub deps: Deps,
+    pub tokens: Arc<TokenKeys>,
+    pub sweeper: Sweeper,
     pub s3_endpoint: String,
     /// Stops the embedded S3 endpoint (`None` on an external store).
     pub s3_stopper: Option<Arc<Notify>>,
@@ -128,6 +150,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let app = Application::build(config).await.expect("application builds");
     let addr = app.addr();
     let state = app.state().clone();
+    let sweeper = Sweeper { deps: state.deps.clone(), policy: SweepPolicy::from_config(&state.config) };
     let (s3_endpoint, s3_stopper) = match app.embedded_s3() {
         Some(s3) => (s3.endpoint().to_string(), Some(s3.stopper())),
         None => (overridden("aws-s3-endpoint").expect("an external store has an endpoint"), None),
@@ -138,7 +161,9 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     TestApp {
         addr,
         client: reqwest::Client::new(),
-        state,
+        deps: state.deps,
+        tokens: state.auth.keys,
+        sweeper,
         s3_endpoint,
         s3_stopper,
         database_url,
@@ -165,6 +190,11 @@ pub struct TestUser {
 }
 
 impl TestApp {
+    /// One sweep over everything.
+    pub async fn sweep_once(&self) -> Result<SweepReport, ServiceError> {
+        self.sweeper.once().await
+    }
+
     /// The broker's DATA_DIR (the embedded store keeps objects under `s3/<bucket>/`).
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()
@@ -254,11 +284,11 @@ impl TestApp {
     /// Objects currently under `uploads/` in the test's bucket.
     pub async fn object_count(&self) -> usize {
         let out = self
-            .state
+            .deps
             .storage
             .client()
             .list_objects_v2()
-            .bucket(self.state.storage.bucket())
+            .bucket(self.deps.storage.bucket())
             .prefix("uploads/")
             .send()
             .await
@@ -322,8 +352,8 @@ impl TestApp {
     /// The events committed from now on (delivery is asynchronous: earlier
     /// ones may still arrive, and are skipped).
     pub async fn events(&self) -> Events {
-        let rx = self.state.events.subscribe();
-        let after = chatgenius_files::outbox::newest(&self.state.db).await.unwrap();
+        let rx = self.deps.events.subscribe();
+        let after = chatgenius_files::outbox::newest(&self.deps.db).await.unwrap();
         Events { rx, after }
     }
 }

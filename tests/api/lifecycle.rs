@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use chatgenius_files::sweeper::sweep_once;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -97,10 +96,10 @@ async fn a_late_confirm_racing_the_sweeper_never_loses_a_confirmed_file(store: S
     }
     // The sweeper runs all along, as another instance would.
     let sweeping = {
-        let state = app.state.clone();
+        let sweeper = app.sweeper.clone();
         tokio::spawn(async move {
             loop {
-                sweep_once(&state).await.unwrap();
+                sweeper.once().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -130,7 +129,7 @@ async fn a_late_confirm_racing_the_sweeper_never_loses_a_confirmed_file(store: S
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     sweeping.abort();
-    sweep_once(&app.state).await.unwrap();
+    app.sweep_once().await.unwrap();
 
     let (mut created, mut expired) = (0, 0);
     for ((status, body), (_, _, bytes)) in outcomes.iter().zip(&uploads) {
@@ -210,7 +209,7 @@ async fn confirm_racing_the_uploaders_removal_never_leaves_a_file_without_its_ob
             other => panic!("confirm answered {other}"),
         }
     }
-    sweep_once(&app.state).await.unwrap();
+    app.sweep_once().await.unwrap();
     assert_eq!(app.object_count().await, created, "every object belongs to a file");
 }
 
@@ -376,10 +375,10 @@ async fn a_removed_member_can_no_longer_add_files(store: Store) {
     // The multipart upload was aborted in the store; the late PUT's object is swept.
     let key = started["key"].as_str().unwrap();
     let store_upload = crate::multipart::store_upload_id(&started);
-    if let Ok(left) = app.state.storage.list_parts(key, &store_upload).await {
+    if let Ok(left) = app.deps.storage.list_parts(key, &store_upload).await {
         assert!(left.is_empty(), "parts left: {left:?}");
     }
-    sweep_once(&app.state).await.unwrap();
+    app.sweep_once().await.unwrap();
     assert_eq!(app.object_count().await, 0, "nothing of Bob's uploads is left");
 }
 

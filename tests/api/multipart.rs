@@ -181,7 +181,7 @@ async fn abort_leaves_no_parts_and_no_object(store: Store) {
     let aborted = s.app.delete(&s.alice, &format!("/files/uploads/{upload_id}")).await;
     assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
 
-    let pending = s.app.state.storage.list_multipart("uploads/").await;
+    let pending = s.app.deps.storage.list_multipart("uploads/").await;
     if let Ok(pending) = pending {
         assert!(pending.is_empty(), "multipart uploads left: {pending:?}");
     }
@@ -268,13 +268,13 @@ async fn an_expired_multipart_upload_is_aborted_by_the_sweeper(store: Store) {
     assert_eq!(put_part(&s.app, &started["parts"][0], chunk(&file, 5 * MIB, 1)).await.0, StatusCode::OK);
     let key = started["key"].as_str().unwrap();
     let multipart_id = store_upload_id(&started);
-    assert_eq!(s.app.state.storage.list_parts(key, &multipart_id).await.unwrap().len(), 1);
+    assert_eq!(s.app.deps.storage.list_parts(key, &multipart_id).await.unwrap().len(), 1);
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let report = chatgenius_files::sweeper::sweep_once(&s.app.state).await.unwrap();
+    let report = s.app.sweep_once().await.unwrap();
     assert_eq!(report.expired_uploads_removed, 1);
     // Gone: SeaweedFS answers NoSuchUpload, s3s-fs lists no part files.
-    if let Ok(left) = s.app.state.storage.list_parts(key, &multipart_id).await {
+    if let Ok(left) = s.app.deps.storage.list_parts(key, &multipart_id).await {
         assert!(left.is_empty(), "parts left: {left:?}");
     }
     assert_error(parts(&s, &started["upload_id"], &[1]).await, StatusCode::GONE, "upload_expired").await;
@@ -291,7 +291,7 @@ async fn a_complete_that_failed_after_the_store_assembled_the_object_is_finished
         .map(|(n, etag)| aws_sdk_s3::types::CompletedPart::builder().part_number(*n as i32).e_tag(etag).build())
         .collect();
     let key = started["key"].as_str().unwrap();
-    s.app.state.storage.complete_multipart(key, &store_upload_id(&started), completed).await.unwrap();
+    s.app.deps.storage.complete_multipart(key, &store_upload_id(&started), completed).await.unwrap();
 
     let done = complete(&s, &started["upload_id"], &etags).await;
     assert_eq!(done.status(), StatusCode::CREATED);

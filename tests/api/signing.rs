@@ -45,7 +45,7 @@ async fn send(
 
 async fn every_presigned_url_shape_is_accepted_by_the_store(store: Store) {
     let app = spawn_app_on(&store, &[]).await;
-    let storage = &app.state.storage;
+    let storage = &app.deps.storage;
     let presigner = storage.presigner();
     for (i, key) in keys().iter().enumerate() {
         let body = format!("object {i} at {key}").into_bytes();

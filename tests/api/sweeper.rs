@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chatgenius_files::sweeper::sweep_once;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -47,7 +46,7 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
     assert_eq!(app.object_count().await, 2);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let report = sweep_once(&app.state).await.unwrap();
+    let report = app.sweep_once().await.unwrap();
     assert_eq!(report.deleted_files_purged, 1);
     assert_eq!(report.expired_uploads_removed, 2);
     assert_eq!(report.orphans_found, 0);
@@ -59,7 +58,7 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
 
     // A live file survives every sweep.
     let kept = app.upload(&alice, channel, None, "kept.txt", "text/plain", b"kept").await;
-    let again = sweep_once(&app.state).await.unwrap();
+    let again = app.sweep_once().await.unwrap();
     assert_eq!((again.deleted_files_purged, again.expired_uploads_removed, again.orphans_deleted), (0, 0, 0));
     assert_eq!(app.object_count().await, 1);
     assert_eq!(
@@ -72,16 +71,16 @@ async fn sweep_purges_deleted_files_and_expired_uploads_leaving_no_object() {
 async fn sweep_deletes_objects_no_row_knows_once_no_url_could_still_write_them() {
     let app = spawn_app_with(&[("upload-url-ttl-secs", "60"), ("sweep-interval-secs", "0")]).await;
     let key = "uploads/1/unknown/orphan.txt";
-    app.state.storage.put(key, "text/plain", bytes::Bytes::from_static(b"orphan")).await.unwrap();
-    let report = sweep_once(&app.state).await.unwrap();
+    app.deps.storage.put(key, "text/plain", bytes::Bytes::from_static(b"orphan")).await.unwrap();
+    let report = app.sweep_once().await.unwrap();
     assert_eq!((report.orphans_found, report.orphans_deleted), (1, 0), "young: a URL might still be writing it");
     assert_eq!(app.object_count().await, 1);
 
     // Older than the URL lifetime plus the margin (the embedded store dates objects by their file).
-    let path = app.data_dir().join("s3").join(app.state.storage.bucket()).join(key);
+    let path = app.data_dir().join("s3").join(app.deps.storage.bucket()).join(key);
     let file = std::fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(std::time::SystemTime::now() - Duration::from_secs(125)).unwrap();
-    let report = sweep_once(&app.state).await.unwrap();
+    let report = app.sweep_once().await.unwrap();
     assert_eq!((report.orphans_found, report.orphans_deleted), (1, 1));
     assert_eq!(app.object_count().await, 0);
     assert!(report.table().contains("| orphan objects deleted | 1 |"));
@@ -108,17 +107,17 @@ fn sweep_command_prints_its_table() {
 async fn only_one_instance_sweeps_at_a_time_on_postgresql() {
     use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
     let app = spawn_app_with(&[("sweep-interval-secs", "0")]).await;
-    if app.state.db.get_database_backend() != DatabaseBackend::Postgres {
+    if app.deps.db.get_database_backend() != DatabaseBackend::Postgres {
         // SQLite serves a single instance: no lock, the sweep always runs.
-        assert!(!sweep_once(&app.state).await.unwrap().skipped);
+        assert!(!app.sweep_once().await.unwrap().skipped);
         return;
     }
-    let other_instance = app.state.db.begin().await.unwrap();
-    let lock = format!("SELECT pg_advisory_xact_lock({})", chatgenius_files::sweeper::LOCK_KEY);
+    let other_instance = app.deps.db.begin().await.unwrap();
+    let lock = format!("SELECT pg_advisory_xact_lock({})", chatgenius_files::service::sweeper::LOCK_KEY);
     other_instance.execute_raw(Statement::from_string(DatabaseBackend::Postgres, lock)).await.unwrap();
-    assert!(sweep_once(&app.state).await.unwrap().skipped, "locked by another instance");
+    assert!(app.sweep_once().await.unwrap().skipped, "locked by another instance");
     other_instance.rollback().await.unwrap();
-    assert!(!sweep_once(&app.state).await.unwrap().skipped);
+    assert!(!app.sweep_once().await.unwrap().skipped);
 }
 
 /// Incomplete multipart uploads past their TTL are aborted where the store lists them.
@@ -126,18 +125,18 @@ async fn stale_multipart_uploads_are_aborted(store: crate::helpers::Store, store
     let app =
         crate::helpers::spawn_app_on(&store, &[("multipart-upload-ttl-secs", "0"), ("sweep-interval-secs", "0")]).await;
     let upload_id =
-        app.state.storage.create_multipart("uploads/1/stale/big.bin", "application/octet-stream").await.unwrap();
+        app.deps.storage.create_multipart("uploads/1/stale/big.bin", "application/octet-stream").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = sweep_once(&app.state).await.unwrap();
+    let report = app.sweep_once().await.unwrap();
     assert_eq!(report.multipart_supported, store_lists_them);
     if !report.multipart_supported {
         // s3s-fs does not list multipart uploads; the table says so.
         assert!(report.table().contains("not supported by this store"));
-        app.state.storage.abort_multipart("uploads/1/stale/big.bin", &upload_id).await.unwrap();
+        app.deps.storage.abort_multipart("uploads/1/stale/big.bin", &upload_id).await.unwrap();
         return;
     }
     assert_eq!(report.multipart_aborted, 1);
-    assert!(app.state.storage.list_multipart("uploads/").await.unwrap().is_empty());
+    assert!(app.deps.storage.list_multipart("uploads/").await.unwrap().is_empty());
     assert_eq!(app.object_count().await, 0);
 }
 
@@ -164,7 +163,7 @@ async fn a_sweep_stops_when_its_lock_connection_dies() {
         ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait, QueryFilter,
     };
     let app = spawn_app_with(&[("sweep-interval-secs", "0"), ("deleted-file-retention-days", "0")]).await;
-    if app.state.db.get_database_backend() != DatabaseBackend::Postgres {
+    if app.deps.db.get_database_backend() != DatabaseBackend::Postgres {
         eprintln!("PostgreSQL only (TEST_POSTGRES_URL): SQLite serves a single instance");
         return;
     }
@@ -181,14 +180,14 @@ async fn a_sweep_stops_when_its_lock_connection_dies() {
         download_count: Set(0),
         ..Default::default()
     });
-    file_upload::Entity::insert_many(rows).exec(&app.state.db).await.unwrap();
-    let due = || file_upload::Entity::find().filter(file_upload::Column::IsDeleted.eq(true)).count(&app.state.db);
+    file_upload::Entity::insert_many(rows).exec(&app.deps.db).await.unwrap();
+    let due = || file_upload::Entity::find().filter(file_upload::Column::IsDeleted.eq(true)).count(&app.deps.db);
 
-    let state = app.state.clone();
-    let sweeping = tokio::spawn(async move { sweep_once(&state).await });
+    let sweeper = app.sweeper.clone();
+    let sweeping = tokio::spawn(async move { sweeper.once().await });
     let holder = loop {
         let row = app
-            .state
+            .deps
             .db
             .query_one_raw(sea_orm::Statement::from_string(
                 DatabaseBackend::Postgres,
@@ -203,13 +202,13 @@ async fn a_sweep_stops_when_its_lock_connection_dies() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    app.state.db.execute_unprepared(&format!("SELECT pg_terminate_backend({holder})")).await.unwrap();
+    app.deps.db.execute_unprepared(&format!("SELECT pg_terminate_backend({holder})")).await.unwrap();
     let stopped = sweeping.await.unwrap();
     assert!(stopped.is_err(), "the sweep went on without its lock: {stopped:?}");
     // It stopped at its next deletion, long before the end of its work.
     let left = due().await.unwrap();
     assert!(left > 0, "the sweep purged everything after losing its lock");
-    let next = sweep_once(&app.state).await.unwrap();
+    let next = app.sweep_once().await.unwrap();
     assert_eq!(next.deleted_files_purged, left);
     assert_eq!(due().await.unwrap(), 0);
 }

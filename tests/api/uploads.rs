@@ -70,16 +70,16 @@ async fn confirm(s: &Setup, upload_id: &Value) -> reqwest::Response {
 }
 
 async fn object_exists(app: &TestApp, key: &str) -> bool {
-    app.state.storage.head(key).await.unwrap().is_some()
+    app.deps.storage.head(key).await.unwrap().is_some()
 }
 
 async fn objects_under_uploads(app: &TestApp) -> usize {
     let out = app
-        .state
+        .deps
         .storage
         .client()
         .list_objects_v2()
-        .bucket(app.state.storage.bucket())
+        .bucket(app.deps.storage.bucket())
         .prefix("uploads/")
         .send()
         .await
@@ -219,7 +219,7 @@ async fn html_declared_as_png_is_rejected_and_deleted(store: Store) {
         assert!(!object_exists(&s.app, presigned["key"].as_str().unwrap()).await, "rejected object deleted");
         assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::CONFLICT, "upload_not_pending").await;
     }
-    let count = chatgenius_files::entity::file_upload::Entity::find().count(&s.app.state.db).await.unwrap();
+    let count = chatgenius_files::entity::file_upload::Entity::find().count(&s.app.deps.db).await.unwrap();
     assert_eq!(count, 0);
 }
 
@@ -239,7 +239,7 @@ async fn double_and_concurrent_confirms_yield_one_file(store: Store) {
     assert_eq!(ids.len(), 1, "every confirm returns the same file");
     let rows = chatgenius_files::entity::file_upload::Entity::find()
         .filter(chatgenius_files::entity::file_upload::Column::S3Key.eq(presigned["key"].as_str().unwrap()))
-        .count(&s.app.state.db)
+        .count(&s.app.deps.db)
         .await
         .unwrap();
     assert_eq!(rows, 1);
@@ -292,17 +292,17 @@ async fn upload_through_the_broker_streams_small_and_multipart_files(store: Stor
         assert_eq!(file["content_type"], content_type);
         let id = file["id"].as_i64().unwrap();
         let model = chatgenius_files::entity::file_upload::Entity::find_by_id(id as i32)
-            .one(&s.app.state.db)
+            .one(&s.app.deps.db)
             .await
             .unwrap()
             .unwrap();
         let stored = s
             .app
-            .state
+            .deps
             .storage
             .client()
             .get_object()
-            .bucket(s.app.state.storage.bucket())
+            .bucket(s.app.deps.storage.bucket())
             .key(&model.s3_key)
             .send()
             .await
@@ -350,7 +350,7 @@ async fn upload_through_the_broker_cuts_off_over_the_limit(store: Store) {
         .unwrap();
     assert_error(known, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
     assert_eq!(objects_under_uploads(&s.app).await, 0, "nothing left in the bucket");
-    assert_eq!(chatgenius_files::entity::file_upload::Entity::find().count(&s.app.state.db).await.unwrap(), 0);
+    assert_eq!(chatgenius_files::entity::file_upload::Entity::find().count(&s.app.deps.db).await.unwrap(), 0);
 }
 
 fn form_sized(channel: i64, len: usize) -> reqwest::multipart::Form {

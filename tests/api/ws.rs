@@ -92,7 +92,7 @@ fn handshake_status(result: Result<(Socket, tungstenite::handshake::client::Resp
 async fn upgrade_requires_a_valid_token_and_an_allowed_origin() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
-    let expired = app.state.tokens.issue_with_ttl(
+    let expired = app.tokens.issue_with_ttl(
         &CurrentUser { id: alice.id as i32, username: "alice".into(), created_ms: 0, expires_at: 0 },
         -600,
     );
@@ -194,7 +194,7 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
     let big = "x".repeat(64 * 1024);
     let total = 400;
     let publisher = {
-        let (events, db) = (app.state.events.clone(), app.state.db.clone());
+        let (events, db) = (app.deps.events.clone(), app.deps.db.clone());
         tokio::spawn(async move {
             for i in 0..total {
                 let message = MessageInfo {
@@ -260,7 +260,7 @@ async fn an_oversized_inbound_frame_closes_with_1009() {
 #[tokio::test]
 async fn an_event_published_on_one_instance_reaches_clients_of_another() {
     let first = spawn_app().await;
-    if first.state.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+    if first.deps.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         eprintln!("cross-instance delivery needs PostgreSQL (TEST_POSTGRES_URL)");
         return;
     }
@@ -462,9 +462,9 @@ async fn a_resume_that_cannot_be_replayed_asks_the_client_to_resync() {
     assert_eq!((opened["type"].as_str(), opened["id"].as_i64()), (Some("resync_required"), Some(newest)));
 
     // Past the retention window: the sweeper trims, the resume cannot replay.
-    app.state
+    app.deps
         .db
-        .execute_unprepared(if app.state.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        .execute_unprepared(if app.deps.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
             "UPDATE events SET created_at = created_at - interval '2 days'"
         } else {
             "UPDATE events SET created_at = datetime(created_at, '-2 days')"
@@ -472,7 +472,7 @@ async fn a_resume_that_cannot_be_replayed_asks_the_client_to_resync() {
         .await
         .unwrap();
     say(&app, &alice, general, "today").await;
-    let report = chatgenius_files::sweeper::sweep_once(&app.state).await.unwrap();
+    let report = app.sweep_once().await.unwrap();
     assert!(report.events_trimmed > 0, "{report:?}");
     let (_, replayed, opened) = connect_after(&app, &alice, Some(start)).await;
     assert!(replayed.is_empty());
@@ -494,7 +494,7 @@ async fn an_event_exists_exactly_when_its_change_committed() {
     let app = spawn_app().await;
     let alice = app.login("alice").await;
     let general = app.create_channel(&alice, "general").await;
-    let count = async || outbox::read(&app.state.db, 0, 10_000).await.unwrap();
+    let count = async || outbox::read(&app.deps.db, 0, 10_000).await.unwrap();
     let before = count().await.len();
 
     // A post that fails half-way (a file it cannot attach) rolls back with its event.

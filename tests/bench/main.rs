@@ -145,7 +145,7 @@ pub(crate) async fn login_and_channel(client: &reqwest::Client, addr: &str) -> (
 async fn start(
     dir: &std::path::Path,
     database_url: Option<&str>,
-) -> (std::net::SocketAddr, chatgenius_files::startup::AppState) {
+) -> (std::net::SocketAddr, chatgenius_files::service::deps::Deps) {
     let mut args = vec![
         "bench".to_owned(),
         format!("--data-dir={}", dir.display()),
@@ -161,7 +161,7 @@ async fn start(
     }
     let app = Application::build(Config::parse_from(args).unwrap()).await.unwrap();
     let addr = app.addr();
-    let state = app.state().clone();
+    let state = app.state().deps.clone();
     tokio::spawn(app.run_until(std::future::pending()));
     (addr, state)
 }
@@ -310,7 +310,7 @@ async fn upload_paths(
     client: &reqwest::Client,
     database: &str,
     addr: std::net::SocketAddr,
-    state: &chatgenius_files::startup::AppState,
+    state: &chatgenius_files::service::deps::Deps,
     bare_addr: std::net::SocketAddr,
 ) {
     let (token, channel) = login_and_channel(client, &addr.to_string()).await;
@@ -509,7 +509,7 @@ fn no_follow_client() -> reqwest::Client {
 async fn downloads(
     no_follow: &reqwest::Client,
     addr: std::net::SocketAddr,
-    state: &chatgenius_files::startup::AppState,
+    state: &chatgenius_files::service::deps::Deps,
     bare_addr: std::net::SocketAddr,
 ) {
     let client = no_follow;

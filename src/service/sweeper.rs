@@ -16,14 +16,14 @@ use sea_orm::{
     Statement, TransactionTrait,
 };
 
+use super::{ServiceError, deps::Deps, lifecycle, now};
 use crate::{
+    config::Config,
     entity::{
         file_upload,
         pending_upload::{self, UploadState},
     },
     outbox,
-    service::{ServiceError, lifecycle, now},
-    startup::AppState,
     storage::StorageError,
 };
 
@@ -40,6 +40,27 @@ const ORPHAN_PAGES_PER_SWEEP: usize = 10;
 const CLOSED_UPLOAD_RETENTION_DAYS: i64 = 1;
 /// Uploads expired per batch.
 const EXPIRE_BATCH: u64 = 1000;
+
+/// The sweeper's own settings (upload lifetimes come from [`Deps::policy`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPolicy {
+    /// Seconds between background sweeps (0: none).
+    pub interval_secs: u64,
+    /// Days a deleted file's object is kept before it is purged.
+    pub deleted_file_retention_days: u64,
+    /// Seconds events are kept for resuming sockets.
+    pub events_retention_secs: u64,
+}
+
+impl SweepPolicy {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            interval_secs: config.sweep_interval_secs,
+            deleted_file_retention_days: config.deleted_file_retention_days,
+            events_retention_secs: config.events_retention_secs,
+        }
+    }
+}
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,41 +123,43 @@ pub struct OrphanCursor {
 }
 
 /// Sweeps every SWEEP_INTERVAL_SECS until shutdown starts (never mid-sweep).
-pub async fn run_periodically(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(state.config.sweep_interval_secs));
+pub async fn run_periodically(deps: Deps, policy: SweepPolicy, mut closing: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(policy.interval_secs));
     tick.tick().await;
-    let mut closing = state.closing.clone();
     let mut orphans = OrphanCursor { start_after: None, pages: Some(ORPHAN_PAGES_PER_SWEEP) };
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = closing.changed() => return,
         }
-        match sweep(&state, &mut orphans).await {
+        match sweep(&deps, &policy, &mut orphans).await {
             Ok(report)
                 if report != SweepReport { multipart_supported: report.multipart_supported, ..Default::default() } =>
             {
                 tracing::info!(?report, "sweep done");
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "sweep failed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "sweep failed; the next one retries");
+                deps.metrics.ignored_failure("sweep");
+            }
         }
     }
 }
 
 /// One sweep over everything, the whole bucket included.
-pub async fn sweep_once(state: &AppState) -> Result<SweepReport, ServiceError> {
-    sweep(state, &mut OrphanCursor::default()).await
+pub async fn sweep_once(deps: &Deps, policy: &SweepPolicy) -> Result<SweepReport, ServiceError> {
+    sweep(deps, policy, &mut OrphanCursor::default()).await
 }
 
 /// One sweep, reading the bucket for orphans as far as `orphans` allows.
-async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
-    let fence = match take_lock(state).await? {
+async fn sweep(deps: &Deps, policy: &SweepPolicy, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
+    let fence = match take_lock(deps).await? {
         Lock::Held(txn) => Fence(Some(txn)),
         Lock::NotNeeded => Fence(None),
         Lock::Busy => return Ok(SweepReport { skipped: true, ..Default::default() }),
     };
-    let report = steps(state, &fence, orphans).await?;
+    let report = steps(deps, policy, &fence, orphans).await?;
     if let Some(txn) = fence.0 {
         txn.commit().await?;
     }
@@ -146,22 +169,27 @@ async fn sweep(state: &AppState, orphans: &mut OrphanCursor) -> Result<SweepRepo
 /// The steps of a sweep. Each claim commits at once (no row stays locked
 /// while the store deletes); the fence is checked before each claim and each
 /// store deletion.
-async fn steps(state: &AppState, fence: &Fence, orphans: &mut OrphanCursor) -> Result<SweepReport, ServiceError> {
+async fn steps(
+    deps: &Deps,
+    policy: &SweepPolicy,
+    fence: &Fence,
+    orphans: &mut OrphanCursor,
+) -> Result<SweepReport, ServiceError> {
     let mut report = SweepReport {
-        deleted_files_purged: purge_deleted(state, fence).await?,
-        expired_uploads_removed: expire_uploads(state, fence).await?,
-        closed_uploads_forgotten: forget_closed_uploads(state, fence).await?,
-        events_trimmed: outbox::trim(&state.db, Duration::from_secs(state.config.events_retention_secs)).await?,
+        deleted_files_purged: purge_deleted(deps, policy, fence).await?,
+        expired_uploads_removed: expire_uploads(deps, fence).await?,
+        closed_uploads_forgotten: forget_closed_uploads(deps, fence).await?,
+        events_trimmed: outbox::trim(&deps.db, Duration::from_secs(policy.events_retention_secs)).await?,
         ..Default::default()
     };
     fence.check().await?;
-    match abort_stale_multipart(state).await {
+    match abort_stale_multipart(deps).await {
         Ok(count) => (report.multipart_supported, report.multipart_aborted) = (true, count),
         Err(ServiceError::Storage(StorageError::Service { code, .. })) if code == "NotImplemented" => {}
         Err(err) => return Err(err),
     }
-    (report.orphans_found, report.orphans_deleted) = sweep_orphans(state, fence, orphans).await?;
-    state.metrics.swept(&[
+    (report.orphans_found, report.orphans_deleted) = sweep_orphans(deps, fence, orphans).await?;
+    deps.metrics.swept(&[
         ("deleted_files_purged", report.deleted_files_purged),
         ("expired_uploads_removed", report.expired_uploads_removed),
         ("closed_uploads_forgotten", report.closed_uploads_forgotten),
@@ -196,11 +224,11 @@ impl Fence {
 }
 
 /// A transaction-scoped advisory lock on PostgreSQL; SQLite serves one instance.
-async fn take_lock(state: &AppState) -> Result<Lock, ServiceError> {
-    if state.db.get_database_backend() != DatabaseBackend::Postgres {
+async fn take_lock(deps: &Deps) -> Result<Lock, ServiceError> {
+    if deps.db.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(Lock::NotNeeded);
     }
-    let txn = state.db.begin().await?;
+    let txn = deps.db.begin().await?;
     let row = txn
         .query_one_raw(Statement::from_string(
             DatabaseBackend::Postgres,
@@ -211,33 +239,33 @@ async fn take_lock(state: &AppState) -> Result<Lock, ServiceError> {
     Ok(if locked { Lock::Held(txn) } else { Lock::Busy })
 }
 
-async fn purge_deleted(state: &AppState, fence: &Fence) -> Result<u64, ServiceError> {
-    let cutoff = now() - chrono::Duration::days(state.config.deleted_file_retention_days as i64);
+async fn purge_deleted(deps: &Deps, policy: &SweepPolicy, fence: &Fence) -> Result<u64, ServiceError> {
+    let cutoff = now() - chrono::Duration::days(policy.deleted_file_retention_days as i64);
     let due = file_upload::Entity::find()
         .filter(file_upload::Column::IsDeleted.eq(true))
         .filter(file_upload::Column::DeletedAt.lte(cutoff))
         .limit(1000)
-        .all(&state.db)
+        .all(&deps.db)
         .await?;
     for file in &due {
         fence.check().await?;
-        state.storage.delete(&file.s3_key).await?;
-        file_upload::Entity::delete_by_id(file.id).exec(&state.db).await?;
+        deps.storage.delete(&file.s3_key).await?;
+        file_upload::Entity::delete_by_id(file.id).exec(&deps.db).await?;
     }
     Ok(due.len() as u64)
 }
 
 /// Expires every pending upload past its time (the conditional claim first,
 /// then its object and parts).
-async fn expire_uploads(state: &AppState, fence: &Fence) -> Result<u64, ServiceError> {
+async fn expire_uploads(deps: &Deps, fence: &Fence) -> Result<u64, ServiceError> {
     let mut expired = 0;
     loop {
         fence.check().await?;
-        let claimed = lifecycle::expire_due(&state.db, EXPIRE_BATCH).await?;
+        let claimed = lifecycle::expire_due(&deps.db, EXPIRE_BATCH).await?;
         // Claimed and committed: a sweep stopped here leaves these objects to
         // the orphan step (objects of closed uploads go at once).
         fence.check().await?;
-        lifecycle::discard_objects(&state.storage, &state.metrics, &claimed).await;
+        lifecycle::discard_objects(&deps.storage, &deps.metrics, &claimed).await;
         expired += claimed.len() as u64;
         if (claimed.len() as u64) < EXPIRE_BATCH {
             return Ok(expired);
@@ -247,7 +275,7 @@ async fn expire_uploads(state: &AppState, fence: &Fence) -> Result<u64, ServiceE
 
 /// Forgets the rows of closed uploads once they are of no more use: confirmed
 /// ones past their expiry (the file row stays), the others a retention later.
-async fn forget_closed_uploads(state: &AppState, fence: &Fence) -> Result<u64, ServiceError> {
+async fn forget_closed_uploads(deps: &Deps, fence: &Fence) -> Result<u64, ServiceError> {
     fence.check().await?;
     use sea_orm::sea_query::Condition;
     let closed_before = now() - chrono::Duration::days(CLOSED_UPLOAD_RETENTION_DAYS);
@@ -269,17 +297,17 @@ async fn forget_closed_uploads(state: &AppState, fence: &Fence) -> Result<u64, S
                         .add(pending_upload::Column::ExpiresAt.lt(closed_before)),
                 ),
         )
-        .exec(&state.db)
+        .exec(&deps.db)
         .await?;
     Ok(forgotten.rows_affected)
 }
 
-async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
-    let cutoff = chrono::Utc::now().timestamp() - state.config.multipart_upload_ttl_secs as i64;
+async fn abort_stale_multipart(deps: &Deps) -> Result<u64, ServiceError> {
+    let cutoff = chrono::Utc::now().timestamp() - deps.policy.multipart_upload_ttl_secs as i64;
     let mut aborted = 0;
-    for (key, upload_id, initiated) in state.storage.list_multipart("uploads/").await? {
+    for (key, upload_id, initiated) in deps.storage.list_multipart("uploads/").await? {
         if initiated.is_some_and(|t| t <= cutoff) {
-            state.storage.abort_multipart(&key, &upload_id).await?;
+            deps.storage.abort_multipart(&key, &upload_id).await?;
             aborted += 1;
         }
     }
@@ -290,14 +318,14 @@ async fn abort_stale_multipart(state: &AppState) -> Result<u64, ServiceError> {
 /// of closed uploads (re-PUT with a still valid URL after an abort or a
 /// rejection) at once, those no row knows once older than the longest URL
 /// lifetime plus a margin. Returns (found, deleted).
-async fn sweep_orphans(state: &AppState, fence: &Fence, cursor: &mut OrphanCursor) -> Result<(u64, u64), ServiceError> {
-    let old_enough = chrono::Utc::now().timestamp() - state.config.upload_url_ttl_secs as i64 - ORPHAN_MARGIN_SECS;
+async fn sweep_orphans(deps: &Deps, fence: &Fence, cursor: &mut OrphanCursor) -> Result<(u64, u64), ServiceError> {
+    let old_enough = chrono::Utc::now().timestamp() - deps.policy.upload_url_ttl_secs as i64 - ORPHAN_MARGIN_SECS;
     let (mut found, mut deleted, mut pages) = (0, 0, 0);
     loop {
         if cursor.pages.is_some_and(|max| pages >= max) {
             return Ok((found, deleted));
         }
-        let page = state.storage.list_page("uploads/", cursor.start_after.as_deref()).await?;
+        let page = deps.storage.list_page("uploads/", cursor.start_after.as_deref()).await?;
         let Some((last, _)) = page.last() else {
             cursor.start_after = None;
             return Ok((found, deleted));
@@ -313,7 +341,7 @@ async fn sweep_orphans(state: &AppState, fence: &Fence, cursor: &mut OrphanCurso
             .column(pending_upload::Column::State)
             .filter(pending_upload::Column::S3Key.is_in(keys.clone()))
             .into_tuple::<(String, UploadState)>()
-            .all(&state.db)
+            .all(&deps.db)
             .await?
             .into_iter()
             .collect();
@@ -322,7 +350,7 @@ async fn sweep_orphans(state: &AppState, fence: &Fence, cursor: &mut OrphanCurso
             .column(file_upload::Column::S3Key)
             .filter(file_upload::Column::S3Key.is_in(keys))
             .into_tuple::<String>()
-            .all(&state.db)
+            .all(&deps.db)
             .await?
             .into_iter()
             .collect();
@@ -337,7 +365,7 @@ async fn sweep_orphans(state: &AppState, fence: &Fence, cursor: &mut OrphanCurso
             let garbage = uploads.contains_key(key) || modified.is_some_and(|t| t <= old_enough);
             if garbage {
                 fence.check().await?;
-                state.storage.delete(key).await?;
+                deps.storage.delete(key).await?;
                 deleted += 1;
             }
         }

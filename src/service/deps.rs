@@ -1,0 +1,76 @@
+//! What the use cases work with: the database, the object store, the event
+//! hub, rate limits, metrics, the download log and the upload rules (a few
+//! settings, not the whole configuration). Built once at boot, cloned cheaply.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use super::download_log::DownloadLog;
+use crate::{
+    config::{AllowedTypes, Config},
+    events::EventHub,
+    metrics::Metrics,
+    ratelimit::RateLimits,
+    storage::Storage,
+};
+
+/// The handles every use case may reach.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: DatabaseConnection,
+    pub storage: Storage,
+    /// Woken after each commit that appended events.
+    pub events: EventHub,
+    pub limits: Arc<RateLimits>,
+    pub metrics: Arc<Metrics>,
+    pub downloads: DownloadLog,
+    pub policy: Arc<UploadPolicy>,
+}
+
+/// The rules of uploads and downloads, from the configuration.
+#[derive(Debug, Clone)]
+pub struct UploadPolicy {
+    pub max_file_size_mb: u64,
+    pub allowed_file_types: AllowedTypes,
+    pub upload_url_ttl_secs: u64,
+    pub upload_confirm_grace_secs: u64,
+    pub download_url_ttl_secs: u64,
+    pub multipart_part_size_mb: u64,
+    pub multipart_upload_ttl_secs: u64,
+}
+
+impl UploadPolicy {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_file_size_mb: config.max_file_size_mb,
+            allowed_file_types: config.allowed_file_types.clone(),
+            upload_url_ttl_secs: config.upload_url_ttl_secs,
+            upload_confirm_grace_secs: config.upload_confirm_grace_secs,
+            download_url_ttl_secs: config.download_url_ttl_secs,
+            multipart_part_size_mb: config.multipart_part_size_mb,
+            multipart_upload_ttl_secs: config.multipart_upload_ttl_secs,
+        }
+    }
+
+    pub fn max_file_size_bytes(&self) -> u64 {
+        self.max_file_size_mb * 1024 * 1024
+    }
+}
+
+impl Deps {
+    /// The handles for `db` and `storage` under `config`'s rules, with a
+    /// download log writing to `db`.
+    pub fn new(config: &Config, db: DatabaseConnection, storage: Storage, limits: Arc<RateLimits>) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        Self {
+            downloads: DownloadLog::spawn(db.clone(), metrics.clone()),
+            db,
+            storage,
+            events: EventHub::default(),
+            limits,
+            metrics,
+            policy: Arc::new(UploadPolicy::from_config(config)),
+        }
+    }
+}
