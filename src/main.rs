@@ -114,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // the one) on a free port, no API listener.
             let mut config = cli.config;
             config.embedded_s3_addr = "127.0.0.1:0".parse()?;
-            let (deps, policy, _embedded) = startup::open_for_sweep(&config).await?;
+            let (deps, policy, _embedded) = startup::open_deps(&config).await?;
             let report = sweeper::sweep_once(&deps, &policy).await?;
             deps.downloads.flush().await;
             print!("{}", report.table());

@@ -206,11 +206,11 @@ fn rate_limits(config: &Config) -> RateLimits {
     })
 }
 
-/// What the `sweep` command needs and nothing more: the migrated database,
-/// the object store (the embedded endpoint started when it is the one, kept
-/// alive by the returned handle) and the use cases' handles; no listener, no
-/// event reader.
-pub async fn open_for_sweep(config: &Config) -> anyhow::Result<(Deps, SweepPolicy, Option<EmbeddedS3>)> {
+/// The use cases' handles without the HTTP layer, for the `sweep` command
+/// and use-case tests: the migrated database, the object store (the embedded
+/// endpoint started when it is the one, kept alive by the returned handle);
+/// no listener, no event reader.
+pub async fn open_deps(config: &Config) -> anyhow::Result<(Deps, SweepPolicy, Option<EmbeddedS3>)> {
     config.validate()?;
     let (storage, embedded) = open_storage(config, &config.cors_allowed_origins).await?;
     if embedded.is_some() {

@@ -121,10 +121,6 @@ async fn presign_and_put(app: &TestApp, user: &crate::helpers::TestUser, channel
     presigned["upload_id"].as_str().unwrap().to_owned()
 }
 
-async fn confirm(app: &TestApp, user: &crate::helpers::TestUser, upload_id: &str) -> reqwest::Response {
-    app.post(user, &format!("/files/uploads/{upload_id}/confirm"), json!({})).await
-}
-
 #[tokio::test]
 async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,11 +132,12 @@ async fn confirm_answers_503_while_the_store_is_unreachable_and_succeeds_once_it
     let upload_id = presign_and_put(&app, &alice, channel, "a.png").await;
 
     link.cut();
-    assert_error(confirm(&app, &alice, &upload_id).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
+    assert_error(app.confirm_id(&alice, &upload_id).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        .await;
     assert_error(app.ready_now().await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
 
     link.restore();
-    let resp = confirm(&app, &alice, &upload_id).await;
+    let resp = app.confirm_id(&alice, &upload_id).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
     assert_eq!(app.ready_now().await.status(), StatusCode::OK);
     assert_eq!(file_upload::Entity::find().count(&app.deps.db).await.unwrap(), 1);
@@ -186,7 +183,7 @@ async fn stalled_store_answers_503_then_recovers(link: &Link, mut args: Vec<(&'s
 
     link.freeze();
     let started = std::time::Instant::now();
-    let resp = confirm(&app, &alice, &upload_id).await;
+    let resp = app.confirm_id(&alice, &upload_id).await;
     let waited = started.elapsed();
     assert_eq!(resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()).as_deref(), Some("5"));
     assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
@@ -196,7 +193,7 @@ async fn stalled_store_answers_503_then_recovers(link: &Link, mut args: Vec<(&'s
     assert_error(ready, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable").await;
 
     link.restore();
-    let resp = confirm(&app, &alice, &upload_id).await;
+    let resp = app.confirm_id(&alice, &upload_id).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
     assert_eq!(app.ready_now().await.status(), StatusCode::OK);
 }

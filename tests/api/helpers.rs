@@ -17,6 +17,9 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+/// The smallest valid PNG (a 1×1 pixel).
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\0\x05\0\x01\xff\x89\x99=\x1d\0\0\0\0IEND\xaeB`\x82";
+
 /// Runs the broker's sweeper as `chatgenius-files sweep` would (whole bucket).
 #[derive(Clone)]
 pub struct Sweeper {
@@ -250,6 +253,41 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Presigns an upload of `name` into `channel` and returns the answer
+    /// (asserting 201).
+    pub async fn presign_file(
+        &self,
+        user: &TestUser,
+        channel: i64,
+        name: &str,
+        content_type: &str,
+        size: usize,
+    ) -> Value {
+        let body = json!({ "channel_id": channel, "file_name": name, "content_type": content_type, "size": size });
+        let resp = self.post(user, "/files/presign", body).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "presign {name}");
+        resp.json().await.unwrap()
+    }
+
+    /// PUTs `body` to a presign answer's URL with the headers it came with.
+    pub async fn put_presigned(&self, presigned: &Value, body: Vec<u8>) -> StatusCode {
+        crate::presigned::put(&self.client, presigned, body).send().await.unwrap().status()
+    }
+
+    /// Confirms the upload a presign answer started.
+    pub async fn confirm(&self, user: &TestUser, presigned: &Value) -> Response {
+        self.confirm_id(user, presigned["upload_id"].as_str().unwrap()).await
+    }
+
+    pub async fn confirm_id(&self, user: &TestUser, upload_id: &str) -> Response {
+        self.post(user, &format!("/files/uploads/{upload_id}/confirm"), json!({})).await
+    }
+
+    /// Aborts the upload a presign answer started.
+    pub async fn abort(&self, user: &TestUser, presigned: &Value) -> Response {
+        self.delete(user, &format!("/files/uploads/{}", presigned["upload_id"].as_str().unwrap())).await
+    }
+
     /// Uploads `body` the direct way (presign, real PUT, confirm) and returns the file.
     pub async fn upload(
         &self,
@@ -273,12 +311,23 @@ impl TestApp {
             .json()
             .await
             .unwrap();
-        let put = crate::presigned::put(&self.client, &presigned, body.to_vec()).send().await.unwrap();
-        assert!(put.status().is_success(), "PUT {}", put.status());
-        let path = format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap());
-        let resp = self.post(user, &path, json!({})).await;
+        let put = self.put_presigned(&presigned, body.to_vec()).await;
+        assert!(put.is_success(), "PUT {put}");
+        let resp = self.confirm(user, &presigned).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
         resp.json().await.unwrap()
+    }
+
+    /// The download of a file as a member's browser gets it: the link, then
+    /// the store's response (status, headers, bytes).
+    pub async fn download(&self, user: &TestUser, file_id: i64) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let link = self.get(user, &format!("/files/download/{file_id}?redirect=false")).await;
+        assert_eq!(link.status(), StatusCode::OK, "download link of file {file_id}");
+        let url = link.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+        // Identity only: a stored `Content-Encoding: gzip` must not be undone by the client.
+        let resp = self.client.get(url).header("accept-encoding", "identity").send().await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.bytes().await.unwrap().to_vec())
     }
 
     /// Objects currently under `uploads/` in the test's bucket.

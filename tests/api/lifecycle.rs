@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Store, TestApp, TestUser, assert_error, on_every_store, spawn_app_on};
+use crate::helpers::{Store, assert_error, on_every_store, spawn_app_on};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
@@ -35,42 +35,6 @@ fn png_of(len: usize, fill: u8) -> Vec<u8> {
     body
 }
 
-async fn presign(app: &TestApp, user: &TestUser, channel: i64, name: &str, content_type: &str, size: usize) -> Value {
-    let resp = app
-        .post(
-            user,
-            "/files/presign",
-            json!({ "channel_id": channel, "file_name": name, "content_type": content_type, "size": size }),
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED, "presign {name}");
-    resp.json().await.unwrap()
-}
-
-async fn put(app: &TestApp, presigned: &Value, body: Vec<u8>) -> StatusCode {
-    crate::presigned::put(&app.client, presigned, body).send().await.unwrap().status()
-}
-
-async fn confirm(app: &TestApp, user: &TestUser, presigned: &Value) -> reqwest::Response {
-    app.post(user, &format!("/files/uploads/{}/confirm", presigned["upload_id"].as_str().unwrap()), json!({})).await
-}
-
-async fn abort(app: &TestApp, user: &TestUser, presigned: &Value) -> reqwest::Response {
-    app.delete(user, &format!("/files/uploads/{}", presigned["upload_id"].as_str().unwrap())).await
-}
-
-/// The download of a file as a member's browser gets it: the link, then the
-/// store's response (status, headers, bytes).
-async fn download(app: &TestApp, user: &TestUser, file_id: i64) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-    let link = app.get(user, &format!("/files/download/{file_id}?redirect=false")).await;
-    assert_eq!(link.status(), StatusCode::OK, "download link of file {file_id}");
-    let url = link.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
-    // Identity only: a stored `Content-Encoding: gzip` must not be undone by the client.
-    let resp = app.client.get(url).header("accept-encoding", "identity").send().await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    (status, headers, resp.bytes().await.unwrap().to_vec())
-}
-
 async fn a_late_confirm_racing_the_sweeper_never_loses_a_confirmed_file(store: Store) {
     // Three-second URLs, no grace: uploads expire while their confirms arrive.
     let app = spawn_app_on(
@@ -90,8 +54,8 @@ async fn a_late_confirm_racing_the_sweeper_never_loses_a_confirmed_file(store: S
     let mut uploads = Vec::new();
     for i in 0..40 {
         let body = png_of(64, i as u8);
-        let presigned = presign(&app, &alice, channel, &format!("{i}.png"), "image/png", body.len()).await;
-        assert_eq!(put(&app, &presigned, body.clone()).await, StatusCode::OK);
+        let presigned = app.presign_file(&alice, channel, &format!("{i}.png"), "image/png", body.len()).await;
+        assert_eq!(app.put_presigned(&presigned, body.clone()).await, StatusCode::OK);
         uploads.push((Instant::now(), presigned, body));
     }
     // The sweeper runs all along, as another instance would.
@@ -136,7 +100,7 @@ async fn a_late_confirm_racing_the_sweeper_never_loses_a_confirmed_file(store: S
         match *status {
             StatusCode::CREATED => {
                 created += 1;
-                let (got, _, downloaded) = download(&app, &alice, body["id"].as_i64().unwrap()).await;
+                let (got, _, downloaded) = app.download(&alice, body["id"].as_i64().unwrap()).await;
                 assert_eq!(got, StatusCode::OK, "a confirmed file downloads");
                 assert_eq!(&downloaded, bytes, "with its own bytes");
             }
@@ -157,21 +121,21 @@ async fn confirm_and_abort_at_once_have_exactly_one_winner(store: Store) {
     let channel = app.create_channel(&alice, "general").await;
     let (mut confirmed, mut aborted) = (0, 0);
     for i in 0..25 {
-        let presigned = presign(&app, &alice, channel, &format!("{i}.png"), "image/png", PNG.len()).await;
-        assert_eq!(put(&app, &presigned, PNG.to_vec()).await, StatusCode::OK);
-        let (confirm, abort) = tokio::join!(confirm(&app, &alice, &presigned), abort(&app, &alice, &presigned));
+        let presigned = app.presign_file(&alice, channel, &format!("{i}.png"), "image/png", PNG.len()).await;
+        assert_eq!(app.put_presigned(&presigned, PNG.to_vec()).await, StatusCode::OK);
+        let (confirm, abort) = tokio::join!(app.confirm(&alice, &presigned), app.abort(&alice, &presigned));
         match (confirm.status(), abort.status()) {
             (StatusCode::CREATED, StatusCode::CONFLICT) => {
                 confirmed += 1;
                 assert_error(abort, StatusCode::CONFLICT, "upload_confirmed").await;
                 let file: Value = confirm.json().await.unwrap();
-                let (status, _, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
+                let (status, _, bytes) = app.download(&alice, file["id"].as_i64().unwrap()).await;
                 assert_eq!((status, bytes.as_slice()), (StatusCode::OK, PNG), "the winner's file is there");
             }
             (StatusCode::CONFLICT, StatusCode::NO_CONTENT) => {
                 aborted += 1;
                 assert_error(confirm, StatusCode::CONFLICT, "upload_not_pending").await;
-                let again = self::confirm(&app, &alice, &presigned).await;
+                let again = app.confirm(&alice, &presigned).await;
                 assert_error(again, StatusCode::CONFLICT, "upload_not_pending").await;
             }
             (c, a) => panic!("confirm {c} and abort {a}: not exactly one winner"),
@@ -188,18 +152,18 @@ async fn confirm_racing_the_uploaders_removal_never_leaves_a_file_without_its_ob
     let mut created = 0;
     for i in 0..15 {
         app.add_member(&alice, channel, &bob).await;
-        let presigned = presign(&app, &bob, channel, &format!("{i}.png"), "image/png", PNG.len()).await;
-        assert_eq!(put(&app, &presigned, PNG.to_vec()).await, StatusCode::OK);
+        let presigned = app.presign_file(&bob, channel, &format!("{i}.png"), "image/png", PNG.len()).await;
+        assert_eq!(app.put_presigned(&presigned, PNG.to_vec()).await, StatusCode::OK);
         let member = format!("/channels/{channel}/members/{}", bob.id);
         let removal = app.delete(&alice, &member);
-        let (confirm, removal) = tokio::join!(confirm(&app, &bob, &presigned), removal);
+        let (confirm, removal) = tokio::join!(app.confirm(&bob, &presigned), removal);
         assert_eq!(removal.status(), StatusCode::NO_CONTENT);
         match confirm.status() {
             StatusCode::CREATED => {
                 created += 1;
                 let file: Value = confirm.json().await.unwrap();
                 // Bob is gone; Alice still sees the file he confirmed while a member.
-                let (status, _, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
+                let (status, _, bytes) = app.download(&alice, file["id"].as_i64().unwrap()).await;
                 assert_eq!((status, bytes.as_slice()), (StatusCode::OK, PNG));
             }
             // The removed uploader sees what a stranger sees.
@@ -221,15 +185,15 @@ async fn a_presigned_url_cannot_replace_a_confirmed_file(store: Store) {
     app.add_member(&alice, channel, &bob).await;
 
     let png = png_of(128, 0);
-    let presigned = presign(&app, &alice, channel, "pic.png", "image/png", png.len()).await;
-    assert_eq!(put(&app, &presigned, png.clone()).await, StatusCode::OK);
-    let file: Value = confirm(&app, &alice, &presigned).await.json().await.unwrap();
+    let presigned = app.presign_file(&alice, channel, "pic.png", "image/png", png.len()).await;
+    assert_eq!(app.put_presigned(&presigned, png.clone()).await, StatusCode::OK);
+    let file: Value = app.confirm(&alice, &presigned).await.json().await.unwrap();
 
     // The same URL, the same signed headers, 128 bytes of HTML.
     let mut html = b"<html><script>alert(document.cookie)</script></html>".to_vec();
     html.resize(128, b' ');
     assert_eq!(
-        put(&app, &presigned, html.clone()).await,
+        app.put_presigned(&presigned, html.clone()).await,
         StatusCode::PRECONDITION_FAILED,
         "the object exists: no overwrite"
     );
@@ -244,7 +208,7 @@ async fn a_presigned_url_cannot_replace_a_confirmed_file(store: Store) {
         .unwrap();
     assert_eq!(unconditional.status(), StatusCode::FORBIDDEN, "If-None-Match is signed");
 
-    let (status, headers, bytes) = download(&app, &bob, file["id"].as_i64().unwrap()).await;
+    let (status, headers, bytes) = app.download(&bob, file["id"].as_i64().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bytes, png, "other members download the verified bytes");
     assert_eq!(headers["content-type"], "image/png");
@@ -266,14 +230,14 @@ async fn a_presigned_url_cannot_replace_a_file_with_a_declared_sha256(store: Sto
         .json()
         .await
         .unwrap();
-    assert_eq!(put(&app, &presigned, png.clone()).await, StatusCode::OK);
-    let file: Value = confirm(&app, &alice, &presigned).await.json().await.unwrap();
+    assert_eq!(app.put_presigned(&presigned, png.clone()).await, StatusCode::OK);
+    let file: Value = app.confirm(&alice, &presigned).await.json().await.unwrap();
     assert_eq!(file["sha256"], sha256.as_str());
 
     let other = png_of(256, 2);
-    let replaced = put(&app, &presigned, other).await;
+    let replaced = app.put_presigned(&presigned, other).await;
     assert!(replaced == StatusCode::PRECONDITION_FAILED || replaced == StatusCode::BAD_REQUEST, "{replaced}");
-    let (_, _, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
+    let (_, _, bytes) = app.download(&alice, file["id"].as_i64().unwrap()).await;
     assert_eq!(hex::encode(Sha256::digest(&bytes)), sha256, "the recorded sha256 is the served bytes'");
 }
 
@@ -282,7 +246,7 @@ async fn unsigned_headers_on_the_put_never_reach_a_download(store: Store) {
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
     let png = png_of(100, 3);
-    let presigned = presign(&app, &alice, channel, "pic.png", "image/png", png.len()).await;
+    let presigned = app.presign_file(&alice, channel, "pic.png", "image/png", png.len()).await;
 
     // Unsigned x-amz-* headers are refused, as AWS S3 refuses them.
     for (name, value) in [("x-amz-meta-evil", "1"), ("x-amz-website-redirect-location", "/elsewhere")] {
@@ -300,9 +264,9 @@ async fn unsigned_headers_on_the_put_never_reach_a_download(store: Store) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let file: Value = confirm(&app, &alice, &presigned).await.json().await.unwrap();
+    let file: Value = app.confirm(&alice, &presigned).await.json().await.unwrap();
 
-    let (status, headers, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
+    let (status, headers, bytes) = app.download(&alice, file["id"].as_i64().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bytes, png, "readable: no encoding was applied");
     let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
@@ -334,7 +298,7 @@ async fn a_removed_member_can_no_longer_add_files(store: Store) {
     app.add_member(&alice, channel, &bob).await;
 
     // A single PUT presigned while a member, and a multipart upload started.
-    let presigned = presign(&app, &bob, channel, "late.png", "image/png", PNG.len()).await;
+    let presigned = app.presign_file(&bob, channel, "late.png", "image/png", PNG.len()).await;
     let size = 6 * 1024 * 1024;
     let started: Value = app
         .post(
@@ -355,8 +319,8 @@ async fn a_removed_member_can_no_longer_add_files(store: Store) {
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
 
     // The URL still reaches the store, but the upload is gone for the broker.
-    assert_eq!(put(&app, &presigned, PNG.to_vec()).await, StatusCode::OK);
-    assert_error(confirm(&app, &bob, &presigned).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(app.put_presigned(&presigned, PNG.to_vec()).await, StatusCode::OK);
+    assert_error(app.confirm(&bob, &presigned).await, StatusCode::NOT_FOUND, "not_found").await;
     let upload_id = started["upload_id"].as_str().unwrap();
     let parts = app.post(&bob, &format!("/files/uploads/{upload_id}/parts"), json!({ "part_numbers": [2] })).await;
     assert_error(parts, StatusCode::NOT_FOUND, "not_found").await;
@@ -370,7 +334,7 @@ async fn a_removed_member_can_no_longer_add_files(store: Store) {
     assert_error(complete, StatusCode::NOT_FOUND, "not_found").await;
     // Re-added, Bob still finds nothing of those uploads: they were aborted.
     app.add_member(&alice, channel, &bob).await;
-    assert_error(confirm(&app, &bob, &presigned).await, StatusCode::CONFLICT, "upload_not_pending").await;
+    assert_error(app.confirm(&bob, &presigned).await, StatusCode::CONFLICT, "upload_not_pending").await;
 
     // The multipart upload was aborted in the store; the late PUT's object is swept.
     let key = started["key"].as_str().unwrap();
@@ -387,18 +351,18 @@ async fn objects_put_after_an_abort_or_a_rejection_are_swept_in_the_background(s
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
 
-    let aborted = presign(&app, &alice, channel, "a.png", "image/png", PNG.len()).await;
-    assert_eq!(put(&app, &aborted, PNG.to_vec()).await, StatusCode::OK);
-    assert_eq!(abort(&app, &alice, &aborted).await.status(), StatusCode::NO_CONTENT);
+    let aborted = app.presign_file(&alice, channel, "a.png", "image/png", PNG.len()).await;
+    assert_eq!(app.put_presigned(&aborted, PNG.to_vec()).await, StatusCode::OK);
+    assert_eq!(app.abort(&alice, &aborted).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.object_count().await, 0, "abort deleted the object");
-    assert_eq!(put(&app, &aborted, PNG.to_vec()).await, StatusCode::OK, "the URL is still valid");
+    assert_eq!(app.put_presigned(&aborted, PNG.to_vec()).await, StatusCode::OK, "the URL is still valid");
 
     let mut html = b"<!DOCTYPE html><html><script>alert(1)</script>".to_vec();
     html.resize(PNG.len() + 40, b' ');
-    let rejected = presign(&app, &alice, channel, "b.png", "image/png", html.len()).await;
-    assert_eq!(put(&app, &rejected, html.clone()).await, StatusCode::OK);
-    assert_error(confirm(&app, &alice, &rejected).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch").await;
-    assert_eq!(put(&app, &rejected, html).await, StatusCode::OK, "the URL is still valid");
+    let rejected = app.presign_file(&alice, channel, "b.png", "image/png", html.len()).await;
+    assert_eq!(app.put_presigned(&rejected, html.clone()).await, StatusCode::OK);
+    assert_error(app.confirm(&alice, &rejected).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch").await;
+    assert_eq!(app.put_presigned(&rejected, html).await, StatusCode::OK, "the URL is still valid");
     assert_eq!(app.object_count().await, 2);
 
     // No `sweep` by hand: the background sweeper finds both.
@@ -407,7 +371,7 @@ async fn objects_put_after_an_abort_or_a_rejection_are_swept_in_the_background(s
         assert!(Instant::now() < deadline, "objects of closed uploads still there");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_error(confirm(&app, &alice, &aborted).await, StatusCode::CONFLICT, "upload_not_pending").await;
+    assert_error(app.confirm(&alice, &aborted).await, StatusCode::CONFLICT, "upload_not_pending").await;
 }
 
 async fn generic_binary_passes_the_sniff_whatever_its_first_bytes(store: Store) {
@@ -425,9 +389,9 @@ async fn generic_binary_passes_the_sniff_whatever_its_first_bytes(store: Store) 
         assert_eq!(file["content_type"], "application/octet-stream", "{name}");
     }
     // A specific type is still held to its signature.
-    let presigned = presign(&app, &alice, channel, "fake.png", "image/png", 300).await;
-    assert_eq!(put(&app, &presigned, vec![7u8; 300]).await, StatusCode::OK);
-    assert_error(confirm(&app, &alice, &presigned).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch").await;
+    let presigned = app.presign_file(&alice, channel, "fake.png", "image/png", 300).await;
+    assert_eq!(app.put_presigned(&presigned, vec![7u8; 300]).await, StatusCode::OK);
+    assert_error(app.confirm(&alice, &presigned).await, StatusCode::UNPROCESSABLE_ENTITY, "content_mismatch").await;
 }
 
 /// A presigned PUT sent by hand with the path's `uploads/` spelled `%75ploads/`
@@ -456,15 +420,15 @@ async fn a_slow_put_to_an_encoded_path_cannot_replace_a_confirmed_file(store: St
     let png = png_of(64, 0);
     let mut html = b"<html><script>alert(1)</script></html>".to_vec();
     html.resize(64, b' ');
-    let presigned = presign(&app, &alice, channel, "pic.png", "image/png", png.len()).await;
+    let presigned = app.presign_file(&alice, channel, "pic.png", "image/png", png.len()).await;
 
     // A slow PUT of HTML under another spelling of the key, then the real
     // PUT and confirm while the slow one is still sending.
     let mut slow = encoded_put_started(&presigned, &html, 10).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fast = async {
-        let put = put(&app, &presigned, png.clone()).await;
-        let confirm = confirm(&app, &alice, &presigned).await;
+        let put = app.put_presigned(&presigned, png.clone()).await;
+        let confirm = app.confirm(&alice, &presigned).await;
         let status = confirm.status();
         (put, status, confirm.json::<Value>().await.unwrap())
     };
@@ -481,7 +445,7 @@ async fn a_slow_put_to_an_encoded_path_cannot_replace_a_confirmed_file(store: St
         "two create-only PUTs of one key both stored: {answer:.40} / {fast_put}"
     );
     if confirmed == StatusCode::CREATED {
-        let (status, _, bytes) = download(&app, &alice, file["id"].as_i64().unwrap()).await;
+        let (status, _, bytes) = app.download(&alice, file["id"].as_i64().unwrap()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(bytes, png, "the confirmed file serves the bytes confirm verified");
     } else {
@@ -494,7 +458,7 @@ async fn an_encoded_query_name_does_not_skip_the_unsigned_header_checks(store: S
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
     let png = png_of(100, 4);
-    let mut presigned = presign(&app, &alice, channel, "pic.png", "image/png", png.len()).await;
+    let mut presigned = app.presign_file(&alice, channel, "pic.png", "image/png", png.len()).await;
     let url = presigned["url"].as_str().unwrap().replace("X-Amz-SignedHeaders=", "X-Amz-Signed%48eaders=");
     presigned["url"] = url.into();
     let resp = crate::presigned::put(&app.client, &presigned, png)

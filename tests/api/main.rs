@@ -28,6 +28,7 @@ mod outbox;
 mod signing;
 mod sweeper;
 mod uploads;
+mod usecases;
 mod ws;
 
 #[path = "../support/presigned.rs"]

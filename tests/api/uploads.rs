@@ -9,9 +9,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Store, TestApp, TestUser, assert_error, on_every_store, spawn_app_on};
-
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\0\x05\0\x01\xff\x89\x99=\x1d\0\0\0\0IEND\xaeB`\x82";
+use crate::helpers::{PNG, Store, TestApp, TestUser, assert_error, on_every_store, spawn_app_on};
 
 on_every_store!(
     presign_put_confirm_records_the_file_and_announces_it,
