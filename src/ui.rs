@@ -14,8 +14,19 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' blob: data: http: https:; connect-src 'self' http: https: ws: wss:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
+/// The modules `app.js` imports (plain ES modules, each at `/ui/<name>`).
+const MODULES: &[(&str, &str)] = &[
+    ("/api.js", include_str!("ui/api.js")),
+    ("/dom.js", include_str!("ui/dom.js")),
+    ("/events.js", include_str!("ui/events.js")),
+    ("/state.js", include_str!("ui/state.js")),
+    ("/upload-state.js", include_str!("ui/upload-state.js")),
+    ("/uploads.js", include_str!("ui/uploads.js")),
+];
 const STYLE: &str = include_str!("ui/app.css");
 const ICON: &str = include_str!("ui/icon.svg");
 
@@ -28,12 +39,13 @@ pub async fn page_at_root<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Resu
     Ok(next.call(req).await?.into_response())
 }
 
-/// Script, style and icon, for nesting under `/ui`.
+/// Scripts, style and icon, for nesting under `/ui`.
 pub fn assets() -> Route {
-    Route::new()
-        .at("/app.js", get(Asset { body: SCRIPT, content_type: "text/javascript; charset=utf-8" }))
+    let route = Route::new()
+        .at("/app.js", get(Asset { body: SCRIPT, content_type: JAVASCRIPT }))
         .at("/app.css", get(Asset { body: STYLE, content_type: "text/css; charset=utf-8" }))
-        .at("/icon.svg", get(Asset { body: ICON, content_type: "image/svg+xml" }))
+        .at("/icon.svg", get(Asset { body: ICON, content_type: "image/svg+xml" }));
+    MODULES.iter().fold(route, |route, &(path, body)| route.at(path, get(Asset { body, content_type: JAVASCRIPT })))
 }
 
 /// One embedded file, served with its type and the page's security headers.

@@ -24,6 +24,21 @@ async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
     }
+    // Every module the client imports, transitively, is served as a script.
+    let (mut queue, mut seen) = (vec!["app.js".to_owned()], std::collections::BTreeSet::new());
+    while let Some(module) = queue.pop() {
+        if !seen.insert(module.clone()) {
+            continue;
+        }
+        let resp = app.client.get(app.url(&format!("/ui/{module}"))).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{module}");
+        assert_eq!(resp.headers()["content-type"], "text/javascript; charset=utf-8", "{module}");
+        let source = resp.text().await.unwrap();
+        for import in source.split("from './").skip(1) {
+            queue.push(import.split('\'').next().unwrap().to_owned());
+        }
+    }
+    assert!(seen.len() >= 6 && seen.contains("upload-state.js"), "{seen:?}");
     // The API still owns everything else, with its error body.
     let missing = app.client.get(app.url("/ui/nope.js")).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
