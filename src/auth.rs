@@ -190,8 +190,11 @@ mod tests {
         assert_eq!((verified.id, verified.created_ms), (7, alice.created_ms));
         assert!(verified.expires_at > jsonwebtoken::get_current_timestamp());
 
+        // A character inside the signature (the last one holds padding bits).
         let mut tampered = token.clone();
-        tampered.replace_range(tampered.len() - 2.., if token.ends_with("AA") { "BB" } else { "AA" });
+        let at = tampered.len() - 10;
+        let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+        tampered.replace_range(at..=at, flipped);
         assert!(matches!(keys.verify(&tampered), Err(TokenError::BadSignature)));
 
         let expired = keys.issue_with_ttl(&alice, -(LEEWAY_SECS as i64) - 60);

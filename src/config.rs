@@ -60,6 +60,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=5_000_000))]
     pub max_file_size_mb: u64,
 
+    /// Storage one user may hold, in MiB: their live files plus their uploads
+    /// in progress (0: unlimited).
+    #[arg(long, env = "QUOTA_USER_MB", value_name = "QUOTA_USER_MB", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub quota_user_mb: u64,
+
+    /// Storage one channel may hold, in MiB, counted like QUOTA_USER_MB (0: unlimited).
+    #[arg(long, env = "QUOTA_CHANNEL_MB", value_name = "QUOTA_CHANNEL_MB", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub quota_channel_mb: u64,
+
     /// Comma-separated MIME types clients may upload; `image/*` and `*/*` wildcards allowed.
     #[arg(long, env = "ALLOWED_FILE_TYPES", value_name = "ALLOWED_FILE_TYPES", default_value = DEFAULT_ALLOWED_TYPES)]
     pub allowed_file_types: AllowedTypes,

@@ -11,6 +11,7 @@ mod m20261128_000005_create_event_relay;
 mod m20261128_000006_add_pending_part_size;
 mod m20261202_000007_upload_state_machine;
 mod m20261203_000008_create_events;
+mod m20261203_000009_quota_indexes;
 
 /// Applies every migration of the service, oldest first.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_add_pending_part_size::Migration),
             Box::new(m20261202_000007_upload_state_machine::Migration),
             Box::new(m20261203_000008_create_events::Migration),
+            Box::new(m20261203_000009_quota_indexes::Migration),
         ]
     }
 }

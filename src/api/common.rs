@@ -107,6 +107,7 @@ impl From<ServiceError> for ApiError {
             E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             E::Gone { code, message } => ApiError::new(StatusCode::GONE, code, message),
             E::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message),
+            E::QuotaExceeded(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", message),
             E::TypeNotAllowed(message) => {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed", message)
             }

@@ -23,7 +23,7 @@ use crate::{
     domain::{ContentType, FileName, Sha256Hex},
     error::ApiError,
     service::{
-        ServiceError, files,
+        ServiceError, files, quota,
         uploads::{self, Confirmation, StreamedFile, Target, UploadRequest},
     },
     state::AppState,
@@ -156,6 +156,31 @@ pub enum Download {
     Link(Json<DownloadLinkBody>, #[oai(header = "Cache-Control")] String),
 }
 
+/// Storage held and allowed.
+#[derive(Object)]
+pub struct UsageBody {
+    /// Bytes of live files plus the declared sizes of uploads in progress.
+    pub used_bytes: u64,
+    /// The quota in bytes; `null` when unlimited.
+    pub limit_bytes: Option<u64>,
+}
+
+/// The caller's storage, and a channel's when asked for.
+#[derive(Object)]
+pub struct StorageUsage {
+    /// The caller's files and uploads in progress, in every channel (QUOTA_USER_MB).
+    pub user: UsageBody,
+    /// The channel's files and uploads in progress, by every member
+    /// (QUOTA_CHANNEL_MB); `null` without `channel_id`.
+    pub channel: Option<UsageBody>,
+}
+
+impl From<quota::Usage> for UsageBody {
+    fn from(usage: quota::Usage) -> Self {
+        Self { used_bytes: usage.used_bytes, limit_bytes: usage.limit_bytes }
+    }
+}
+
 /// A file was uploaded through the broker.
 #[derive(ApiResponse)]
 pub enum Uploaded {
@@ -218,6 +243,26 @@ impl FilesApi {
     ) -> Result<Aborted, ApiError> {
         uploads::abort(&state.deps, auth.0.id, upload_id.0).await?;
         Ok(Aborted::NoContent)
+    }
+
+    /// Get storage usage and quotas.
+    ///
+    /// The caller's usage (live files plus uploads in progress) and quota;
+    /// with `channel_id`, also that channel's (members only, else 404). An
+    /// upload that would go over a quota is refused with 413 `quota_exceeded`.
+    #[oai(path = "/files/usage", method = "get", operation_id = "get_storage_usage")]
+    async fn usage(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        channel_id: Query<Option<i32>>,
+    ) -> Result<Success<StorageUsage>, ApiError> {
+        let user = quota::user_usage(&state.deps, auth.0.id).await?.into();
+        let channel = match channel_id.0 {
+            Some(channel_id) => Some(quota::channel_usage(&state.deps, channel_id, auth.0.id).await?.into()),
+            None => None,
+        };
+        Ok(ok(StorageUsage { user, channel }))
     }
 
     /// Get a file's metadata.
@@ -303,7 +348,8 @@ impl FilesApi {
                         )?,
                     };
                     let body = Box::pin(field.into_async_read());
-                    let streamed = StreamedFile { target, file_name, content_type, body };
+                    let declared_size = form.content_length;
+                    let streamed = StreamedFile { target, file_name, content_type, declared_size, body };
                     // Nothing may follow the file: a late channel_id or
                     // message_id would be ignored, so the file is refused.
                     let end_of_form = async {

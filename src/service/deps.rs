@@ -38,6 +38,10 @@ pub struct UploadPolicy {
     pub download_url_ttl_secs: u64,
     pub multipart_part_size_mb: u64,
     pub multipart_upload_ttl_secs: u64,
+    /// MiB per user (0: unlimited).
+    pub quota_user_mb: u64,
+    /// MiB per channel (0: unlimited).
+    pub quota_channel_mb: u64,
 }
 
 impl UploadPolicy {
@@ -50,6 +54,8 @@ impl UploadPolicy {
             download_url_ttl_secs: config.download_url_ttl_secs,
             multipart_part_size_mb: config.multipart_part_size_mb,
             multipart_upload_ttl_secs: config.multipart_upload_ttl_secs,
+            quota_user_mb: config.quota_user_mb,
+            quota_channel_mb: config.quota_channel_mb,
         }
     }
 

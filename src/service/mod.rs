@@ -28,6 +28,8 @@ pub mod download_log;
 pub mod lifecycle;
 /// Membership checks shared by every use case.
 pub mod membership;
+/// Storage quotas: usage, and reserving an upload's size.
+pub mod quota;
 
 use sea_orm::{DbErr, SqlErr};
 
@@ -54,6 +56,9 @@ pub enum ServiceError {
     /// The file is larger than MAX_FILE_SIZE_MB.
     #[error("{0}")]
     TooLarge(String),
+    /// The upload does not fit in the user's or the channel's storage quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The content type is not in ALLOWED_FILE_TYPES.
     #[error("{0}")]
     TypeNotAllowed(String),

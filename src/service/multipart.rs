@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     ServiceError,
     deps::Deps,
-    lifecycle, now,
+    lifecycle, now, quota,
     uploads::{self, Confirmation, UploadRequest},
 };
 use crate::{
@@ -108,7 +108,7 @@ pub async fn start(deps: &Deps, user: i32, req: UploadRequest) -> Result<Started
     let first: Vec<u32> = (1..=layout.part_count.min(FIRST_BATCH)).collect();
     let signed_and_recorded = async {
         let signed = sign_parts(deps, &upload, &layout, &first)?;
-        uploads::insert_row(&deps.db, &upload).await?;
+        quota::insert_within_quota(deps, &upload).await?;
         Ok::<_, ServiceError>(signed)
     };
     let (parts, urls_expire_at) = match signed_and_recorded.await {

@@ -2,11 +2,11 @@
 //! records; abort; and uploads streamed through the broker.
 
 use bytes::{Bytes, BytesMut};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
-use super::{ServiceError, deps::Deps, lifecycle, membership, now};
+use super::{ServiceError, deps::Deps, lifecycle, membership, now, quota};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
     entity::{
@@ -162,12 +162,6 @@ pub(super) fn pending_row(
     }
 }
 
-/// Commits a new upload's row (before anything is handed to the client).
-pub(super) async fn insert_row(db: &DatabaseConnection, upload: &pending_upload::Model) -> Result<(), ServiceError> {
-    pending_upload::Entity::insert(upload.clone().into_active_model()).exec_without_returning(db).await?;
-    Ok(())
-}
-
 /// Validates an upload, records it as pending and signs the PUT the client
 /// must send: exactly the declared type, size (and SHA-256), and only if no
 /// object is there yet (`If-None-Match: *`), so a URL can never replace a
@@ -182,7 +176,7 @@ pub async fn presign(deps: &Deps, user: i32, req: UploadRequest) -> Result<Presi
         deps.storage.presigner().put_object(&key, req.content_type.as_str(), req.size, checksum.as_deref(), ttl)?;
     let lifetime = ttl.as_secs() + deps.policy.upload_confirm_grace_secs;
     let upload = pending_row(id, user, (channel_id, message_id), &req, key, lifetime);
-    insert_row(&deps.db, &upload).await?;
+    quota::insert_within_quota(deps, &upload).await?;
     deps.metrics.presigned();
     let url_expires_at = upload.created_at + chrono::Duration::seconds(ttl.as_secs() as i64);
     Ok(Presigned { upload, request, url_expires_at })
@@ -439,6 +433,8 @@ pub struct StreamedFile<R> {
     pub target: Target,
     pub file_name: FileName,
     pub content_type: ContentType,
+    /// The request's declared length: an upper bound on the file's size.
+    pub declared_size: Option<u64>,
     pub body: R,
 }
 
@@ -453,7 +449,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     file: StreamedFile<R>,
     rest: impl Future<Output = Result<(), ServiceError>>,
 ) -> Result<file_upload::Model, ServiceError> {
-    let StreamedFile { target, file_name, content_type, body: mut reader } = file;
+    let StreamedFile { target, file_name, content_type, declared_size, body: mut reader } = file;
     rate_limit(deps, Action::Upload, user)?;
     check_type(deps, &file_name, &content_type)?;
     let (channel_id, message_id) = resolve_target(&deps.db, user, target).await?;
@@ -473,12 +469,16 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         ));
     }
     // Recorded before any byte is stored, so nothing in the store is ever
-    // unknown to the database (and the sweeper cleans up after a crash).
+    // unknown to the database (and the sweeper cleans up after a crash). It
+    // reserves, within the quotas, the file's size when the first read held
+    // all of it, else the request's declared length (at most the size limit).
+    let reserved =
+        if first.len() < STREAM_PART_SIZE { first.len() as u64 } else { declared_size.unwrap_or(max).min(max) };
     let request = UploadRequest {
         target,
         file_name: file_name.clone(),
         content_type: content_type.clone(),
-        size: first.len() as u64,
+        size: reserved,
         sha256: None,
     };
     let lifetime = deps
@@ -486,7 +486,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         .multipart_upload_ttl_secs
         .max(deps.policy.upload_url_ttl_secs + deps.policy.upload_confirm_grace_secs);
     let mut upload = pending_row(id, user, (channel_id, message_id), &request, key.clone(), lifetime);
-    insert_row(&deps.db, &upload).await?;
+    quota::insert_within_quota(deps, &upload).await?;
     let stored = if first.len() < STREAM_PART_SIZE {
         // The whole file fit in the first read: one PutObject.
         let size = first.len() as u64;

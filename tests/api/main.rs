@@ -25,6 +25,7 @@ mod migrations;
 mod multipart;
 mod openapi;
 mod outbox;
+mod quota;
 mod signing;
 mod sweeper;
 mod uploads;
