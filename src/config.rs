@@ -71,6 +71,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     pub quota_channel_mb: u64,
 
+    /// Preview jobs this instance runs at once (0: it makes no previews; others may).
+    #[arg(long, env = "PREVIEW_WORKERS", value_name = "PREVIEW_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub preview_workers: u32,
+
+    /// Largest image a preview is made of, in MiB; larger ones get none.
+    #[arg(long, env = "PREVIEW_MAX_SOURCE_MB", value_name = "PREVIEW_MAX_SOURCE_MB", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub preview_max_source_mb: u64,
+
+    /// Most pixels of an image a preview is made of, in millions (decompression
+    /// bombs stop here); larger ones get none.
+    #[arg(long, env = "PREVIEW_MAX_MEGAPIXELS", value_name = "PREVIEW_MAX_MEGAPIXELS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub preview_max_megapixels: u64,
+
     /// Comma-separated MIME types clients may upload; `image/*` and `*/*` wildcards allowed.
     #[arg(long, env = "ALLOWED_FILE_TYPES", value_name = "ALLOWED_FILE_TYPES", default_value = DEFAULT_ALLOWED_TYPES)]
     pub allowed_file_types: AllowedTypes,

@@ -35,6 +35,19 @@ pub struct FileDeleted {
     pub file_id: i32,
 }
 
+/// A file changed: its preview was made (or found impossible) and its image
+/// size is known.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FileUpdated {
+    /// Channel of the file.
+    pub channel_id: i32,
+    /// Message the file is attached to, if any.
+    #[oai(nullable)]
+    pub message_id: Option<i32>,
+    /// The file as it is now.
+    pub file: FileInfo,
+}
+
 /// A message was posted (with the files attached at once).
 #[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MessageCreated {
@@ -101,6 +114,8 @@ pub enum Event {
     FileUploadComplete(FileUploadComplete),
     #[oai(mapping = "file_deleted")]
     FileDeleted(FileDeleted),
+    #[oai(mapping = "file_updated")]
+    FileUpdated(FileUpdated),
     #[oai(mapping = "message_created")]
     MessageCreated(MessageCreated),
     #[oai(mapping = "message_updated")]
@@ -121,6 +136,7 @@ impl Event {
         match self {
             Self::FileUploadComplete(e) => Some(e.channel_id),
             Self::FileDeleted(e) => Some(e.channel_id),
+            Self::FileUpdated(e) => Some(e.channel_id),
             Self::MessageCreated(e) => Some(e.channel_id),
             Self::MessageUpdated(e) => Some(e.channel_id),
             Self::MemberJoined(e) => Some(e.channel_id),
@@ -134,6 +150,7 @@ impl Event {
         match self {
             Self::FileUploadComplete(_) => "file_upload_complete",
             Self::FileDeleted(_) => "file_deleted",
+            Self::FileUpdated(_) => "file_updated",
             Self::MessageCreated(_) => "message_created",
             Self::MessageUpdated(_) => "message_updated",
             Self::MemberJoined(_) => "member_joined",

@@ -22,6 +22,7 @@ use crate::{
     ratelimit::{Quotas, RateLimits},
     service::{
         deps::Deps,
+        previews::{self, PreviewPolicy},
         sweeper::{self, SweepPolicy},
     },
     state::AppState,
@@ -160,6 +161,10 @@ impl Application {
                 limits.retain_recent();
             }
         });
+        let previews = PreviewPolicy::from_config(&self.state.config);
+        if previews.workers > 0 {
+            tokio::spawn(previews::run(self.state.deps.clone(), previews, self.state.closing.clone()));
+        }
         let policy = SweepPolicy::from_config(&self.state.config);
         let sweeper = (policy.interval_secs > 0).then(|| {
             tokio::spawn(sweeper::run_periodically(self.state.deps.clone(), policy, self.state.closing.clone()))

@@ -39,11 +39,44 @@ pub struct FileInfo {
     pub last_downloaded_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Broker URL that redirects members to a short-lived download link.
     pub download_url: String,
+    /// Pixel size of an image file, once its preview job has read it.
+    #[oai(nullable)]
+    pub image: Option<ImageSize>,
+    /// The thumbnail of an image file, once made (`file_updated` announces it).
+    #[oai(nullable)]
+    pub preview: Option<Preview>,
+}
+
+/// Width and height in pixels.
+#[derive(Object, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ImageSize {
+    /// Width in pixels (upright, after the EXIF orientation).
+    pub width: i32,
+    /// Height in pixels (upright, after the EXIF orientation).
+    pub height: i32,
+}
+
+/// A thumbnail (longest edge at most 320 pixels, no metadata).
+#[derive(Object, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// Broker URL that redirects members to a short-lived link to the thumbnail.
+    pub url: String,
+    /// Thumbnail width in pixels.
+    pub width: i32,
+    /// Thumbnail height in pixels.
+    pub height: i32,
 }
 
 impl From<file_upload::Model> for FileInfo {
     fn from(m: file_upload::Model) -> Self {
+        let size = |w: Option<i32>, h: Option<i32>| w.zip(h);
         Self {
+            image: size(m.image_width, m.image_height).map(|(width, height)| ImageSize { width, height }),
+            preview: m
+                .preview_key
+                .as_ref()
+                .and(size(m.preview_width, m.preview_height))
+                .map(|(width, height)| Preview { url: format!("/files/{}/preview", m.id), width, height }),
             download_url: format!("/files/download/{}", m.id),
             id: m.id,
             message_id: m.message_id,

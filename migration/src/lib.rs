@@ -12,6 +12,7 @@ mod m20261128_000006_add_pending_part_size;
 mod m20261202_000007_upload_state_machine;
 mod m20261203_000008_create_events;
 mod m20261203_000009_quota_indexes;
+mod m20261203_000010_file_previews;
 
 /// Applies every migration of the service, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_upload_state_machine::Migration),
             Box::new(m20261203_000008_create_events::Migration),
             Box::new(m20261203_000009_quota_indexes::Migration),
+            Box::new(m20261203_000010_file_previews::Migration),
         ]
     }
 }

@@ -309,14 +309,27 @@ impl FilesApi {
         inline: Query<Option<bool>>,
     ) -> Result<Download, ApiError> {
         let link = files::download(&state.deps, auth.0.id, file_id.0, inline.0.unwrap_or(false)).await?;
-        Ok(if redirect.0.unwrap_or(true) {
-            Download::Redirect(link.url, "no-store".into())
-        } else {
-            Download::Link(
-                Json(DownloadLinkBody { url: link.url, expires_at: link.expires_at.and_utc() }),
-                "no-store".into(),
-            )
-        })
+        Ok(link_answer(link, redirect.0.unwrap_or(true)))
+    }
+
+    /// Get a file's thumbnail.
+    ///
+    /// Channel members only. Answers 302 to a short-lived presigned GET of the
+    /// thumbnail (JPEG, or PNG for images with transparency; longest edge at
+    /// most 320 pixels; no metadata), or the link as JSON with
+    /// `redirect=false`. 404 `not_found` while the file has none: not an
+    /// image, not made yet (`file_updated` announces it), or impossible.
+    #[oai(path = "/files/:file_id/preview", method = "get", operation_id = "get_file_preview")]
+    async fn preview(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        file_id: Path<i32>,
+        /// `false`: answer 200 with the link instead of redirecting.
+        redirect: Query<Option<bool>>,
+    ) -> Result<Download, ApiError> {
+        let link = files::preview(&state.deps, auth.0.id, file_id.0).await?;
+        Ok(link_answer(link, redirect.0.unwrap_or(true)))
     }
 
     /// Upload a file through the broker.
@@ -437,6 +450,18 @@ impl Payload for UploadForm {
             ],
             ..MetaSchema::new("object")
         }))
+    }
+}
+
+/// A presigned link as a 302 (`redirect`) or as JSON, never cached.
+fn link_answer(link: files::DownloadLink, redirect: bool) -> Download {
+    if redirect {
+        Download::Redirect(link.url, "no-store".into())
+    } else {
+        Download::Link(
+            Json(DownloadLinkBody { url: link.url, expires_at: link.expires_at.and_utc() }),
+            "no-store".into(),
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
 
 use super::download_log::DownloadLog;
 use crate::{
@@ -26,6 +27,24 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
     pub downloads: DownloadLog,
     pub policy: Arc<UploadPolicy>,
+    /// Wakes this instance's preview workers.
+    pub previews: PreviewQueue,
+}
+
+/// Wakes the preview workers of this instance (a confirm queued a job).
+#[derive(Clone, Default)]
+pub struct PreviewQueue(Arc<Notify>);
+
+impl PreviewQueue {
+    /// Wakes one waiting worker (or the next to wait); it works until no job is left.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next [`wake`](Self::wake).
+    pub async fn woken(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// The rules of uploads and downloads, from the configuration.
@@ -77,6 +96,7 @@ impl Deps {
             limits,
             metrics,
             policy: Arc::new(UploadPolicy::from_config(config)),
+            previews: PreviewQueue::default(),
         }
     }
 }

@@ -77,6 +77,19 @@ pub async fn download(deps: &Deps, user: i32, file_id: i32, inline: bool) -> Res
     Ok(DownloadLink { url: request.url, expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64) })
 }
 
+/// A short-lived presigned GET of a file's thumbnail, for members (404
+/// `preview` while there is none: not an image, not made yet, or impossible).
+pub async fn preview(deps: &Deps, user: i32, file_id: i32) -> Result<DownloadLink, ServiceError> {
+    let file = visible_file(&deps.db, user, file_id).await?;
+    let (Some(key), Some(content_type)) = (&file.preview_key, &file.preview_content_type) else {
+        return Err(ServiceError::NotFound("preview"));
+    };
+    let disposition = content_disposition("inline", &format!("preview-{}", file.file_name));
+    let ttl = Duration::from_secs(deps.policy.download_url_ttl_secs);
+    let request = deps.storage.presigner().get_object(key, content_type, &disposition, ttl)?;
+    Ok(DownloadLink { url: request.url, expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64) })
+}
+
 /// Soft-deletes a file: owner only (other members 403, everyone else 404). The
 /// object is purged by the sweeper after the retention period.
 pub async fn delete(deps: &Deps, user: i32, file_id: i32) -> Result<(), ServiceError> {

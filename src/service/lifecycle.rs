@@ -115,6 +115,7 @@ fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {
         deleted_at: Set(None),
         download_count: Set(0),
         last_downloaded_at: Set(None),
+        preview_state: Set(super::previews::previewable(&upload.content_type).then(|| "pending".to_owned())),
         ..Default::default()
     }
 }

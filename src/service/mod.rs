@@ -28,6 +28,8 @@ pub mod download_log;
 pub mod lifecycle;
 /// Membership checks shared by every use case.
 pub mod membership;
+/// Image previews: the job, the thumbnail, the limits.
+pub mod previews;
 /// Storage quotas: usage, and reserving an upload's size.
 pub mod quota;
 

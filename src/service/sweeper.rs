@@ -249,6 +249,9 @@ async fn purge_deleted(deps: &Deps, policy: &SweepPolicy, fence: &Fence) -> Resu
         .await?;
     for file in &due {
         fence.check().await?;
+        if let Some(preview) = &file.preview_key {
+            deps.storage.delete(preview).await?;
+        }
         deps.storage.delete(&file.s3_key).await?;
         file_upload::Entity::delete_by_id(file.id).exec(&deps.db).await?;
     }

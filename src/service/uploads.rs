@@ -361,6 +361,9 @@ fn vanished(err: StorageError) -> ServiceError {
 pub(super) async fn record(deps: &Deps, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
     if let Some(file) = lifecycle::confirm(&deps.db, upload).await? {
         deps.events.committed();
+        if file.preview_state.is_some() {
+            deps.previews.wake();
+        }
         return Ok(Confirmation::Created(file));
     }
     changed_meanwhile(deps, upload).await

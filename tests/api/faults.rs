@@ -22,7 +22,9 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::helpers::{TestApp, assert_error, fresh_database_url, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_error, fresh_database_url, outside_store, spawn_app_with, spawn_with, store_args,
+};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
@@ -84,25 +86,6 @@ impl Link {
         self.frozen.store(false, Ordering::SeqCst);
         self.held.lock().unwrap().clear();
     }
-}
-
-/// An S3 endpoint in the test process, so it outlives the brokers under test.
-async fn outside_store(dir: &std::path::Path) -> EmbeddedS3 {
-    EmbeddedS3::start(dir, "127.0.0.1:0".parse().unwrap(), &[]).await.unwrap()
-}
-
-fn store_args(endpoint: &str, s3: &EmbeddedS3) -> Vec<(&'static str, String)> {
-    vec![
-        ("aws-s3-endpoint", endpoint.to_owned()),
-        ("aws-access-key-id", s3.access_key_id.clone()),
-        ("aws-secret-access-key", s3.secret_access_key.expose().to_owned()),
-        ("aws-s3-bucket-name", "faults".to_owned()),
-    ]
-}
-
-async fn spawn_with(args: &[(&'static str, String)]) -> TestApp {
-    let borrowed: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    spawn_app_with(&borrowed).await
 }
 
 async fn presign_and_put(app: &TestApp, user: &crate::helpers::TestUser, channel: i64, name: &str) -> String {

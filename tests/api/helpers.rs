@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 use chatgenius_files::{
     auth::TokenKeys,
     config::Config,
+    embedded_s3::EmbeddedS3,
     service::{
         ServiceError,
         deps::Deps,
@@ -413,4 +414,24 @@ impl TestApp {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         self.client.get(self.url("/ready")).send().await.unwrap()
     }
+}
+
+/// An S3 endpoint in the test process, so it outlives the brokers under test.
+pub async fn outside_store(dir: &std::path::Path) -> EmbeddedS3 {
+    EmbeddedS3::start(dir, "127.0.0.1:0".parse().unwrap(), &[]).await.unwrap()
+}
+
+/// Arguments pointing a broker at the S3 endpoint `s3` (reached at `endpoint`).
+pub fn store_args(endpoint: &str, s3: &EmbeddedS3) -> Vec<(&'static str, String)> {
+    vec![
+        ("aws-s3-endpoint", endpoint.to_owned()),
+        ("aws-access-key-id", s3.access_key_id.clone()),
+        ("aws-secret-access-key", s3.secret_access_key.expose().to_owned()),
+        ("aws-s3-bucket-name", "faults".to_owned()),
+    ]
+}
+
+pub async fn spawn_with(args: &[(&'static str, String)]) -> TestApp {
+    let borrowed: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_app_with(&borrowed).await
 }

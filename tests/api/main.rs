@@ -25,6 +25,7 @@ mod migrations;
 mod multipart;
 mod openapi;
 mod outbox;
+mod previews;
 mod quota;
 mod signing;
 mod sweeper;

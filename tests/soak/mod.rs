@@ -313,7 +313,10 @@ pub async fn run(binary: &str, backend: &Backend, duration: Duration, rate: u32,
             while let Some(Ok(frame)) = read.next().await {
                 if let Message::Text(text) = frame {
                     let event: Value = serde_json::from_str(&text).unwrap_or_default();
-                    if event["channel_id"] == json!(channel) && event["type"] != "member_joined" {
+                    // `file_updated` (a preview made) comes from a background job: not counted.
+                    if event["channel_id"] == json!(channel)
+                        && !matches!(event["type"].as_str(), Some("member_joined" | "file_updated"))
+                    {
                         received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
