@@ -56,5 +56,6 @@ export function signOut() {
   state.socket = null;
   state.lastEventId = null;
   $('#app').hidden = true;
+  $('#skip-link').hidden = true;
   $('#login').hidden = false;
 }

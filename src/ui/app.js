@@ -5,7 +5,9 @@
 // api.js, dom.js, uploads.js (with upload-state.js), events.js and state.js.
 
 import { api, signIn, signOut } from './api.js';
-import { $, element, focusComposer, humanSize, notify, thumbnailable, typeIcon } from './dom.js';
+import {
+  $, NO_CHANNEL, confirmAction, element, focusComposer, humanSize, limitLengths, notify, thumbnailable, typeIcon,
+} from './dom.js';
 import { connectEvents } from './events.js';
 import { state } from './state.js';
 import { Status } from './upload-state.js';
@@ -19,6 +21,7 @@ const view = { upsertMessage, removeFile, loadChannels, openChannel };
 async function start() {
   $('#login').hidden = true;
   $('#app').hidden = false;
+  $('#skip-link').hidden = false;
   $('#whoami').textContent = `Signed in as ${state.user.username}`;
   await loadChannels();
   // The first frame (`ready`) fixes where the stream starts: pages loaded
@@ -30,12 +33,33 @@ async function start() {
     await openChannel(first.id);
     focusComposer();
   } else {
+    // Nothing to pick yet: the channel list opens (on a phone) to create one.
+    showNav(true);
     $('#channel-name').focus();
   }
   document.body.dataset.ready = 'true';
 }
 
 // ----------------------------------------------------------------- channels
+
+/**
+ * Opens or closes the channel list behind the Channels button (narrow
+ * screens; on wide ones the list is always shown and the button hidden).
+ */
+function showNav(open) {
+  $('#nav-toggle').setAttribute('aria-expanded', String(open));
+  $('#app').classList.toggle('nav-open', open);
+}
+
+/** Whether the channel list is a panel behind its button right now. */
+function navCollapsible() {
+  return getComputedStyle($('#nav-toggle')).display !== 'none';
+}
+
+/** Closes the channel list once a channel is picked or created. */
+function closeNavAfterPick() {
+  if ($('#nav-toggle').getAttribute('aria-expanded') === 'true') showNav(false);
+}
 
 async function loadChannels() {
   state.channels = (await api('GET', '/channels')).channels;
@@ -47,9 +71,14 @@ function renderChannels() {
   list.replaceChildren(...state.channels.map((channel) => element('li', {},
     element('button', {
       type: 'button',
+      class: 'ellipsis',
+      title: channel.name,
       'aria-current': channel.id === state.channelId ? 'true' : undefined,
-      onclick: () => openChannel(channel.id).then(focusComposer),
-      text: `# ${channel.name}`,
+      onclick: () => {
+        closeNavAfterPick();
+        openChannel(channel.id).then(focusComposer);
+      },
+      text: `#\u00a0${channel.name}`,
     }))));
   if (state.channels.length === 0) list.append(element('li', { class: 'empty', text: 'No channels yet.' }));
 }
@@ -60,7 +89,9 @@ async function openChannel(channelId) {
   state.messages = new Map();
   sessionStorage.setItem('cg.channel', String(channelId));
   const channel = state.channels.find((c) => c.id === channelId);
-  $('#channel-title').textContent = channel ? `# ${channel.name}` : 'Channel';
+  // A no-break space keeps the # with the name.
+  $('#channel-title').textContent = channel ? `#\u00a0${channel.name}` : 'Channel';
+  $('#channel-title').title = channel?.name ?? '';
   renderChannels();
   const [page, members] = await Promise.all([
     api('GET', `/channels/${channelId}/messages?limit=50`),
@@ -102,7 +133,7 @@ function renderMessage(message) {
   const when = new Date(message.created_at);
   return element('li', { id: `message-${message.id}`, class: 'message', 'data-id': message.id },
     element('div', { class: 'meta' },
-      element('strong', { text: author }),
+      element('strong', { class: 'ellipsis', title: author, text: author }),
       element('time', { datetime: message.created_at, text: when.toLocaleTimeString() }),
       own ? element('button', {
         type: 'button',
@@ -129,14 +160,14 @@ function renderAttachment(file) {
   download.addEventListener('click', () => downloadFile(file, download, status));
   const item = element('li', { class: 'attachment', id: `file-${file.id}`, 'data-file-id': file.id },
     element('span', { class: 'type-icon', 'aria-hidden': 'true', text: typeIcon(file.content_type) }),
-    element('span', { class: 'name', text: file.file_name }),
+    element('span', { class: 'name ellipsis', title: file.file_name, text: file.file_name }),
     element('span', { class: 'size', text: humanSize(file.file_size ?? 0) }),
     download,
     own ? element('button', {
       type: 'button',
       class: 'danger',
       'aria-label': `Delete ${file.file_name}`,
-      onclick: (event) => deleteFile(file, event.currentTarget),
+      onclick: (event) => askToDelete(file, event.currentTarget),
       text: 'Delete',
     }) : null,
     status);
@@ -144,15 +175,20 @@ function renderAttachment(file) {
   return item;
 }
 
+/**
+ * A thumbnail (a short-lived inline link) for the image types browsers draw;
+ * when it cannot be had or drawn, the type badge stays on its own.
+ */
 async function loadThumbnail(file, item) {
+  let link;
   try {
-    const link = await api('GET', `/files/download/${file.id}?redirect=false&inline=true`);
-    const image = element('img', { class: 'thumb', alt: `Preview of ${file.file_name}`, src: link.url });
-    image.addEventListener('error', () => image.replaceWith(element('span', { class: 'error', text: 'Preview unavailable' })));
-    item.prepend(image);
+    link = await api('GET', `/files/download/${file.id}?redirect=false&inline=true`);
   } catch {
-    item.prepend(element('span', { class: 'error', text: 'Preview unavailable' }));
+    return;
   }
+  const image = element('img', { class: 'thumb', alt: `Preview of ${file.file_name}`, src: link.url });
+  image.addEventListener('error', () => image.remove());
+  item.prepend(image);
 }
 
 async function downloadFile(file, button, status) {
@@ -182,6 +218,17 @@ async function downloadFile(file, button, status) {
   }
 }
 
+/** Delete asks first (in the page's dialog); nothing is sent unless confirmed. */
+async function askToDelete(file, button) {
+  const confirmed = await confirmAction({
+    title: 'Delete this file?',
+    text: `${file.file_name} (${humanSize(file.file_size ?? 0)}) will be removed from the message for everyone. This cannot be undone.`,
+    confirm: 'Delete',
+    returnFocus: button,
+  });
+  if (confirmed) await deleteFile(file, button);
+}
+
 async function deleteFile(file, button) {
   button.disabled = true;
   try {
@@ -202,7 +249,10 @@ function removeFile(messageId, fileId) {
 }
 
 async function sendMessage() {
-  if (!state.channelId) return;
+  if (!state.channelId) {
+    notify(NO_CHANNEL, { error: true });
+    return;
+  }
   const input = $('#composer-input');
   const attached = composerUploads().filter((u) => u.messageId === null);
   const busy = attached.filter((u) => u.status !== Status.DONE);
@@ -240,6 +290,16 @@ function pickFileForMessage(messageId) {
 // ------------------------------------------------------------------- wiring
 
 function wire() {
+  limitLengths();
+  $('#nav-toggle').addEventListener('click', () => {
+    showNav($('#nav-toggle').getAttribute('aria-expanded') !== 'true');
+  });
+  // Escape closes the open channel list and returns to its button.
+  $('#sidebar').addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape' || !navCollapsible() || !$('#app').classList.contains('nav-open')) return;
+    showNav(false);
+    $('#nav-toggle').focus();
+  });
   $('#login-form').addEventListener('submit', (event) => {
     event.preventDefault();
     signIn($('#username').value.trim())
@@ -252,6 +312,7 @@ function wire() {
     try {
       const channel = await api('POST', '/channels', { name: input.value.trim() });
       input.value = '';
+      closeNavAfterPick();
       await loadChannels();
       await openChannel(channel.id);
       notify(`Channel ${channel.name} created`);
@@ -263,7 +324,10 @@ function wire() {
   $('#member-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const input = $('#member-name');
-    if (!state.channelId) return;
+    if (!state.channelId) {
+      notify(NO_CHANNEL, { error: true });
+      return;
+    }
     try {
       await api('POST', `/channels/${state.channelId}/members`, { username: input.value.trim() });
       notify(`${input.value.trim()} added to the channel`);
@@ -276,7 +340,13 @@ function wire() {
     event.preventDefault();
     sendMessage();
   });
-  $('#attach').addEventListener('click', () => $('#file-input').click());
+  $('#attach').addEventListener('click', () => {
+    if (!state.channelId) {
+      notify(NO_CHANNEL, { error: true });
+      return;
+    }
+    $('#file-input').click();
+  });
   $('#file-input').addEventListener('change', (event) => {
     addFiles([...event.target.files]);
     event.target.value = '';

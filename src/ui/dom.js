@@ -18,7 +18,14 @@ export function element(tag, props = {}, ...children) {
 
 // ------------------------------------------------------------ announcements
 
-/** Tells screen readers (and, unless quiet, sighted users) what happened. */
+/** Notifications shown at once; older ones make way. */
+const MAX_NOTICES = 3;
+
+/**
+ * Tells screen readers (through the live regions) and, unless quiet, sighted
+ * users what happened. The visible notice goes in the page's flow, never over
+ * the conversation: under the composer once signed in, else under the header.
+ */
 export function notify(text, { error = false, quiet = false } = {}) {
   const region = error ? $('#announce-error') : $('#announce');
   region.textContent = '';
@@ -28,8 +35,65 @@ export function notify(text, { error = false, quiet = false } = {}) {
   const item = document.createElement('li');
   item.className = error ? 'notice error' : 'notice';
   item.textContent = text;
-  $('#notices').append(item);
+  const list = $('#app').hidden ? $('#page-notices') : $('#notices');
+  // The same notice again replaces the one still shown instead of stacking.
+  for (const shown of list.children) if (shown.textContent === text && shown.className === item.className) shown.remove();
+  list.append(item);
+  while (list.children.length > MAX_NOTICES) list.firstElementChild.remove();
   setTimeout(() => item.remove(), error ? 8000 : 4000);
+}
+
+/** What Send, Attach and Add member say while no channel is open. */
+export const NO_CHANNEL = 'Pick or create a channel first.';
+
+/**
+ * Asks, in the page's own dialog (`#confirm-dialog`), before something is
+ * destroyed; resolves to true when confirmed. The dialog is modal: the focus
+ * starts on Cancel, stays inside, Escape cancels, and on closing the focus
+ * returns to `returnFocus` (the button that asked).
+ */
+export function confirmAction({ title, text, confirm, returnFocus }) {
+  const dialog = $('#confirm-dialog');
+  const cancelButton = dialog.querySelector('.cancel');
+  const confirmButton = dialog.querySelector('.confirm-button');
+  dialog.querySelector('#confirm-title').textContent = title;
+  dialog.querySelector('#confirm-text').textContent = text;
+  confirmButton.textContent = confirm;
+  return new Promise((resolve) => {
+    const choose = (value) => () => dialog.close(value);
+    const onCancel = choose('cancel');
+    const onConfirm = choose('confirm');
+    cancelButton.addEventListener('click', onCancel);
+    confirmButton.addEventListener('click', onConfirm);
+    dialog.addEventListener('close', () => {
+      cancelButton.removeEventListener('click', onCancel);
+      confirmButton.removeEventListener('click', onConfirm);
+      const confirmed = dialog.returnValue === 'confirm';
+      if (!confirmed && returnFocus?.isConnected) returnFocus.focus();
+      resolve(confirmed);
+    }, { once: true });
+    dialog.returnValue = '';
+    dialog.showModal();
+    cancelButton.focus();
+  });
+}
+
+/**
+ * Fields with `data-max-chars` hold at most that many characters once
+ * trimmed, counted as the broker counts them (Unicode scalar values, not
+ * UTF-16 units as `maxlength` would); the form refuses to submit beyond.
+ */
+export function limitLengths(root = document) {
+  for (const input of root.querySelectorAll('[data-max-chars]')) {
+    const max = Number(input.dataset.maxChars);
+    const what = input.dataset.what ?? 'This field';
+    const check = () => {
+      const count = [...input.value.trim()].length;
+      input.setCustomValidity(count > max ? `${what} may be at most ${max} characters (this one has ${count}).` : '');
+    };
+    input.addEventListener('input', check);
+    check();
+  }
 }
 
 export function focusComposer() {
@@ -38,16 +102,21 @@ export function focusComposer() {
 
 // ----------------------------------------------------------------- helpers
 
+/**
+ * A size in binary units (1 KiB = 1024 B, 1 MiB = 1024 KiB), as the broker
+ * counts them (`MAX_FILE_SIZE_MB` and the quotas are MiB).
+ */
 export function humanSize(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
+  // A no-break space keeps the number with its unit.
+  if (bytes < 1024) return `${bytes}\u00a0B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes / 1024;
   let unit = 0;
   while (value >= 1024 && unit < units.length - 1) {
     value /= 1024;
     unit += 1;
   }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+  return `${value.toFixed(value < 10 ? 1 : 0)}\u00a0${units[unit]}`;
 }
 
 /** MIME types of common extensions, for files the browser reports none for. */
@@ -74,7 +143,7 @@ export function typeAllowed(type, patterns) {
 export function refusal(file, config) {
   const { max_file_size_bytes: max, max_file_size_mb: maxMb } = config;
   if (file.size === 0) return `${file.name} is empty.`;
-  if (file.size > max) return `${file.name} is too large (${humanSize(file.size)}); files may be at most ${maxMb} MB.`;
+  if (file.size > max) return `${file.name} is too large (${humanSize(file.size)}); files may be at most ${maxMb}\u00a0MiB.`;
   const type = fileType(file);
   if (!typeAllowed(type, config.allowed_file_types)) return `${file.name} is a file type that is not allowed here (${type}).`;
   return null;
@@ -91,6 +160,10 @@ export function typeIcon(type = '') {
   return 'FILE';
 }
 
+/** Image types every browser draws, and the only ones shown as thumbnails (never SVG). */
+const THUMBNAIL_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+
+/** Whether a file of `type` gets a thumbnail; others show their type badge only. */
 export function thumbnailable(type = '') {
-  return type.startsWith('image/') && type !== 'image/svg+xml';
+  return THUMBNAIL_TYPES.has(String(type).split(';')[0].trim().toLowerCase());
 }

@@ -114,15 +114,25 @@ const RECOVERABLE = new Set([
 ]);
 
 /**
+ * Refusals no retry gets past, whatever their status: the user must first
+ * make room (delete files) or pick another file.
+ */
+const FINAL = new Set([
+  'quota_exceeded', // 413: the user's or channel's storage quota is full; the message says how full
+]);
+
+/**
  * Whether retrying can help after `error` (an ApiError-like `{ status, code }`):
  * network failures (status 0), 408, 429 and 5xx, and the refusals in
- * RECOVERABLE are; anything else the broker or the store refused (the file's
- * type, extension, size, content or checksum, permissions, a missing
- * channel) is not. An error of unknown shape (no status) is, as before.
+ * RECOVERABLE are; the refusals in FINAL (a full quota) and anything else the
+ * broker or the store refused (the file's type, extension, size, content or
+ * checksum, permissions, a missing channel) are not. An error of unknown
+ * shape (no status) is, as before.
  */
 export function retryable(error) {
   const status = error?.status;
   const code = error?.code;
+  if (FINAL.has(code)) return false;
   if (typeof status !== 'number') return true;
   if (status === 0) return code !== 'no_etag'; // a missing ETag is the store's CORS rules
   if (RECOVERABLE.has(code)) return true;

@@ -4,7 +4,9 @@
 // Every change of an upload's status goes through upload-state.js.
 
 import { ApiError, api } from './api.js';
-import { $, element, fileType, focusComposer, humanSize, notify, refusal, thumbnailable, typeIcon } from './dom.js';
+import {
+  $, NO_CHANNEL, element, fileType, focusComposer, humanSize, notify, refusal, thumbnailable, typeIcon,
+} from './dom.js';
 import { state } from './state.js';
 import {
   BUSY, Status, UNFINISHED, UploadEvent, can, multipartGone, retryFrom, retryable, transition,
@@ -59,7 +61,7 @@ function newUpload(file, { messageId = null, channelId = state.channelId, multip
 /** Checks and starts uploading `files` into the composer (or into message `messageId`). */
 export function addFiles(files, messageId = null) {
   if (!state.channelId) {
-    notify('Pick a channel first.', { error: true });
+    notify(NO_CHANNEL, { error: true });
     return;
   }
   for (const file of files) {
@@ -442,11 +444,17 @@ function showAttachBusy() {
 /** The composer's row for one file (FilePreview + FileUploadProgress). */
 function renderUpload(upload) {
   const name = upload.file.name;
+  const badge = () => element('span', { class: 'type-icon', 'aria-hidden': 'true', text: typeIcon(fileType(upload.file)) });
   const row = element('li', { class: 'preview', id: `upload-${upload.key}`, 'data-status': upload.status },
-    upload.preview ? element('img', { class: 'thumb', src: upload.preview, alt: `Preview of ${name}` })
-      : element('span', { class: 'type-icon', 'aria-hidden': 'true', text: typeIcon(fileType(upload.file)) }),
+    // Only the image types browsers draw get a picture; one that fails to draw falls back to the badge.
+    upload.preview ? element('img', {
+      class: 'thumb',
+      src: upload.preview,
+      alt: `Preview of ${name}`,
+      onerror: (event) => event.currentTarget.replaceWith(badge()),
+    }) : badge(),
     element('span', { class: 'info' },
-      element('span', { class: 'name', text: name }),
+      element('span', { class: 'name ellipsis', title: name, text: name }),
       element('span', { class: 'size', text: humanSize(upload.file.size) }),
       element('span', { class: 'state' }),
       element('span', { class: 'error' })),

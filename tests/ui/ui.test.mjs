@@ -110,9 +110,11 @@ const PNG = Buffer.from(
 let counter = 0;
 const unique = (prefix) => `${prefix}${Date.now().toString(36)}${(counter += 1)}`;
 
+const PHONE = { width: 390, height: 844 };
+
 /** A new browser context (its own session storage) signed in as `username`. */
-async function signedIn(username) {
-  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 800 } });
+async function signedIn(username, { viewport = { width: 1100, height: 800 } } = {}) {
+  const context = await browser.newContext({ acceptDownloads: true, viewport });
   const page = await context.newPage();
   page.on('filechooser', () => {});
   page.on('pageerror', (error) => console.error(`[${username}] page error:`, error));
@@ -158,6 +160,34 @@ async function downloadBytes(page, fileName) {
   ]);
   return readFileSync(await download.path());
 }
+
+/** Attaches `files` from the composer and sends them with `text`. */
+async function sendFiles(page, text, files) {
+  await page.setInputFiles('#file-input', files);
+  for (const { name } of files) await uploadStatus(page, name, 'done');
+  await send(page, text);
+  for (const { name } of files) await page.locator(`#messages .attachment .name:text-is("${name}")`).waitFor();
+}
+
+/** Deletes an attachment of one's own, confirming in the dialog. */
+async function deleteConfirmed(page, fileName) {
+  await page.click(`button[aria-label="Delete ${fileName}"]`);
+  await page.click('#confirm-dialog button.confirm-button');
+  await page.waitForSelector(`.attachment .name:text-is("${fileName}")`, { state: 'detached' });
+}
+
+/** Requests the page sends with `method` to paths matching `pattern`, from now on. */
+function recordRequests(page, method, pattern) {
+  const seen = [];
+  page.on('request', (request) => {
+    const path = new URL(request.url()).pathname;
+    if (request.method() === method && pattern.test(path)) seen.push(path);
+  });
+  return seen;
+}
+
+/** Widest the page's content is, in CSS pixels (more than the viewport: a sideways scroll). */
+const pageWidth = (page) => page.evaluate(() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth));
 
 async function shot(page, name) {
   await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
@@ -222,7 +252,7 @@ describe('browser client', () => {
     const bytes = Buffer.from(`quarterly notes ${'x'.repeat(5000)}\n`);
     await page.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: bytes });
     await uploadStatus(page, 'notes.txt', 'done');
-    assert.match(await page.textContent('#previews .size'), /KB/);
+    assert.match(await page.textContent('#previews .size'), /^\d+(\.\d)?\u00a0KiB$/, 'sizes in binary units');
     await send(page, 'here are the notes');
     const attachment = page.locator('#messages .attachment:has(.name:text-is("notes.txt"))');
     await attachment.waitFor();
@@ -366,7 +396,7 @@ describe('browser client', () => {
     }
     // The owner deletes it; the friend sees it go without reloading.
     assert.equal(await friend.page.locator('button[aria-label="Delete later.txt"]').count(), 0, 'only the owner may delete');
-    await owner.page.click('button[aria-label="Delete later.txt"]');
+    await deleteConfirmed(owner.page, 'later.txt');
     await friend.page.waitForSelector('.attachment .name:text-is("later.txt")', { state: 'detached' });
     await owner.page.waitForSelector('.attachment .name:text-is("later.txt")', { state: 'detached' });
     await shot(friend.page, '07-after-live-delete');
@@ -488,7 +518,7 @@ describe('browser client', () => {
     });
     await page.setInputFiles('#file-input', { name: 'movie.mp4', mimeType: 'video/mp4', buffer: Buffer.alloc((MAX_MB + 1) * 1024 * 1024) });
     await page.waitForFunction(() => /too large/.test(document.querySelector('#announce-error').textContent));
-    assert.match(await page.textContent('#notices'), new RegExp(`movie\\.mp4 is too large .* at most ${MAX_MB} MB`));
+    assert.match(await page.textContent('#notices'), new RegExp(`movie\\.mp4 is too large \\(${MAX_MB + 1}\\sMiB\\); files may be at most ${MAX_MB}\\sMiB`));
     await page.setInputFiles('#file-input', { name: 'setup.exe', mimeType: 'application/x-msdownload', buffer: Buffer.from('MZ') });
     await page.waitForFunction(() => /not allowed/.test(document.querySelector('#announce-error').textContent));
     assert.match(await page.textContent('#notices'), /setup\.exe is a file type that is not allowed here/);
@@ -527,8 +557,298 @@ describe('browser client', () => {
     assert.deepEqual(readFileSync(await download.path()), Buffer.from('typed bytes'));
     await tabTo(page, 'button[aria-label="Delete typed.txt"]');
     await page.keyboard.press('Enter');
+    // The confirmation starts on Cancel; Tab reaches Delete.
+    await page.waitForFunction(() => document.activeElement?.matches('#confirm-dialog .cancel'));
+    await page.keyboard.press('Tab');
+    assert.ok(await page.evaluate(() => document.activeElement?.matches('#confirm-dialog .confirm-button')));
+    await page.keyboard.press('Enter');
     await page.waitForSelector('.attachment .name:text-is("typed.txt")', { state: 'detached' });
     assert.equal(await focusedId(page), 'composer-input');
+    await context.close();
+  });
+
+  test('before sign-in only the sign-in form is shown', async () => {
+    for (const viewport of [{ width: 1100, height: 800 }, PHONE]) {
+      const context = await browser.newContext({ viewport });
+      const page = await context.newPage();
+      await page.goto(base);
+      await page.waitForSelector('#login:not([hidden])');
+      assert.ok(await page.locator('#login-form').isVisible(), 'the sign-in form shows');
+      for (const hidden of ['#app', '#sidebar', '#channel-list', '#main', '#composer', '#composer-input', '#nav-toggle', '#confirm-dialog']) {
+        assert.equal(await page.locator(hidden).isVisible(), false, `${hidden} is not shown before sign-in`);
+      }
+      assert.equal(await page.$eval('#app', (app) => getComputedStyle(app).display), 'none', 'the chat layout is not rendered');
+      // Nothing of the chat is painted anywhere: every box with a size lies in the header or the sign-in section.
+      const stray = await page.evaluate(() => [...document.body.querySelectorAll('*')]
+        .filter((node) => node.getBoundingClientRect().width > 1 && node.getBoundingClientRect().height > 1)
+        .filter((node) => !node.closest('.top, #login, .sr-only'))
+        .map((node) => node.id || node.className || node.tagName));
+      assert.deepEqual(stray, [], 'only the header and the sign-in form are visible');
+      assert.ok(await pageWidth(page) <= viewport.width, 'no sideways scrolling');
+      await shot(page, viewport.width < 500 ? '00-sign-in-390px' : '00-sign-in');
+      await context.close();
+    }
+  });
+
+  test('at 390 px: one column, the channel list behind its button, nothing wider than the screen', async () => {
+    // The longest names the broker takes, unbroken.
+    const user = unique('m').padEnd(64, 'u');
+    const channel = unique('c').padEnd(80, 'n');
+    const other = unique('second');
+    const { context, page } = await signedIn(user, { viewport: PHONE });
+    const toggle = page.locator('#nav-toggle');
+    assert.ok(await toggle.isVisible(), 'the Channels button shows on a phone');
+    assert.equal(await toggle.getAttribute('aria-controls'), 'sidebar');
+    // No channel yet: the list is open on creating one.
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
+    assert.equal(await focusedId(page), 'channel-name');
+    await createChannel(page, other);
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'false', 'creating a channel closes the list');
+    assert.equal(await page.locator('#sidebar').isVisible(), false);
+    await toggle.click();
+    await createChannel(page, channel);
+    assert.equal(await page.locator('#sidebar').isVisible(), false);
+
+    const longFile = `${'quarterly-report-'.repeat(8)}final.txt`;
+    await sendFiles(page, `a long word follows: ${'https://example.com/'.padEnd(300, 'z')}`, [
+      { name: longFile, mimeType: 'text/plain', buffer: Buffer.from('long name') },
+      { name: 'pixel.png', mimeType: 'image/png', buffer: PNG },
+    ]);
+    await page.waitForSelector('#messages .attachment img.thumb');
+    await page.setInputFiles('#file-input', { name: `draft-${'x'.repeat(100)}.txt`, mimeType: 'text/plain', buffer: Buffer.from('draft') });
+    await uploadStatus(page, `draft-${'x'.repeat(100)}.txt`, 'done');
+    await page.fill('#composer-input', 'not sent yet');
+
+    assert.ok(await pageWidth(page) <= PHONE.width, `no horizontal overflow (${await pageWidth(page)} px)`);
+    const box = async (selector) => page.locator(selector).first().boundingBox();
+    const main = await box('#main');
+    assert.ok(main.x >= 0 && main.width >= PHONE.width - 1, `the conversation takes the whole width (${main.width} px)`);
+    // Names are cut with an ellipsis on one line (their title holds them whole), not broken letter by letter.
+    for (const selector of ['#messages .meta strong', `#messages .attachment .name`, '#previews .name', '#whoami']) {
+      const { width, height } = await box(selector);
+      const lineHeight = await page.$eval(selector, (node) => parseFloat(getComputedStyle(node).lineHeight) || 20);
+      assert.ok(width >= 100, `${selector} is ${width} px wide`);
+      assert.ok(height <= lineHeight * 1.5, `${selector} stays on one line (${height} px)`);
+    }
+    assert.equal(await page.getAttribute('#messages .meta strong', 'title'), user);
+    for (const selector of ['#messages .meta button', '#messages .attachment button', '#send', '#previews .remove']) {
+      const { width, height } = await box(selector);
+      assert.ok(height < 48 && width > height, `${selector} is not squeezed (${width}×${height})`);
+    }
+    await shot(page, '10-phone-conversation');
+    assert.deepEqual(await axeViolations(page), [], 'phone layout, channel list closed');
+
+    // The list opens from its button, by keyboard too, and picking a channel closes it.
+    await page.focus('#composer-input');
+    await tabTo(page, '#nav-toggle', { backwards: true });
+    await page.keyboard.press('Enter');
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
+    assert.ok(await page.locator('#sidebar').isVisible());
+    await page.keyboard.press('Tab');
+    assert.ok(await page.evaluate(() => document.activeElement?.closest('#sidebar') !== null), 'Tab goes on into the list');
+    assert.ok(await pageWidth(page) <= PHONE.width, 'no horizontal overflow with the list open');
+    await shot(page, '11-phone-channel-list');
+    assert.deepEqual(await axeViolations(page), [], 'phone layout, channel list open');
+    await page.keyboard.press('Escape');
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'false', 'Escape closes the list');
+    assert.equal(await focusedId(page), 'nav-toggle', 'and returns to its button');
+    await toggle.click();
+    await page.click(`#channel-list button:has-text("${other}")`);
+    await page.waitForSelector(`#channel-title:has-text("${other}")`);
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'false', 'picking a channel closes the list');
+    assert.equal(await page.locator('#sidebar').isVisible(), false);
+    assert.equal(await focusedId(page), 'composer-input');
+    await toggle.click();
+    await page.click(`#channel-list button[title="${channel}"]`);
+    await page.waitForSelector('#messages .attachment img.thumb');
+    assert.ok(await pageWidth(page) <= PHONE.width, 'no horizontal overflow after switching back');
+    await context.close();
+  });
+
+  test('the desktop keeps the channel list beside the conversation', async () => {
+    const { context, page } = await signedIn(unique('wide'));
+    await createChannel(page, unique('wide'));
+    assert.equal(await page.locator('#nav-toggle').isVisible(), false, 'no Channels button on a wide screen');
+    const sidebar = await page.locator('#sidebar').boundingBox();
+    const main = await page.locator('#main').boundingBox();
+    assert.ok(sidebar.width >= 250 && sidebar.width <= 260, `sidebar ${sidebar.width} px`);
+    assert.ok(main.x >= sidebar.x + sidebar.width - 1 && Math.abs(main.y - sidebar.y) < 2, 'side by side');
+    await context.close();
+  });
+
+  test('delete asks first: cancel keeps the file, confirm removes it', async () => {
+    const { context, page } = await signedIn(unique('dana'));
+    await createChannel(page, unique('confirm'));
+    await sendFiles(page, 'keep or not', [{ name: 'keep.txt', mimeType: 'text/plain', buffer: Buffer.from('keep me') }]);
+    const deletes = recordRequests(page, 'DELETE', /^\/files\//);
+    const dialog = page.locator('#confirm-dialog');
+    const deleteButton = 'button[aria-label="Delete keep.txt"]';
+
+    await page.click(deleteButton);
+    await dialog.waitFor();
+    assert.equal(await page.evaluate(() => document.querySelector('#confirm-dialog').open), true);
+    assert.match(await dialog.textContent(), /keep\.txt \(7\u00a0B\) will be removed from the message for everyone/);
+    assert.ok(await page.evaluate(() => document.activeElement?.matches('#confirm-dialog .cancel')), 'focus starts on Cancel');
+    await shot(page, '12-delete-confirmation');
+    assert.deepEqual(await axeViolations(page), [], 'with the confirmation open');
+    await page.click('#confirm-dialog .cancel');
+    await dialog.waitFor({ state: 'hidden' });
+    assert.ok(await page.evaluate((s) => document.activeElement?.matches(s), deleteButton), 'focus returns to Delete');
+
+    // Escape cancels as well.
+    await page.keyboard.press('Enter');
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
+    assert.equal(await page.locator('.attachment .name:text-is("keep.txt")').count(), 1, 'the file stays');
+    assert.deepEqual(deletes, [], 'nothing was deleted');
+
+    await deleteConfirmed(page, 'keep.txt');
+    assert.equal(deletes.length, 1, `one DELETE: ${deletes}`);
+    assert.equal(await focusedId(page), 'composer-input');
+    await page.waitForFunction(() => /keep\.txt deleted/.test(document.querySelector('#announce').textContent));
+    await context.close();
+  });
+
+  test('only PNG, JPEG, GIF and WebP get thumbnails; other files and broken images show the type badge', async () => {
+    const { context, page } = await signedIn(unique('tina'));
+    await createChannel(page, unique('badges'));
+    // A real 1×1 BMP: an image, but not a type that gets a thumbnail.
+    const bmp = Buffer.alloc(58);
+    bmp.write('BM', 0);
+    bmp.writeUInt32LE(58, 2);
+    bmp.writeUInt32LE(54, 10);
+    bmp.writeUInt32LE(40, 14);
+    bmp.writeInt32LE(1, 18);
+    bmp.writeInt32LE(1, 22);
+    bmp.writeUInt16LE(1, 26);
+    bmp.writeUInt16LE(24, 28);
+    bmp.writeUInt32LE(4, 34);
+    await page.setInputFiles('#file-input', [
+      { name: 'report.txt', mimeType: 'text/plain', buffer: Buffer.from('not a picture') },
+      { name: 'dot.bmp', mimeType: 'image/bmp', buffer: bmp },
+    ]);
+    await uploadStatus(page, 'report.txt', 'done');
+    await uploadStatus(page, 'dot.bmp', 'done');
+    assert.equal(await page.locator('#previews img').count(), 0, 'no picture in the composer');
+    await send(page, 'no pictures here');
+    for (const [name, badge] of [['report.txt', 'TXT'], ['dot.bmp', 'IMG']]) {
+      const item = page.locator(`#messages .attachment:has(.name:text-is("${name}"))`);
+      await item.waitFor();
+      assert.equal(await item.locator('.type-icon').textContent(), badge);
+    }
+    // Long enough for a thumbnail link to have been asked for and drawn.
+    await page.waitForTimeout(500);
+    assert.equal(await page.locator('#messages img').count(), 0, 'no thumbnail for text or BMP');
+
+    // A PNG whose picture cannot be loaded falls back to its badge.
+    await page.route((url) => url.pathname.startsWith('/chatgenius-files/'), (route) =>
+      (route.request().method() === 'GET' ? route.fulfill({ status: 404, body: 'gone' }) : route.continue()));
+    const picture = page.waitForResponse((r) => r.url().includes('/chatgenius-files/') && r.request().method() === 'GET');
+    await sendFiles(page, 'a broken picture', [{ name: 'broken.png', mimeType: 'image/png', buffer: PNG }]);
+    await picture;
+    const broken = page.locator('#messages .attachment:has(.name:text-is("broken.png"))');
+    await page.waitForFunction(() => {
+      const item = [...document.querySelectorAll('#messages .attachment')].find((li) => li.querySelector('.name').textContent === 'broken.png');
+      return item && !item.querySelector('img') && item.querySelector('.type-icon').textContent === 'IMG';
+    });
+    assert.ok(await broken.locator('.type-icon').isVisible());
+    await context.close();
+  });
+
+  test('with no channel open, Send, Attach and Add member say to pick or create one', async () => {
+    const { context, page } = await signedIn(unique('nina'));
+    const posts = recordRequests(page, 'POST', /^\/(channels|files)\//);
+    await page.fill('#composer-input', 'into the void');
+    await page.click('#send');
+    await page.waitForFunction(() => document.querySelector('#announce-error').textContent === 'Pick or create a channel first.');
+    assert.match(await page.textContent('#notices'), /Pick or create a channel first\./);
+    assert.ok(await page.locator('#notices .notice:has-text("Pick or create a channel first")').first().isVisible());
+    let chooser = false;
+    page.on('filechooser', () => { chooser = true; });
+    await page.evaluate(() => { document.querySelector('#announce-error').textContent = ''; });
+    await page.click('#attach');
+    await page.waitForFunction(() => document.querySelector('#announce-error').textContent === 'Pick or create a channel first.');
+    assert.equal(chooser, false, 'no file chooser opens');
+    await page.fill('#member-name', 'somebody');
+    await page.press('#member-name', 'Enter');
+    assert.match(await page.textContent('#channel-title'), /Pick or create a channel/);
+    await shot(page, '13-no-channel');
+    assert.deepEqual(posts, [], 'nothing was sent');
+    await context.close();
+  });
+
+  test('notifications never cover the conversation', async () => {
+    for (const viewport of [{ width: 1100, height: 800 }, PHONE]) {
+      const { context, page } = await signedIn(unique('nora'), { viewport });
+      await createChannel(page, unique('toasts'));
+      await send(page, 'the first message');
+      // A few notices at once (errors stay 8 s).
+      await page.setInputFiles('#file-input', { name: 'setup.exe', mimeType: 'application/x-msdownload', buffer: Buffer.from('MZ') });
+      await page.setInputFiles('#file-input', { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+      await page.waitForSelector('#notices .notice.error');
+      const overlaps = await page.evaluate(() => {
+        const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        const notices = [...document.querySelectorAll('.notice')].map((n) => n.getBoundingClientRect());
+        const content = [...document.querySelectorAll('#messages .message, #composer, #channel-title, #nav-toggle, .top')]
+          .map((n) => n.getBoundingClientRect());
+        return notices.length > 0 && notices.some((n) => content.some((c) => hit(n, c)));
+      });
+      assert.equal(overlaps, false, `no notice covers content at ${viewport.width} px`);
+      const newest = page.locator('#notices .notice').last();
+      assert.ok(await newest.isVisible(), 'the newest notice shows');
+      const { y, height } = await newest.boundingBox();
+      assert.ok(y >= 0 && y + height <= viewport.height, `the newest notice is in view (${y}+${height})`);
+      assert.ok(await pageWidth(page) <= viewport.width, 'no sideways scrolling');
+      if (viewport.width < 500) await shot(page, '14-phone-notices');
+      await context.close();
+    }
+  });
+
+  test('a full quota (413 quota_exceeded) shows the broker\'s message and offers Remove only', async () => {
+    const { context, page } = await signedIn(unique('quinn'));
+    await createChannel(page, unique('quota'));
+    const message = 'storage quota exceeded: you store 2.5 MiB of your 3.0 MiB; this file needs 1.0 MiB';
+    await page.route((url) => url.pathname === '/files/presign', (route) => route.fulfill({
+      status: 413,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'quota_exceeded', message } }),
+    }));
+    await page.setInputFiles('#file-input', { name: 'full.txt', mimeType: 'text/plain', buffer: Buffer.alloc(MIB, 'q') });
+    await uploadStatus(page, 'full.txt', 'error');
+    const row = page.locator('#previews li:has(.name:text-is("full.txt"))');
+    assert.equal(await row.locator('.error').textContent(), message);
+    assert.equal(await row.locator('.retry').isVisible(), false, 'no Retry');
+    assert.equal(await row.locator('.resume').isVisible(), false);
+    assert.equal(await row.locator('button:visible').count(), 1, 'Remove only');
+    assert.equal(await row.locator('button.remove').getAttribute('aria-label'), 'Remove full.txt');
+    assert.equal(await page.evaluate(() => window.chatgenius.state.uploads[0].retryable), false);
+    await page.waitForFunction(() => /quota exceeded/.test(document.querySelector('#announce-error').textContent));
+    await shot(page, '15-quota-exceeded');
+    await row.locator('button.remove').click();
+    await row.waitFor({ state: 'detached' });
+    await context.close();
+  });
+
+  test('names and messages are held to the broker\'s limits', async () => {
+    const { context, page } = await signedIn(unique('lena').padEnd(64, 'l'));
+    assert.equal(await page.getAttribute('#username', 'maxlength'), '64');
+    assert.equal(await page.getAttribute('#member-name', 'maxlength'), '64');
+    const posts = recordRequests(page, 'POST', /^\/channels$/);
+    // 80 characters, counted as the broker does (an emoji is one, not two UTF-16 units).
+    const base80 = `${unique('limit')}🙂`;
+    const eighty = base80 + 'x'.repeat(80 - [...base80].length);
+    assert.equal([...eighty].length, 80);
+    await page.fill('#channel-name', `${eighty}x`);
+    assert.equal(await page.$eval('#channel-name', (input) => input.validity.valid), false, '81 characters are refused');
+    await page.press('#channel-name', 'Enter');
+    assert.match(await page.$eval('#channel-name', (input) => input.validationMessage), /at most 80 characters/);
+    assert.deepEqual(posts, [], 'nothing was sent');
+    await createChannel(page, eighty);
+    assert.equal(posts.length, 1);
+    await page.fill('#composer-input', 'm'.repeat(4001));
+    assert.equal(await page.$eval('#composer-input', (input) => input.validity.valid), false, '4001 characters are refused');
+    await send(page, 'm'.repeat(4000));
     await context.close();
   });
 

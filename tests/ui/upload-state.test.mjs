@@ -149,6 +149,7 @@ describe('retryable', () => {
     ['a bad file name', failure(400, 'invalid_file_name')],
     ['a disallowed type', failure(415, 'type_not_allowed')],
     ['a file too large', failure(413, 'file_too_large')],
+    ['a full storage quota', failure(413, 'quota_exceeded')],
     ['a message one cannot attach to', failure(400, 'file_not_attachable')],
     ['a multipart upload confirmed with /confirm', failure(409, 'upload_is_multipart')],
     ['no permission', failure(403, 'forbidden')],
@@ -160,6 +161,27 @@ describe('retryable', () => {
   for (const [what, error] of no) {
     test(`does not retry ${what}`, () => assert.equal(retryable(error), false));
   }
+});
+
+describe('a full quota (413 quota_exceeded)', () => {
+  const refusal = failure(413, 'quota_exceeded');
+  refusal.message = 'storage quota exceeded: you store 2.5 MiB of your 3.0 MiB; this file needs 1.0 MiB';
+
+  test('is final: no retry, only removal', () => {
+    assert.equal(retryable(refusal), false);
+    // However it arrives: the code decides, not the status.
+    assert.equal(retryable(failure(503, 'quota_exceeded')), false);
+    assert.equal(retryable({ code: 'quota_exceeded' }), false);
+    const upload = { status: UPLOADING };
+    upload.status = transition(upload, 'fail');
+    upload.retryable = retryable(refusal);
+    assert.equal(can(upload, 'retry'), false, 'Retry is not offered');
+    assert.equal(can(upload, 'resume'), false);
+    assert.equal(transition(upload, 'cancel'), CANCELED, 'Remove is');
+    // Nothing restarts it from elsewhere either.
+    assert.equal(retryFrom(refusal), null);
+    assert.equal(multipartGone(refusal), false);
+  });
 });
 
 describe('where a retry starts', () => {
