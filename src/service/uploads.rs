@@ -258,16 +258,13 @@ async fn confirm_inner(deps: &Deps, user: i32, upload_id: Uuid) -> Result<Confir
     verify_and_record(deps, &upload).await
 }
 
-/// Verifies the stored object (size by HeadObject, then its content) and
-/// records the file.
+/// Verifies the stored object (its size and first KiB in one ranged GET,
+/// the declared SHA-256 when there is one) and records the file.
 pub(super) async fn verify_and_record(
     deps: &Deps,
     upload: &pending_upload::Model,
 ) -> Result<Confirmation, ServiceError> {
-    let verified = match verify_size(deps, upload).await {
-        Ok(()) => verify_content(deps, upload).await,
-        Err(err) => Err(err),
-    };
+    let verified = verify_object(deps, upload).await;
     settle(deps, upload, verified).await
 }
 
@@ -309,22 +306,32 @@ pub(super) async fn already_confirmed(
     Ok(Confirmation::AlreadyConfirmed(file))
 }
 
-/// HeadObject: the object exists with the declared size.
-async fn verify_size(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
-    let Some(object) = deps.storage.head(&upload.s3_key).await? else {
-        return Err(ServiceError::unverified("object_missing", "no object was uploaded for this upload yet"));
+/// One ranged GET of the first KiB gives the object's size (`Content-Range`)
+/// and its magic bytes: the object exists with the declared size and type
+/// (and the declared SHA-256).
+async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    let Some((head, size)) = deps.storage.read_head(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)? else {
+        return Err(missing());
     };
-    if object.size != upload.file_size as u64 {
+    if size != upload.file_size as u64 {
         return Err(ServiceError::unverified(
             "size_mismatch",
-            format!("uploaded {} bytes, {} were declared", object.size, upload.file_size),
+            format!("uploaded {size} bytes, {} were declared", upload.file_size),
         ));
     }
-    Ok(())
+    verify_checksum(deps, upload).await?;
+    verify_magic(upload, &head)
 }
 
-/// The declared SHA-256 when there is one, and the magic bytes of the first KiB.
+/// The declared SHA-256 when there is one, and the magic bytes of the first
+/// KiB (after a multipart upload, whose size its parts settled).
 pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    verify_checksum(deps, upload).await?;
+    let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)?;
+    verify_magic(upload, &head)
+}
+
+async fn verify_checksum(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
         let actual = deps.storage.sha256_hex(&upload.s3_key).await.map_err(vanished)?;
         if &actual != expected {
@@ -334,9 +341,12 @@ pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) 
             ));
         }
     }
-    let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)?;
+    Ok(())
+}
+
+fn verify_magic(upload: &pending_upload::Model, head: &[u8]) -> Result<(), ServiceError> {
     let declared = ContentType::parse(&upload.content_type).map_err(|e| ServiceError::invalid(e.code, e.message))?;
-    if let Some(found) = sniff_mismatch(&declared, &head) {
+    if let Some(found) = sniff_mismatch(&declared, head) {
         return Err(ServiceError::unverified(
             "content_mismatch",
             format!("the file's content ({found}) does not match its declared type {}", upload.content_type),
@@ -345,14 +355,14 @@ pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) 
     Ok(())
 }
 
+fn missing() -> ServiceError {
+    ServiceError::unverified("object_missing", "no object was uploaded for this upload yet")
+}
+
 /// An object gone while it was read (an abort or the sweeper deleted it) is a
 /// missing object, not a store failure.
 fn vanished(err: StorageError) -> ServiceError {
-    if err.is_missing() {
-        ServiceError::unverified("object_missing", "no object was uploaded for this upload yet")
-    } else {
-        err.into()
-    }
+    if err.is_missing() { missing() } else { err.into() }
 }
 
 /// Records and announces the file (pending → confirmed, conditionally). When

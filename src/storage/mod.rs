@@ -105,6 +105,33 @@ impl Storage {
         Ok(bytes.slice(..bytes.len().min(len as usize)))
     }
 
+    /// The first `len` bytes of an object and its whole size, in one ranged
+    /// GET (the size from `Content-Range`); `None` when there is no object.
+    pub async fn read_head(&self, key: &str, len: u64) -> Result<Option<(Bytes, u64)>, StorageError> {
+        tokio::time::timeout(self.timeouts.total, self.read_head_untimed(key, len))
+            .await
+            .map_err(|_| StorageError::Unavailable(format!("no answer within {:?}", self.timeouts.total)))?
+    }
+
+    async fn read_head_untimed(&self, key: &str, len: u64) -> Result<Option<(Bytes, u64)>, StorageError> {
+        let request = self.client.get_object().bucket(&self.bucket).key(key).range(format!("bytes=0-{}", len - 1));
+        let out = match request.send().await {
+            Ok(out) => out,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(err) => return Err(StorageError::from_sdk(err)),
+        };
+        // `bytes 0-1023/5000`: the total follows the slash. A store that
+        // answers 200 with the whole object sends no Content-Range.
+        let total = match out.content_range() {
+            Some(range) => range.rsplit('/').next().and_then(|t| t.parse::<u64>().ok()).ok_or_else(|| {
+                StorageError::Service { code: "BadContentRange".into(), message: format!("Content-Range: {range}") }
+            })?,
+            None => out.content_length().unwrap_or(0).max(0) as u64,
+        };
+        let bytes = out.body.collect().await.map_err(|e| StorageError::Unavailable(e.to_string()))?.into_bytes();
+        Ok(Some((bytes.slice(..bytes.len().min(len as usize)), total)))
+    }
+
     /// SHA-256 (hex) of a whole object, streamed.
     pub async fn sha256_hex(&self, key: &str) -> Result<String, StorageError> {
         let out =
