@@ -6,7 +6,7 @@
 
 import { api, signIn, signOut } from './api.js';
 import {
-  $, NO_CHANNEL, confirmAction, element, focusComposer, humanSize, limitLengths, notify, thumbnailable, typeIcon,
+  $, NO_CHANNEL, confirmAction, element, focusComposer, humanSize, limitLengths, notify, thumbnailSize, typeIcon,
 } from './dom.js';
 import { connectEvents } from './events.js';
 import { state } from './state.js';
@@ -14,7 +14,7 @@ import { Status } from './upload-state.js';
 import { addFiles, composerUploads, renderUploads, restoreResumable, resumePicked } from './uploads.js';
 
 /** What the event stream changes on the page (see events.js). */
-const view = { upsertMessage, removeFile, loadChannels, openChannel };
+const view = { upsertMessage, updateFile, removeFile, loadChannels, openChannel };
 
 // ------------------------------------------------------------------ session
 
@@ -76,7 +76,7 @@ function renderChannels() {
       'aria-current': channel.id === state.channelId ? 'true' : undefined,
       onclick: () => {
         closeNavAfterPick();
-        openChannel(channel.id).then(focusComposer);
+        openChannel(channel.id).then(focusComposer, (error) => notify(`Could not open the channel: ${error.message}`, { error: true }));
       },
       text: `#\u00a0${channel.name}`,
     }))));
@@ -87,6 +87,7 @@ async function openChannel(channelId) {
   state.channelId = channelId;
   // Events of this channel arriving while the page loads land here first.
   state.messages = new Map();
+  state.fileUpdates = new Map();
   sessionStorage.setItem('cg.channel', String(channelId));
   const channel = state.channels.find((c) => c.id === channelId);
   // A no-break space keeps the # with the name.
@@ -100,8 +101,10 @@ async function openChannel(channelId) {
   if (state.channelId !== channelId) return; // another channel was picked meanwhile
   state.names = new Map(members.members.map((m) => [m.user.id, m.user.username]));
   // What arrived live during the load is newer than the page: keep it.
+  // So are files updated meanwhile (a preview made after the page was read).
   for (const message of page.messages) {
-    if (!state.messages.has(message.id)) state.messages.set(message.id, message);
+    if (state.messages.has(message.id)) continue;
+    state.messages.set(message.id, { ...message, files: message.files.map((f) => state.fileUpdates.get(f.id) ?? f) });
   }
   const list = $('#messages');
   list.replaceChildren(...[...state.messages.values()].sort((a, b) => a.id - b.id).map(renderMessage));
@@ -147,7 +150,7 @@ function renderMessage(message) {
       ...message.files.map((file) => renderAttachment(file))) : null);
 }
 
-/** One attached file: icon, name, size, thumbnail, download and (owner) delete. */
+/** One attached file: icon, name, size, download, (owner) delete and the server's thumbnail. */
 function renderAttachment(file) {
   const own = file.uploaded_by === state.user.id;
   const status = element('span', { class: 'status', role: 'status' });
@@ -171,24 +174,97 @@ function renderAttachment(file) {
       text: 'Delete',
     }) : null,
     status);
-  if (thumbnailable(file.content_type)) loadThumbnail(file, item);
+  const thumbnail = renderThumbnail(file);
+  if (thumbnail) item.append(thumbnail);
   return item;
 }
 
+// --------------------------------------------------------------- thumbnails
+
 /**
- * A thumbnail (a short-lived inline link) for the image types browsers draw;
- * when it cannot be had or drawn, the type badge stays on its own.
+ * Links to the server's thumbnails (`GET /files/{id}/preview`), by file id:
+ * `{ promise, link }`. A message redrawn (a new event, a channel opened
+ * again) reuses its link while it is valid, so the browser draws the same
+ * picture from its cache instead of fetching it again under a new signature.
  */
-async function loadThumbnail(file, item) {
-  let link;
-  try {
-    link = await api('GET', `/files/download/${file.id}?redirect=false&inline=true`);
-  } catch {
-    return;
+const previewLinks = new Map();
+/** A link with less than this left is asked for afresh. */
+const LINK_MARGIN_MS = 60_000;
+
+function previewLink(file) {
+  const cached = previewLinks.get(file.id);
+  if (cached && (!cached.link || Date.parse(cached.link.expires_at) - Date.now() > LINK_MARGIN_MS)) return cached;
+  const entry = { link: null };
+  const { url } = file.preview;
+  entry.promise = api('GET', `${url}${url.includes('?') ? '&' : '?'}redirect=false`).then((link) => {
+    entry.link = link;
+    return link;
+  }, (error) => {
+    previewLinks.delete(file.id);
+    throw error;
+  });
+  previewLinks.set(file.id, entry);
+  return entry;
+}
+
+/**
+ * The picture of an image attachment: the server's thumbnail (`file.preview`,
+ * at most 320 px, made after the upload), never the original. Its box is
+ * reserved from the thumbnail's size before it loads (width and height, and
+ * the exact aspect ratio), so nothing moves when it arrives. Null while the
+ * file has no preview (not made yet, impossible, or not an image): the type
+ * badge stands alone until `file_updated` brings one. A thumbnail that cannot
+ * be had or drawn is removed, and the badge stays.
+ */
+function renderThumbnail(file) {
+  const size = thumbnailSize(file);
+  if (!size) return null;
+  const image = element('img', {
+    class: size.enlarged ? 'thumb pixelated' : 'thumb',
+    alt: `Preview of ${file.file_name}`,
+    width: size.width,
+    height: size.height,
+    decoding: 'async',
+  });
+  // Through the CSSOM (the page's CSP refuses style attributes). An explicit
+  // ratio (not `auto`): the box stays the same before and after the picture
+  // loads, also where the message is narrower than the box.
+  image.style.aspectRatio = size.ratio;
+  const frame = element('div', { class: 'thumb-frame' }, image);
+  const entry = previewLink(file);
+  image.addEventListener('error', () => {
+    frame.remove();
+    // A link that does not draw is not reused: a later redraw asks afresh.
+    if (previewLinks.get(file.id) === entry) previewLinks.delete(file.id);
+  });
+  if (entry.link) image.src = entry.link.url;
+  else entry.promise.then((link) => { image.src = link.url; }, () => frame.remove());
+  return frame;
+}
+
+/**
+ * A file changed on the server (`file_updated`: its preview was made, or
+ * found impossible): the state takes it, and its attachment, where shown,
+ * gets its thumbnail in place (nothing else is redrawn, so the focus stays
+ * where it is; a conversation read at its end stays at its end).
+ */
+function updateFile(file) {
+  state.fileUpdates.set(file.id, file);
+  for (const message of state.messages.values()) {
+    if (message.files.some((f) => f.id === file.id)) {
+      state.messages.set(message.id, { ...message, files: message.files.map((f) => (f.id === file.id ? { ...f, ...file } : f)) });
+    }
   }
-  const image = element('img', { class: 'thumb', alt: `Preview of ${file.file_name}`, src: link.url });
-  image.addEventListener('error', () => image.remove());
-  item.prepend(image);
+  const item = document.getElementById(`file-${file.id}`);
+  if (!item) return;
+  const scroller = $('#messages').parentElement;
+  const atEnd = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 8;
+  const thumbnail = renderThumbnail(file);
+  const shown = item.querySelector('.thumb-frame');
+  if (shown && thumbnail) shown.replaceWith(thumbnail);
+  else if (shown) shown.remove();
+  else if (thumbnail) item.append(thumbnail);
+  if (atEnd) scroller.scrollTop = scroller.scrollHeight;
 }
 
 async function downloadFile(file, button, status) {

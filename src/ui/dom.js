@@ -160,10 +160,32 @@ export function typeIcon(type = '') {
   return 'FILE';
 }
 
-/** Image types every browser draws, and the only ones shown as thumbnails (never SVG). */
+/** Image types every browser draws, and the only ones the composer previews from the user's own file (never SVG). */
 const THUMBNAIL_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
 
-/** Whether a file of `type` gets a thumbnail; others show their type badge only. */
+/** Whether the composer shows a file of `type` as a picture; others show their type badge only. */
 export function thumbnailable(type = '') {
   return THUMBNAIL_TYPES.has(String(type).split(';')[0].trim().toLowerCase());
+}
+
+/**
+ * The box, in CSS pixels, a message's thumbnail is drawn in: the server's
+ * thumbnail (`file.preview`; its size, else the image's) fitted into
+ * THUMB_BOX, small ones enlarged to `min` on their longest edge (drawn
+ * pixelated). `ratio` is the box's width / height (the thumbnail's own, to
+ * the pixel), so the box is the same before and after the picture loads.
+ * Null when the file has no preview.
+ */
+export const THUMB_BOX = { width: 320, height: 240, min: 96 };
+
+export function thumbnailSize(file) {
+  if (!file.preview) return null;
+  const valid = (size) => size && size.width > 0 && size.height > 0;
+  const source = valid(file.preview) ? file.preview : valid(file.image) ? file.image : null;
+  if (!source) return null;
+  const { width, height } = source;
+  const fit = Math.min(THUMB_BOX.width / width, THUMB_BOX.height / height);
+  const scale = Math.min(fit, Math.max(1, THUMB_BOX.min / Math.max(width, height)));
+  const box = { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+  return { ...box, ratio: `${box.width} / ${box.height}`, enlarged: scale > 1 };
 }

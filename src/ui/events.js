@@ -1,7 +1,7 @@
 // The live event stream (`/ws`): connect, resume after the last event seen,
 // reconnect with backoff, and apply each event to the page through `view`
 // (the conversation's functions, passed in by app.js):
-//   { upsertMessage(message), removeFile(messageId, fileId), loadChannels(), openChannel(id) }
+//   { upsertMessage(message), updateFile(file), removeFile(messageId, fileId), loadChannels(), openChannel(id) }
 
 import { api } from './api.js';
 import { $ } from './dom.js';
@@ -73,6 +73,10 @@ function handleEvent(event, view) {
       }
       break;
     }
+    case 'file_updated':
+      // An image's preview job finished: its thumbnail (or none) for who shows it.
+      if (event.channel_id === state.channelId) view.updateFile(event.file);
+      break;
     case 'file_deleted':
       if (event.channel_id === state.channelId) view.removeFile(event.message_id, event.file_id);
       break;

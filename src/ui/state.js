@@ -12,6 +12,8 @@ export const state = {
   names: new Map(),
   /** message id → message, current channel only. */
   messages: new Map(),
+  /** file id → file as the last `file_updated` of the current channel had it. */
+  fileUpdates: new Map(),
   /** Files chosen in the composer (see `newUpload` in uploads.js). */
   uploads: [],
   socket: null,

@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { deflateSync } from 'node:zlib';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -75,10 +76,10 @@ after(async () => {
 
 // ----------------------------------------------------------------- helpers
 
-/** Starts the broker on the suite's ports and data; resolves once it is healthy. */
-async function startBroker() {
+/** Starts the broker on the suite's ports and data (and `extra` settings); resolves once it is healthy. */
+async function startBroker(extra = {}) {
   child = spawn(broker, ['serve'], {
-    env: brokerEnv({ BIND_ADDR: `127.0.0.1:${ports.http}`, EMBEDDED_S3_ADDR: `127.0.0.1:${ports.s3}` }),
+    env: brokerEnv({ BIND_ADDR: `127.0.0.1:${ports.http}`, EMBEDDED_S3_ADDR: `127.0.0.1:${ports.s3}`, ...extra }),
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   for (let i = 0; i < 100; i += 1) {
@@ -87,6 +88,14 @@ async function startBroker() {
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.fail('the broker did not start');
+}
+
+/** Stops the broker at once (pages see their socket drop) and starts it again with `extra` settings. */
+async function restartBroker(extra = {}) {
+  const exited = new Promise((done) => child.once('exit', done));
+  child.kill('SIGKILL');
+  await exited;
+  await startBroker(extra);
 }
 
 /** A request to the broker's API as the holder of `token`. */
@@ -106,6 +115,48 @@ const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==',
   'base64',
 );
+
+/** CRC-32 of `bytes`, as PNG chunks carry it. */
+function crc32(bytes) {
+  let crc = 0xffffffff;
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let bit = 0; bit < 8; bit += 1) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/** A `width`×`height` RGB PNG that looks like something: a sky, a sun and a hill. */
+function photoPng(width, height) {
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const framed = Buffer.alloc(body.length + 8);
+    framed.writeUInt32BE(data.length, 0);
+    body.copy(framed, 4);
+    framed.writeUInt32BE(crc32(body), body.length + 4);
+    return framed;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bits per channel
+  header[9] = 2; // RGB
+  const stride = width * 3 + 1;
+  const pixels = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1) {
+      const at = y * stride + 1 + x * 3;
+      const sun = (x - width * 0.7) ** 2 + (y - height * 0.3) ** 2 < (Math.min(width, height) * 0.12) ** 2;
+      const hill = y > height * (0.65 + 0.1 * Math.sin((x / width) * Math.PI * 2));
+      const [r, g, b] = sun ? [250, 204, 21] : hill ? [22, 101 + (y % 7) * 4, 52] : [56 + (y * 120) / height, 120 + (y * 100) / height, 230];
+      pixels[at] = r;
+      pixels[at + 1] = g;
+      pixels[at + 2] = b;
+    }
+  }
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([signature, chunk('IHDR', header), chunk('IDAT', deflateSync(pixels)), chunk('IEND', Buffer.alloc(0))]);
+}
 
 let counter = 0;
 const unique = (prefix) => `${prefix}${Date.now().toString(36)}${(counter += 1)}`;
@@ -167,6 +218,18 @@ async function sendFiles(page, text, files) {
   for (const { name } of files) await uploadStatus(page, name, 'done');
   await send(page, text);
   for (const { name } of files) await page.locator(`#messages .attachment .name:text-is("${name}")`).waitFor();
+}
+
+/** The attachment of `fileName` in the conversation. */
+const attachmentOf = (page, fileName) => page.locator(`#messages .attachment:has(.name:text-is("${fileName}"))`);
+
+/** Waits until the message thumbnail of `fileName` has loaded its picture. */
+async function thumbnailLoaded(page, fileName) {
+  await page.waitForFunction((name) => {
+    const item = [...document.querySelectorAll('#messages .attachment')].find((li) => li.querySelector('.name').textContent === name);
+    const image = item?.querySelector('img.thumb');
+    return image?.complete && image.naturalWidth > 0;
+  }, fileName);
 }
 
 /** Deletes an attachment of one's own, confirming in the dialog. */
@@ -754,6 +817,162 @@ describe('browser client', () => {
     });
     assert.ok(await broken.locator('.type-icon').isVisible());
     await context.close();
+  });
+
+  test('an image in a message is drawn from the server\'s thumbnail, never from the original', async () => {
+    const { context, page } = await signedIn(unique('theo'));
+    await createChannel(page, unique('photos'));
+    const requests = [];
+    page.on('request', (request) => {
+      const url = new URL(request.url());
+      requests.push({ method: request.method(), path: url.pathname, search: url.search, type: request.resourceType() });
+    });
+    await sendFiles(page, 'a photo', [{ name: 'photo.png', mimeType: 'image/png', buffer: photoPng(1280, 960) }]);
+    await thumbnailLoaded(page, 'photo.png');
+    const thumb = attachmentOf(page, 'photo.png').locator('img.thumb');
+    const fileId = Number(await attachmentOf(page, 'photo.png').getAttribute('data-file-id'));
+    const src = new URL(await thumb.getAttribute('src'));
+    assert.match(src.pathname, new RegExp(`/previews/\\d+/${fileId}\\.jpg$`), `the thumbnail object: ${src.pathname}`);
+    assert.deepEqual(await thumb.evaluate((image) => [image.naturalWidth, image.naturalHeight]), [320, 240], 'the 320 px thumbnail');
+    assert.equal(await thumb.getAttribute('alt'), 'Preview of photo.png');
+    assert.deepEqual([await thumb.getAttribute('width'), await thumb.getAttribute('height')], ['320', '240']);
+    assert.equal(await attachmentOf(page, 'photo.png').locator('.type-icon').textContent(), 'IMG');
+
+    const gets = requests.filter((r) => r.method === 'GET');
+    assert.ok(requests.some((r) => r.path === `/files/${fileId}/preview` && r.search === '?redirect=false'),
+      'the link comes from /files/{id}/preview');
+    assert.ok(gets.some((r) => r.type === 'image' && r.path.includes('/previews/')), 'the picture is the thumbnail');
+    assert.deepEqual(gets.filter((r) => r.path.includes('/uploads/')), [], 'the original object is never fetched');
+    assert.deepEqual(requests.filter((r) => r.path.startsWith('/files/download/')), [], 'no download link is asked for');
+    await shot(page, '16-photo-thumbnail');
+
+    // At 390 px the picture fits the message; nothing scrolls sideways.
+    await page.setViewportSize(PHONE);
+    const frame = await attachmentOf(page, 'photo.png').boundingBox();
+    const box = await thumb.boundingBox();
+    assert.ok(box.x >= frame.x && box.x + box.width <= frame.x + frame.width, `the picture fits its attachment (${box.width} px)`);
+    assert.ok(Math.abs(box.width / box.height - 320 / 240) < 0.02, 'and keeps its shape');
+    assert.ok(await pageWidth(page) <= PHONE.width, 'no horizontal overflow');
+    await shot(page, '17-photo-thumbnail-390px');
+    assert.deepEqual(await axeViolations(page), [], 'a photo thumbnail at 390 px');
+    await context.close();
+  });
+
+  test('a thumbnail\'s box is reserved before it loads: nothing moves when it arrives', async () => {
+    const { context, page } = await signedIn(unique('hugo'));
+    await createChannel(page, unique('steady'));
+    await send(page, 'before the picture');
+    // The thumbnail object is held back until the layout has been measured.
+    let release;
+    const held = new Promise((done) => { release = done; });
+    let asked = 0;
+    await page.route((url) => url.pathname.includes('/previews/'), async (route) => {
+      asked += 1;
+      await held;
+      await route.continue();
+    });
+    // A tall image: its thumbnail (213×320) is drawn 160×240.
+    await sendFiles(page, 'a tall one', [{ name: 'tall.png', mimeType: 'image/png', buffer: photoPng(300, 450) }]);
+    const thumb = attachmentOf(page, 'tall.png').locator('img.thumb');
+    await page.waitForFunction(() => document.querySelector('#messages .attachment img.thumb[src]'));
+    for (let i = 0; asked === 0 && i < 500; i += 1) await page.waitForTimeout(20);
+    assert.ok(asked > 0, 'the thumbnail was asked for');
+    const measure = () => page.evaluate(() => {
+      const image = document.querySelector('#messages .attachment img.thumb');
+      const scroller = document.querySelector('.messages');
+      const { width, height, top } = image.getBoundingClientRect();
+      return {
+        loaded: image.complete && image.naturalWidth > 0,
+        box: [width, height],
+        top,
+        message: document.querySelector('#messages .message:last-child').getBoundingClientRect().height,
+        scroll: [scroller.scrollHeight, scroller.scrollTop],
+      };
+    });
+    const before = await measure();
+    assert.equal(before.loaded, false, 'measured before the picture loads');
+    assert.deepEqual([await thumb.getAttribute('width'), await thumb.getAttribute('height')], ['160', '240']);
+    assert.equal(await thumb.evaluate((image) => getComputedStyle(image).aspectRatio), '160 / 240', 'and its shape');
+    assert.deepEqual(before.box, [160, 240], 'the box is reserved');
+    release();
+    await thumbnailLoaded(page, 'tall.png');
+    const loaded = await measure();
+    assert.deepEqual(await thumb.evaluate((image) => [image.naturalWidth, image.naturalHeight]), [213, 320]);
+    assert.deepEqual(loaded.box, before.box, 'the picture keeps its box');
+    assert.equal(loaded.top, before.top);
+    assert.equal(loaded.message, before.message, 'the message keeps its height');
+    assert.deepEqual(loaded.scroll, before.scroll, 'the conversation does not move');
+    await context.close();
+  });
+
+  test('a picture shown before its thumbnail exists gets it live (file_updated), and keeps the focus', async () => {
+    const owner = await signedIn(unique('pia'));
+    const friend = await signedIn(unique('finn'));
+    const channel = unique('later');
+    await createChannel(owner.page, channel);
+    const friendName = await friend.page.evaluate(() => window.chatgenius.state.user.username);
+    await owner.page.fill('#member-name', friendName);
+    await owner.page.press('#member-name', 'Enter');
+    await friend.page.waitForSelector(`#channel-list button:has-text("${channel}")`);
+    await friend.page.click(`#channel-list button:has-text("${channel}")`);
+    await friend.page.waitForFunction(() => window.chatgenius.state.names.size === 2);
+    // A broker that makes no previews: the files are shown without one.
+    await restartBroker({ PREVIEW_WORKERS: '0' });
+    let restored = false;
+    try {
+      for (const { page } of [owner, friend]) await page.waitForSelector('#connection', { state: 'hidden' });
+      // An image the preview job cannot decode (a PNG signature, then nonsense): it will have none.
+      const garbled = Buffer.concat([PNG.subarray(0, 16), Buffer.alloc(64, 7)]);
+      await sendFiles(owner.page, 'pictures later', [
+        { name: 'late.png', mimeType: 'image/png', buffer: photoPng(640, 480) },
+        { name: 'garbled.png', mimeType: 'image/png', buffer: garbled },
+      ]);
+      for (const { page } of [owner, friend]) {
+        for (const name of ['late.png', 'garbled.png']) {
+          await attachmentOf(page, name).waitFor();
+          assert.equal(await attachmentOf(page, name).locator('.type-icon').textContent(), 'IMG', `${name}: the badge`);
+        }
+        await page.evaluate(() => { window.sameDocument = true; });
+      }
+      await owner.page.waitForTimeout(500);
+      for (const { page } of [owner, friend]) {
+        assert.equal(await page.locator('#messages img').count(), 0, 'no picture while there is no thumbnail');
+      }
+      await shot(friend.page, '18-image-before-its-thumbnail');
+      // The focus rests on the file's Download button while the thumbnail comes.
+      await owner.page.focus('button[aria-label="Download late.png"]');
+      await owner.page.evaluate(() => { window.lateItem = document.querySelector('#messages .attachment:has(button[aria-label="Download late.png"])'); });
+      const requests = [];
+      owner.page.on('request', (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}`));
+
+      // Back to a broker that makes previews: it takes the waiting jobs, and the pages hear file_updated.
+      await restartBroker();
+      restored = true;
+      for (const { page } of [owner, friend]) {
+        await thumbnailLoaded(page, 'late.png');
+        const fileId = Number(await attachmentOf(page, 'garbled.png').getAttribute('data-file-id'));
+        await page.waitForFunction((id) => window.chatgenius.state.fileUpdates.has(id), fileId);
+        const garbledFile = await page.evaluate((id) => window.chatgenius.state.fileUpdates.get(id), fileId);
+        assert.equal(garbledFile.preview, null, 'no preview was possible');
+        assert.equal(await attachmentOf(page, 'garbled.png').locator('img').count(), 0, 'so it keeps its badge only');
+        assert.equal(await attachmentOf(page, 'garbled.png').locator('.type-icon').textContent(), 'IMG');
+        assert.match(await attachmentOf(page, 'late.png').locator('img.thumb').getAttribute('src'), /\/previews\//);
+        assert.equal(await page.evaluate(() => window.sameDocument), true, 'the page was not reloaded');
+      }
+      assert.ok(await owner.page.evaluate(() => document.activeElement?.matches('button[aria-label="Download late.png"]')),
+        'the focus stays where it was');
+      assert.ok(await owner.page.evaluate(() => window.lateItem.isConnected && window.lateItem.querySelector('img.thumb') !== null),
+        'the attachment was redrawn in place');
+      assert.ok(requests.some((r) => r.startsWith('GET ') && r.includes('/previews/')), requests.join('\n'));
+      assert.ok(!requests.some((r) => r.startsWith('GET ') && r.includes('/uploads/')), 'never the original');
+      await shot(friend.page, '19-image-after-file-updated');
+      assert.deepEqual(await axeViolations(friend.page), [], 'after a thumbnail arrived live');
+    } finally {
+      // Whatever failed, the other tests get a broker that makes previews.
+      if (!restored) await restartBroker();
+    }
+    await owner.context.close();
+    await friend.context.close();
   });
 
   test('with no channel open, Send, Attach and Add member say to pick or create one', async () => {
