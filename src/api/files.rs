@@ -162,6 +162,7 @@ pub struct UsageBody {
     /// Bytes of live files plus the declared sizes of uploads in progress.
     pub used_bytes: u64,
     /// The quota in bytes; `null` when unlimited.
+    #[oai(nullable)]
     pub limit_bytes: Option<u64>,
 }
 
@@ -172,6 +173,7 @@ pub struct StorageUsage {
     pub user: UsageBody,
     /// The channel's files and uploads in progress, by every member
     /// (QUOTA_CHANNEL_MB); `null` without `channel_id`.
+    #[oai(nullable)]
     pub channel: Option<UsageBody>,
 }
 
