@@ -80,7 +80,7 @@ impl EventsApi {
     /// Authenticate with `Authorization: Bearer <token>`, `?token=<token>` or,
     /// from browsers, `Sec-WebSocket-Protocol: bearer, <token>` (the server
     /// answers `bearer`). A browser `Origin` must be in CORS_ALLOWED_ORIGINS or
-    /// the broker's own. Delivers `file_upload_complete`, `file_deleted`,
+    /// the broker's own. Delivers `file_upload_complete`, `file_deleted`, `file_updated`,
     /// `message_created`, `message_updated`, `member_joined` and `member_left`
     /// of every channel the user belongs to, following membership changes at
     /// once. Frames from the client over 64 KiB close the socket with 1009; a

@@ -84,7 +84,9 @@ pub async fn preview(deps: &Deps, user: i32, file_id: i32) -> Result<DownloadLin
     let (Some(key), Some(content_type)) = (&file.preview_key, &file.preview_content_type) else {
         return Err(ServiceError::NotFound("preview"));
     };
-    let disposition = content_disposition("inline", &format!("preview-{}", file.file_name));
+    let stem = file.file_name.rsplit_once('.').map_or(file.file_name.as_str(), |(stem, _)| stem);
+    let extension = if content_type == "image/png" { "png" } else { "jpg" };
+    let disposition = content_disposition("inline", &format!("{stem}-preview.{extension}"));
     let ttl = Duration::from_secs(deps.policy.download_url_ttl_secs);
     let request = deps.storage.presigner().get_object(key, content_type, &disposition, ttl)?;
     Ok(DownloadLink { url: request.url, expires_at: now() + chrono::Duration::seconds(ttl.as_secs() as i64) })

@@ -13,7 +13,7 @@
 use std::{io::Cursor, time::Duration};
 
 use bytes::Bytes;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, metadata::Orientation};
 use sea_orm::{
     ColumnTrait, DatabaseBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     TransactionTrait,
@@ -33,6 +33,8 @@ use crate::{
 pub const THUMBNAIL_EDGE: u32 = 320;
 /// How long a claimed job is the claiming instance's.
 const LEASE: Duration = Duration::from_secs(60);
+/// What reading an image's header may allocate (metadata inflated on the way).
+const HEADER_BUDGET: u64 = 8 * 1024 * 1024;
 /// Claims of one job before it is given up (recorded as `none`).
 const MAX_ATTEMPTS: i32 = 3;
 /// How often an idle worker looks for jobs other instances left behind.
@@ -213,8 +215,13 @@ async fn finish(
 
 /// `previews/<channel>/<file id>.<ext>`: beside, never under, `uploads/`.
 fn preview_key(file: &file_upload::Model, content_type: &str) -> String {
-    let extension = if content_type == "image/png" { "png" } else { "jpg" };
-    format!("previews/{}/{}.{extension}", file.channel_id, file.id)
+    let [jpeg, png] = possible_keys(file.channel_id, file.id);
+    if content_type == "image/png" { png } else { jpeg }
+}
+
+/// Every key a preview of the file may have: JPEG and PNG.
+pub fn possible_keys(channel_id: i32, file_id: i32) -> [String; 2] {
+    ["jpg", "png"].map(|extension| format!("previews/{channel_id}/{file_id}.{extension}"))
 }
 
 /// Decodes `bytes` (at most `max_pixels` pixels, allocations bounded) and
@@ -223,12 +230,17 @@ fn preview_key(file: &file_upload::Model, content_type: &str) -> String {
 /// those with transparency. The thumbnail is encoded afresh: it carries no
 /// metadata.
 pub fn render(bytes: &[u8], max_pixels: u64) -> Result<Rendered, NoPreview> {
+    let bytes = &*without_compressed_png_metadata(bytes);
     let undecodable = |e: image::ImageError| NoPreview::Undecodable(e.to_string());
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| NoPreview::Undecodable(e.to_string()))?;
-    // The header alone, which allocates nothing whatever it claims.
-    reader.no_limits();
+    // The header alone, on a small budget: what it claims allocates nothing,
+    // and compressed metadata read on the way (a PNG's iCCP profile) cannot
+    // inflate past the budget.
+    let mut header = Limits::default();
+    header.max_alloc = Some(HEADER_BUDGET);
+    reader.limits(header);
     let (width, height) = reader.into_dimensions().map_err(undecodable)?;
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(NoPreview::TooManyPixels { width, height, limit: max_pixels });
@@ -239,19 +251,26 @@ pub fn render(bytes: &[u8], max_pixels: u64) -> Result<Rendered, NoPreview> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
-    // Room for the decoded image at 8 bytes per pixel (16-bit RGBA) and the thumbnail.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8) + 64 * 1024 * 1024);
+    // Room for the image decoded at up to 4 bytes per pixel (8-bit RGBA) and
+    // the thumbnail: a 16-bit image near the pixel limit gets no preview
+    // rather than twice the memory.
+    limits.max_alloc = Some(max_pixels.saturating_mul(4) + 16 * 1024 * 1024);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(undecodable)?;
     let orientation = decoder.orientation().map_err(undecodable)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
-    image.apply_orientation(orientation);
-    let (image_width, image_height) = (image.width(), image.height());
-    let thumbnail = if image_width <= THUMBNAIL_EDGE && image_height <= THUMBNAIL_EDGE {
+    let image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    // Scaled first, turned upright after: the turn copies the thumbnail, not the image.
+    let mut thumbnail = if width <= THUMBNAIL_EDGE && height <= THUMBNAIL_EDGE {
         image // Small already: never enlarged.
     } else {
         image.thumbnail(THUMBNAIL_EDGE, THUMBNAIL_EDGE)
     };
+    thumbnail.apply_orientation(orientation);
+    let turned = matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    let (image_width, image_height) = if turned { (height, width) } else { (width, height) };
     let mut out = Cursor::new(Vec::new());
     let thumbnail_type = if thumbnail.color().has_alpha() {
         thumbnail.write_to(&mut out, ImageFormat::Png).map_err(undecodable)?;
@@ -269,6 +288,37 @@ pub fn render(bytes: &[u8], max_pixels: u64) -> Result<Rendered, NoPreview> {
         thumbnail_width: thumbnail.width(),
         thumbnail_height: thumbnail.height(),
     })
+}
+
+/// A PNG without its compressed ancillary chunks (`iCCP`, `zTXt`, `iTXt`):
+/// a thumbnail needs none of them, and the decoder would inflate them in
+/// full before the first pixel (a 5 MB profile inflates to gigabytes).
+/// Anything else, and a PNG whose chunks do not parse, is returned as it is.
+fn without_compressed_png_metadata(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    const DROPPED: [&[u8]; 3] = [b"iCCP", b"zTXt", b"iTXt"];
+    if !bytes.starts_with(SIGNATURE) {
+        return bytes.into();
+    }
+    let mut chunks = Vec::new();
+    let mut at = SIGNATURE.len();
+    while at + 12 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let Some(end) = at.checked_add(12 + len).filter(|&end| end <= bytes.len()) else { break };
+        chunks.push((at, end, &bytes[at + 4..at + 8]));
+        at = end;
+    }
+    if !chunks.iter().any(|(_, _, kind)| DROPPED.contains(kind)) {
+        return bytes.into();
+    }
+    let mut kept = SIGNATURE.to_vec();
+    for (start, end, kind) in &chunks {
+        if !DROPPED.contains(kind) {
+            kept.extend_from_slice(&bytes[*start..*end]);
+        }
+    }
+    kept.extend_from_slice(&bytes[at..]);
+    kept.into()
 }
 
 #[cfg(test)]
@@ -324,5 +374,28 @@ mod tests {
             matches!(outcome, Err(NoPreview::TooManyPixels { width: 100_000, height: 100_000, .. })),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn a_png_colour_profile_is_never_inflated() {
+        use image::ImageEncoder;
+        // 64 MiB of profile, compressed by the encoder to a few dozen KiB.
+        let mut out = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+        encoder.set_icc_profile(vec![0; 64 * 1024 * 1024]).unwrap();
+        encoder.write_image(&[0; 64 * 64 * 3], 64, 64, image::ExtendedColorType::Rgb8).unwrap();
+        assert!(out.len() < 1024 * 1024, "{} bytes", out.len());
+        assert!(out.windows(4).any(|w| w == b"iCCP"));
+        let hwm = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_owned();
+            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+        };
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = hwm();
+        let outcome = render(&out, 50_000_000);
+        let added_kib = hwm().saturating_sub(before);
+        assert!(added_kib < 32 * 1024, "the profile was inflated: {added_kib} KiB");
+        assert_eq!(outcome.unwrap().thumbnail_width, 64, "the image itself still gets its preview");
     }
 }

@@ -16,7 +16,7 @@ use sea_orm::{
     Statement, TransactionTrait,
 };
 
-use super::{ServiceError, deps::Deps, lifecycle, now};
+use super::{ServiceError, deps::Deps, lifecycle, now, previews};
 use crate::{
     config::Config,
     entity::{
@@ -247,15 +247,32 @@ async fn purge_deleted(deps: &Deps, policy: &SweepPolicy, fence: &Fence) -> Resu
         .limit(1000)
         .all(&deps.db)
         .await?;
+    let mut purged = 0;
     for file in &due {
         fence.check().await?;
-        if let Some(preview) = &file.preview_key {
-            deps.storage.delete(preview).await?;
+        // Every key a preview job may have written for it, recorded or not
+        // (a job that crashed between its write and its record).
+        let previews = if file.preview_state.is_some() {
+            previews::possible_keys(file.channel_id, file.id).to_vec()
+        } else {
+            vec![]
+        };
+        let mut failed = false;
+        for key in previews.iter().chain([&file.s3_key]) {
+            if let Err(err) = deps.storage.delete(key).await {
+                // This file waits for the next sweep; the others go on.
+                tracing::warn!(file_id = file.id, error = %err, "sweeper: cannot delete a deleted file's object");
+                deps.metrics.ignored_failure("delete_object");
+                failed = true;
+                break;
+            }
         }
-        deps.storage.delete(&file.s3_key).await?;
-        file_upload::Entity::delete_by_id(file.id).exec(&deps.db).await?;
+        if !failed {
+            file_upload::Entity::delete_by_id(file.id).exec(&deps.db).await?;
+            purged += 1;
+        }
     }
-    Ok(due.len() as u64)
+    Ok(purged)
 }
 
 /// Expires every pending upload past its time (the conditional claim first,
@@ -368,8 +385,13 @@ async fn sweep_orphans(deps: &Deps, fence: &Fence, cursor: &mut OrphanCursor) ->
             let garbage = uploads.contains_key(key) || modified.is_some_and(|t| t <= old_enough);
             if garbage {
                 fence.check().await?;
-                deps.storage.delete(key).await?;
-                deleted += 1;
+                match deps.storage.delete(key).await {
+                    Ok(()) => deleted += 1,
+                    Err(err) => {
+                        tracing::warn!(key, error = %err, "sweeper: cannot delete an orphan object; the next sweep retries");
+                        deps.metrics.ignored_failure("delete_object");
+                    }
+                }
             }
         }
     }

@@ -191,3 +191,17 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[tokio::test]
+async fn a_thumbnail_written_but_never_recorded_is_purged_with_its_file() {
+    let app = spawn_app_with(&[("deleted-file-retention-days", "0"), ("preview-workers", "0")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let photo = app.upload(&alice, channel, None, "photo.png", "image/png", PNG).await;
+    // A preview job that wrote its thumbnail and crashed before recording it.
+    let key = format!("previews/{channel}/{}.jpg", photo["id"]);
+    app.deps.storage.put(&key, "image/jpeg", bytes::Bytes::from_static(b"\xff\xd8\xff")).await.unwrap();
+    assert_eq!(app.delete(&alice, &format!("/files/{}", photo["id"])).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.sweep_once().await.unwrap().deleted_files_purged, 1);
+    assert!(app.deps.storage.head(&key).await.unwrap().is_none(), "no thumbnail outlives its file");
+}

@@ -6,6 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use chatgenius_files::entity::file_upload;
+use sea_orm::EntityTrait;
+
 use crate::helpers::spawn_app_with;
 
 #[tokio::test]
@@ -211,4 +214,30 @@ async fn a_sweep_stops_when_its_lock_connection_dies() {
     let next = app.sweep_once().await.unwrap();
     assert_eq!(next.deleted_files_purged, left);
     assert_eq!(due().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_object_the_store_will_not_delete_holds_up_only_its_own_file() {
+    let app = spawn_app_with(&[("deleted-file-retention-days", "0"), ("sweep-interval-secs", "0")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let stuck = app.upload(&alice, channel, None, "stuck.txt", "text/plain", b"stuck").await;
+    let other = app.upload(&alice, channel, None, "other.txt", "text/plain", b"other").await;
+    for file in [&stuck, &other] {
+        assert_eq!(app.delete(&alice, &format!("/files/{}", file["id"])).await.status(), StatusCode::NO_CONTENT);
+    }
+    // The embedded store keeps an object as a file: a folder in its place
+    // makes its deletion fail.
+    let row = file_upload::Entity::find_by_id(stuck["id"].as_i64().unwrap() as i32).one(&app.deps.db).await.unwrap();
+    let path = app.data_dir().join("s3").join(app.deps.storage.bucket()).join(&row.unwrap().s3_key);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+
+    let report = app.sweep_once().await.expect("the sweep goes on past the stuck object");
+    assert_eq!(report.deleted_files_purged, 1, "{report:?}");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"cgf_ignored_failures_total{what="delete_object"} 1"#), "{metrics}");
+    let still_there = |id: &Value| file_upload::Entity::find_by_id(id.as_i64().unwrap() as i32).one(&app.deps.db);
+    assert!(still_there(&stuck["id"]).await.unwrap().is_some(), "kept for the next sweep");
+    assert!(still_there(&other["id"]).await.unwrap().is_none(), "purged");
 }
