@@ -156,6 +156,9 @@ async fn start(
         "--confirm-rate-per-min=100000000".to_owned(),
         "--download-rate-per-min=100000000".to_owned(),
         "--sweep-interval-secs=0".to_owned(),
+        // The confirms' own cost: the thumbnails of the benchmark's PNGs
+        // would be made beside them (`-- previews` measures those).
+        "--preview-workers=0".to_owned(),
     ];
     if let Some(url) = database_url {
         args.push(format!("--database-url={url}"));
