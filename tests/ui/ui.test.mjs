@@ -183,6 +183,20 @@ async function createChannel(page, name) {
   await page.waitForSelector(`#channel-title:has-text("${name}")`);
 }
 
+/** Two signed-in users in a new channel of the first one's, both looking at it. */
+async function sharedChannel(ownerName, friendName, channelName) {
+  const owner = await signedIn(unique(ownerName));
+  const friend = await signedIn(unique(friendName));
+  const channel = unique(channelName);
+  await createChannel(owner.page, channel);
+  const username = await friend.page.evaluate(() => window.chatgenius.state.user.username);
+  await owner.page.fill('#member-name', username);
+  await owner.page.press('#member-name', 'Enter');
+  await friend.page.waitForSelector(`#channel-list button:has-text("${channel}")`);
+  await friend.page.click(`#channel-list button:has-text("${channel}")`);
+  return { owner, friend, channel };
+}
+
 /** Waits until the composer's upload of `name` reaches `status`. */
 async function uploadStatus(page, name, status) {
   await page.waitForSelector(`#previews li[data-status="${status}"]:has(.name:text-is("${name}"))`);
@@ -438,15 +452,7 @@ describe('browser client', () => {
   });
 
   test('a file uploaded into an existing message appears there live, for others too', async () => {
-    const owner = await signedIn(unique('olga'));
-    const friend = await signedIn(unique('fred'));
-    const channel = unique('live');
-    await createChannel(owner.page, channel);
-    const friendName = await friend.page.evaluate(() => window.chatgenius.state.user.username);
-    await owner.page.fill('#member-name', friendName);
-    await owner.page.press('#member-name', 'Enter');
-    await friend.page.waitForSelector(`#channel-list button:has-text("${channel}")`);
-    await friend.page.click(`#channel-list button:has-text("${channel}")`);
+    const { owner, friend, channel } = await sharedChannel('olga', 'fred', 'live');
     await send(owner.page, 'files follow');
     await friend.page.waitForSelector('#messages .content:text-is("files follow")');
     const [chooser] = await Promise.all([
@@ -906,15 +912,7 @@ describe('browser client', () => {
   });
 
   test('a picture shown before its thumbnail exists gets it live (file_updated), and keeps the focus', async () => {
-    const owner = await signedIn(unique('pia'));
-    const friend = await signedIn(unique('finn'));
-    const channel = unique('later');
-    await createChannel(owner.page, channel);
-    const friendName = await friend.page.evaluate(() => window.chatgenius.state.user.username);
-    await owner.page.fill('#member-name', friendName);
-    await owner.page.press('#member-name', 'Enter');
-    await friend.page.waitForSelector(`#channel-list button:has-text("${channel}")`);
-    await friend.page.click(`#channel-list button:has-text("${channel}")`);
+    const { owner, friend, channel } = await sharedChannel('pia', 'finn', 'later');
     await friend.page.waitForFunction(() => window.chatgenius.state.names.size === 2);
     // A broker that makes no previews: the files are shown without one.
     await restartBroker({ PREVIEW_WORKERS: '0' });
