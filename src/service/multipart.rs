@@ -226,6 +226,9 @@ async fn assemble(
         .collect();
     match deps.storage.complete_multipart(&upload.s3_key, multipart_id(upload), completed).await {
         Ok(()) => Ok(Assembled::Parts),
+        // A concurrent complete assembled it first (the store then knows the
+        // upload no more): the object stands, verified like a single PUT.
+        Err(_) if deps.storage.head(&upload.s3_key).await?.is_some() => Ok(Assembled::Earlier),
         Err(StorageError::Service { code, message }) if is_part_error(&code) => {
             Err(ServiceError::unverified("part_mismatch", format!("the store refused the parts: {message}")))
         }

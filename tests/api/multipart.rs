@@ -22,6 +22,7 @@ on_every_store!(
     a_complete_that_failed_after_the_store_assembled_the_object_is_finished_by_the_next,
     part_urls_cannot_change_a_completed_file,
     complete_and_abort_at_once_have_exactly_one_winner,
+    concurrent_completes_of_one_upload_all_answer_with_the_same_file,
 );
 
 struct Setup {
@@ -354,4 +355,24 @@ async fn complete_and_abort_at_once_have_exactly_one_winner(store: Store) {
         }
     }
     assert_eq!(s.app.object_count().await, created, "every object is a completed file's");
+}
+
+async fn concurrent_completes_of_one_upload_all_answer_with_the_same_file(store: Store) {
+    let s = setup(&store).await;
+    let file = file_of(64);
+    for _ in 0..4 {
+        let started = start(&s, "twice.png", file.len()).await;
+        let etags = upload_all(&s, &started, &file).await;
+        let answers = futures_util::future::join_all((0..6).map(|_| complete(&s, &started["upload_id"], &etags))).await;
+        let mut ids = std::collections::BTreeSet::new();
+        let mut created = 0;
+        for answer in answers {
+            let status = answer.status();
+            let body: Value = answer.json().await.unwrap();
+            assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status}: {body}");
+            created += usize::from(status == StatusCode::CREATED);
+            ids.insert(body["id"].as_i64().unwrap());
+        }
+        assert_eq!((created, ids.len()), (1, 1), "one file, created once, returned to every caller");
+    }
 }
