@@ -7,10 +7,14 @@
 //! lock (PostgreSQL advisory locks; on SQLite the database's one writer lock),
 //! so concurrent uploads cannot together overshoot.
 
-use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, IntoActiveModel, Statement, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, IntoActiveModel, Iterable, Statement,
+    TransactionTrait,
+    sea_query::{Expr, Query},
+};
 
 use super::{ServiceError, deps::Deps, membership};
-use crate::entity::pending_upload;
+use crate::entity::{channel_member, pending_upload};
 
 /// First key of the advisory locks serialising one user's reservations.
 const USER_LOCK_CLASS: i32 = 0x6367_7175;
@@ -55,7 +59,7 @@ pub async fn channel_usage(deps: &Deps, channel_id: i32, caller: i32) -> Result<
 pub async fn insert_within_quota(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     let (user_limit, channel_limit) = (limit(deps.policy.quota_user_mb), limit(deps.policy.quota_channel_mb));
     if user_limit.is_none() && channel_limit.is_none() {
-        return Ok(insert(&deps.db, upload).await?);
+        return insert(&deps.db, upload).await;
     }
     let txn = deps.db.begin().await?;
     lock(&txn, user_limit.map(|_| upload.user_id), channel_limit.map(|_| upload.channel_id)).await?;
@@ -75,8 +79,31 @@ pub async fn insert_within_quota(deps: &Deps, upload: &pending_upload::Model) ->
     Ok(())
 }
 
-async fn insert(db: &impl ConnectionTrait, upload: &pending_upload::Model) -> Result<(), DbErr> {
-    pending_upload::Entity::insert(upload.clone().into_active_model()).exec_without_returning(db).await?;
+/// Inserts the row only while its uploader is a member of its channel, in
+/// one statement (`INSERT … SELECT … WHERE EXISTS (membership)`): the
+/// membership check costs no round trip of its own. A non-member is told the
+/// channel is not found.
+async fn insert(db: &impl ConnectionTrait, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+    let row = upload.clone().into_active_model();
+    let (columns, values): (Vec<_>, Vec<_>) = pending_upload::Column::iter()
+        .filter_map(|column| row.get(column).into_value().map(|value| (column, Expr::val(value))))
+        .unzip();
+    let member = Query::select()
+        .expr(Expr::val(1))
+        .from(channel_member::Entity)
+        .and_where(channel_member::Column::ChannelId.eq(upload.channel_id))
+        .and_where(channel_member::Column::UserId.eq(upload.user_id))
+        .to_owned();
+    let values = Query::select().exprs(values).and_where(Expr::exists(member)).to_owned();
+    let insert = Query::insert()
+        .into_table(pending_upload::Entity)
+        .columns(columns)
+        .select_from(values)
+        .map_err(|e| DbErr::Custom(format!("pending upload insert: {e}")))?
+        .to_owned();
+    if db.execute(&insert).await?.rows_affected() == 0 {
+        return Err(ServiceError::NotFound("channel"));
+    }
     Ok(())
 }
 

@@ -123,10 +123,15 @@ async fn resolve_target(
 /// The checks every direct upload passes before anything is signed: rate
 /// limit, size, type, and where the file goes (channel and message).
 pub(super) async fn admit(deps: &Deps, user: i32, req: &UploadRequest) -> Result<(i32, Option<i32>), ServiceError> {
+    check_request(deps, user, req)?;
+    resolve_target(&deps.db, user, req.target).await
+}
+
+/// Rate limit, size and type.
+fn check_request(deps: &Deps, user: i32, req: &UploadRequest) -> Result<(), ServiceError> {
     rate_limit(deps, Action::Upload, user)?;
     check_size(deps, req.size)?;
-    check_type(deps, &req.file_name, &req.content_type)?;
-    resolve_target(&deps.db, user, req.target).await
+    check_type(deps, &req.file_name, &req.content_type)
 }
 
 pub(super) fn object_key(channel_id: i32, upload_id: Uuid, name: &FileName) -> String {
@@ -167,7 +172,13 @@ pub(super) fn pending_row(
 /// object is there yet (`If-None-Match: *`), so a URL can never replace a
 /// stored file.
 pub async fn presign(deps: &Deps, user: i32, req: UploadRequest) -> Result<Presigned, ServiceError> {
-    let (channel_id, message_id) = admit(deps, user, &req).await?;
+    check_request(deps, user, &req)?;
+    // A channel given alone: the insert of the row checks the membership, in
+    // the same statement (a presign costs no store call to undo when it fails).
+    let (channel_id, message_id) = match req.target {
+        Target { channel_id: Some(channel_id), message_id: None } => (channel_id, None),
+        target => resolve_target(&deps.db, user, target).await?,
+    };
     let id = Uuid::now_v7();
     let key = object_key(channel_id, id, &req.file_name);
     let ttl = std::time::Duration::from_secs(deps.policy.upload_url_ttl_secs);
