@@ -71,7 +71,7 @@ impl PreviewPolicy {
 pub struct Rendered {
     pub image_width: u32,
     pub image_height: u32,
-    pub thumbnail: Vec<u8>,
+    pub thumbnail: Bytes,
     pub thumbnail_type: &'static str,
     pub thumbnail_width: u32,
     pub thumbnail_height: u32,
@@ -133,11 +133,15 @@ pub async fn process_next(deps: &Deps, policy: &PreviewPolicy) -> Result<bool, S
     match outcome {
         Ok(rendered) => {
             let key = preview_key(&file, rendered.thumbnail_type);
-            let thumbnail = Bytes::from(rendered.thumbnail.clone());
-            deps.storage.put(&key, rendered.thumbnail_type, thumbnail).await?;
+            deps.storage.put(&key, rendered.thumbnail_type, rendered.thumbnail.clone()).await?;
             if !finish(deps, &file, Some((&key, &rendered)), None).await? {
-                // Deleted meanwhile: its thumbnail goes too.
-                deps.storage.delete(&key).await?;
+                // Deleted meanwhile: its thumbnail goes too. (A job taken over
+                // after its lease ran out leaves the key to the new claim,
+                // which writes and records the same one.)
+                let row = file_upload::Entity::find_by_id(file.id).one(&deps.db).await?;
+                if row.is_none_or(|row| row.is_deleted == Some(true)) {
+                    deps.storage.delete(&key).await?;
+                }
             }
         }
         Err(reason) => {
@@ -283,7 +287,7 @@ pub fn render(bytes: &[u8], max_pixels: u64) -> Result<Rendered, NoPreview> {
     Ok(Rendered {
         image_width,
         image_height,
-        thumbnail: out.into_inner(),
+        thumbnail: out.into_inner().into(),
         thumbnail_type,
         thumbnail_width: thumbnail.width(),
         thumbnail_height: thumbnail.height(),

@@ -205,3 +205,43 @@ async fn a_thumbnail_written_but_never_recorded_is_purged_with_its_file() {
     assert_eq!(app.sweep_once().await.unwrap().deleted_files_purged, 1);
     assert!(app.deps.storage.head(&key).await.unwrap().is_none(), "no thumbnail outlives its file");
 }
+
+#[tokio::test]
+async fn two_workers_racing_over_the_jobs_make_each_preview_exactly_once() {
+    use chatgenius_files::service::previews::{PreviewPolicy, process_next};
+    // No worker of the broker's own: the two below are the only ones.
+    let app = spawn_app_with(&[("preview-workers", "0")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            app.upload(&alice, channel, None, &format!("p{i}.jpg"), "image/jpeg", &jpeg_with_gps(400, 300)).await["id"]
+                .clone(),
+        );
+    }
+    let mut events = app.events().await;
+    let policy = PreviewPolicy { workers: 2, max_source_bytes: 40 * 1024 * 1024, max_pixels: 50_000_000 };
+    let worker = |deps: chatgenius_files::service::deps::Deps| async move {
+        let mut done = 0;
+        while process_next(&deps, &policy).await.unwrap() {
+            done += 1;
+        }
+        done
+    };
+    let (a, b) = tokio::join!(worker(app.deps.clone()), worker(app.deps.clone()));
+    assert_eq!(a + b, 6, "every job claimed once: {a} + {b}");
+    let mut announced_ids = Vec::new();
+    while announced_ids.len() < ids.len() {
+        let event = serde_json::to_value(&*events.next().await).unwrap();
+        if event["type"] == "file_updated" {
+            assert_eq!(event["file"]["preview"]["width"], 320, "{event}");
+            announced_ids.push(event["file"]["id"].clone());
+        }
+    }
+    announced_ids.sort_by_key(|id| id.as_i64());
+    assert_eq!(announced_ids, ids, "each file announced once");
+    // No seventh event: nothing was made twice.
+    let extra = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
+    assert!(extra.is_err(), "an extra event: {:?}", extra.map(|e| e.event.clone()));
+}
