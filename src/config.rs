@@ -87,6 +87,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub preview_max_megapixels: u64,
 
+    /// Remove location and other metadata (EXIF, XMP, IPTC, comments) from
+    /// JPEG, PNG and WebP originals before they are recorded; pixels are untouched.
+    #[arg(long, env = "STRIP_PHOTO_METADATA", value_name = "STRIP_PHOTO_METADATA", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strip_photo_metadata: bool,
+
+    /// Largest image whose metadata is removed, in MiB (the broker holds it in
+    /// memory meanwhile); larger ones are stored as uploaded.
+    #[arg(long, env = "STRIP_PHOTO_METADATA_MAX_MB", value_name = "STRIP_PHOTO_METADATA_MAX_MB", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub strip_photo_metadata_max_mb: u64,
+
     /// Comma-separated MIME types clients may upload; `image/*` and `*/*` wildcards allowed.
     #[arg(long, env = "ALLOWED_FILE_TYPES", value_name = "ALLOWED_FILE_TYPES", default_value = DEFAULT_ALLOWED_TYPES)]
     pub allowed_file_types: AllowedTypes,

@@ -29,6 +29,8 @@ pub mod metrics;
 pub mod net;
 /// The event outbox: events written with their change, delivered in order.
 pub mod outbox;
+/// Photo privacy: metadata removed from image files, pixels untouched.
+pub mod photo_metadata;
 /// Per-user rate limits.
 pub mod ratelimit;
 /// The route table: metric labels and `Allow` headers.

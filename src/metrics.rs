@@ -24,6 +24,7 @@ pub struct Metrics {
     ws_connections: AtomicI64,
     sweeper: Mutex<BTreeMap<&'static str, u64>>,
     ignored_failures: Mutex<BTreeMap<&'static str, u64>>,
+    photo_metadata: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A method label: the methods the service answers, anything else `OTHER`.
@@ -81,6 +82,12 @@ impl Metrics {
         *self.ignored_failures.lock().expect("metrics lock").entry(what).or_default() += 1;
     }
 
+    /// An image original was checked for metadata: `removed`, `none_found`
+    /// or `over_limit` (stored as uploaded).
+    pub fn photo_metadata(&self, outcome: &'static str) {
+        *self.photo_metadata.lock().expect("metrics lock").entry(outcome).or_default() += 1;
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, limiter_keys: usize) -> String {
         let mut out = String::new();
@@ -135,6 +142,14 @@ impl Metrics {
         );
         for (what, count) in self.ignored_failures.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "cgf_ignored_failures_total{{what=\"{what}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cgf_photo_metadata_total Image originals checked for metadata, by outcome: removed, none_found, over_limit (stored as uploaded).\n\
+             # TYPE cgf_photo_metadata_total counter"
+        );
+        for (outcome, count) in self.photo_metadata.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "cgf_photo_metadata_total{{outcome=\"{outcome}\"}} {count}");
         }
         out
     }

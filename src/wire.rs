@@ -29,7 +29,8 @@ pub struct FileInfo {
     /// Id of the uploader.
     #[oai(nullable)]
     pub uploaded_by: Option<i32>,
-    /// SHA-256 (hex) when the uploader declared one; it was verified.
+    /// SHA-256 (hex) of the bytes downloads serve: the uploader's declared
+    /// one (verified), or that of a photo's copy without metadata.
     #[oai(nullable)]
     pub sha256: Option<String>,
     /// How many download links were handed out for the file.

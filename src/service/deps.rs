@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::download_log::DownloadLog;
 use crate::{
@@ -29,6 +29,8 @@ pub struct Deps {
     pub policy: Arc<UploadPolicy>,
     /// Wakes this instance's preview workers.
     pub previews: PreviewQueue,
+    /// Metadata removal from image originals.
+    pub privacy: PhotoPrivacy,
 }
 
 /// Wakes the preview workers of this instance (a confirm queued a job).
@@ -44,6 +46,28 @@ impl PreviewQueue {
     /// Resolves at the next [`wake`](Self::wake).
     pub async fn woken(&self) {
         self.0.notified().await;
+    }
+}
+
+/// Images cleaned at once per instance: each holds its file twice in memory.
+const CLEANING_SLOTS: usize = 2;
+
+/// Whether and up to what size originals are cleaned.
+#[derive(Clone)]
+pub struct PhotoPrivacy {
+    pub strip: bool,
+    pub max_bytes: u64,
+    /// Limits how many are cleaned at once.
+    pub slots: Arc<Semaphore>,
+}
+
+impl PhotoPrivacy {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            strip: config.strip_photo_metadata,
+            max_bytes: config.strip_photo_metadata_max_mb * 1024 * 1024,
+            slots: Arc::new(Semaphore::new(CLEANING_SLOTS)),
+        }
     }
 }
 
@@ -97,6 +121,7 @@ impl Deps {
             metrics,
             policy: Arc::new(UploadPolicy::from_config(config)),
             previews: PreviewQueue::default(),
+            privacy: PhotoPrivacy::from_config(config),
         }
     }
 }

@@ -168,9 +168,16 @@ pub async fn discard_objects(storage: &Storage, metrics: &Metrics, uploads: &[pe
             tracing::warn!(error = %err, upload_id = %upload.id, "closed upload: multipart abort failed; the sweeper retries");
             metrics.ignored_failure("abort_multipart");
         }
-        if let Err(err) = storage.delete(&upload.s3_key).await {
-            tracing::warn!(error = %err, upload_id = %upload.id, "closed upload: object not deleted; the sweeper retries");
-            metrics.ignored_failure("delete_object");
-        }
+        delete_unused(storage, metrics, &upload.s3_key).await;
+    }
+}
+
+/// Deletes an object no file serves. A failure is logged and counted, not
+/// returned: the sweeper deletes any object under `uploads/` that no pending
+/// upload or file owns.
+pub async fn delete_unused(storage: &Storage, metrics: &Metrics, key: &str) {
+    if let Err(err) = storage.delete(key).await {
+        tracing::warn!(error = %err, key, "unused object not deleted; the sweeper retries");
+        metrics.ignored_failure("delete_object");
     }
 }

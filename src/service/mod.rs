@@ -30,6 +30,8 @@ pub mod lifecycle;
 pub mod membership;
 /// Image previews: the job, the thumbnail, the limits.
 pub mod previews;
+/// Photo privacy: image metadata removed before a file is recorded.
+pub mod privacy;
 /// Storage quotas: usage, and reserving an upload's size.
 pub mod quota;
 
@@ -90,6 +92,17 @@ impl ServiceError {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
+    }
+
+    /// No object was uploaded for an upload (yet).
+    pub fn object_missing() -> Self {
+        Self::unverified("object_missing", "no object was uploaded for this upload yet")
+    }
+
+    /// A failed read of an upload's object: gone while it was read (an abort
+    /// or the sweeper deleted it) is a missing object, not a store failure.
+    pub fn vanished(err: StorageError) -> Self {
+        if err.is_missing() { Self::object_missing() } else { err.into() }
     }
 }
 

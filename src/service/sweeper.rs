@@ -15,8 +15,9 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
     Statement, TransactionTrait,
 };
+use uuid::Uuid;
 
-use super::{ServiceError, deps::Deps, lifecycle, now, previews};
+use super::{ServiceError, deps::Deps, lifecycle, now, previews, privacy};
 use crate::{
     config::Config,
     entity::{
@@ -335,8 +336,9 @@ async fn abort_stale_multipart(deps: &Deps) -> Result<u64, ServiceError> {
 }
 
 /// Deletes objects under `uploads/` that no pending upload or file owns: those
-/// of closed uploads (re-PUT with a still valid URL after an abort or a
-/// rejection) at once, those no row knows once older than the longest URL
+/// of closed or confirmed uploads that no file serves (re-PUT with a still
+/// valid URL after an abort or a rejection, the original of a cleaned photo,
+/// the copy of a confirm that lost its race) at once, those no row knows once older than the longest URL
 /// lifetime plus a margin. Returns (found, deleted).
 async fn sweep_orphans(deps: &Deps, fence: &Fence, cursor: &mut OrphanCursor) -> Result<(u64, u64), ServiceError> {
     let old_enough = chrono::Utc::now().timestamp() - deps.policy.upload_url_ttl_secs as i64 - ORPHAN_MARGIN_SECS;
@@ -353,14 +355,17 @@ async fn sweep_orphans(deps: &Deps, fence: &Fence, cursor: &mut OrphanCursor) ->
         cursor.start_after = Some(last.clone());
         pages += 1;
         let keys: Vec<String> = page.iter().map(|(k, _)| k.clone()).collect();
+        // An upload owns every key under its prefix: its object and the
+        // cleaned copies of a confirm (see `privacy`).
+        let ids: HashSet<Uuid> = keys.iter().filter_map(|k| privacy::upload_of_key(k)).collect();
         // Uploads first, files second: an upload confirmed in between is then
         // seen as a file, never as a confirmed upload without one.
-        let uploads: HashMap<String, UploadState> = pending_upload::Entity::find()
+        let uploads: HashMap<Uuid, UploadState> = pending_upload::Entity::find()
             .select_only()
-            .column(pending_upload::Column::S3Key)
+            .column(pending_upload::Column::Id)
             .column(pending_upload::Column::State)
-            .filter(pending_upload::Column::S3Key.is_in(keys.clone()))
-            .into_tuple::<(String, UploadState)>()
+            .filter(pending_upload::Column::Id.is_in(ids))
+            .into_tuple::<(Uuid, UploadState)>()
             .all(&deps.db)
             .await?
             .into_iter()
@@ -375,14 +380,16 @@ async fn sweep_orphans(deps: &Deps, fence: &Fence, cursor: &mut OrphanCursor) ->
             .into_iter()
             .collect();
         for (key, modified) in &page {
-            let owned = files.contains(key) || uploads.get(key) == Some(&UploadState::Pending);
+            let upload = privacy::upload_of_key(key).and_then(|id| uploads.get(&id));
+            let owned = files.contains(key) || upload == Some(&UploadState::Pending);
             if owned {
                 continue;
             }
             found += 1;
-            // A closed upload never becomes a file; an object with no row at all
-            // is left alone until no URL could still be writing it.
-            let garbage = uploads.contains_key(key) || modified.is_some_and(|t| t <= old_enough);
+            // A closed upload never becomes a file, and a confirmed one's file
+            // has its key; an object with no row at all is left alone until no
+            // URL could still be writing it.
+            let garbage = upload.is_some() || modified.is_some_and(|t| t <= old_enough);
             if garbage {
                 fence.check().await?;
                 match deps.storage.delete(key).await {

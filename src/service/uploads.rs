@@ -6,7 +6,13 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
-use super::{ServiceError, deps::Deps, lifecycle, membership, now, quota};
+use super::{
+    ServiceError,
+    deps::Deps,
+    lifecycle, membership, now,
+    privacy::{self, Cleaned},
+    quota,
+};
 use crate::{
     domain::{ContentType, FileName, SNIFF_LEN, Sha256Hex, sniff_mismatch},
     entity::{
@@ -14,7 +20,7 @@ use crate::{
         pending_upload::{self, UploadState},
     },
     ratelimit::Action,
-    storage::{PresignedRequest, StorageError},
+    storage::PresignedRequest,
 };
 
 /// Part size of multipart uploads streamed through the broker; also the most
@@ -279,7 +285,8 @@ pub(super) async fn verify_and_record(
     settle(deps, upload, verified).await
 }
 
-/// Records the file when it was `verified`; otherwise rejects the upload
+/// Records the file when it was `verified` (without the metadata of an
+/// image, see [`privacy`]); otherwise rejects the upload
 /// (deleting the object) unless the object is merely missing. When the upload
 /// changed meanwhile, answers as that change decides.
 pub(super) async fn settle(
@@ -287,8 +294,13 @@ pub(super) async fn settle(
     upload: &pending_upload::Model,
     verified: Result<(), ServiceError>,
 ) -> Result<Confirmation, ServiceError> {
-    match verified {
-        Ok(()) => record(deps, upload).await,
+    // An image's metadata goes before it is recorded (and announced).
+    let cleaned = match verified {
+        Ok(()) => privacy::clean(deps, upload).await,
+        Err(err) => Err(err),
+    };
+    match cleaned {
+        Ok(cleaned) => record(deps, upload, cleaned).await,
         // Missing because an abort or the sweeper deleted it? Then say that.
         Err(err @ ServiceError::Unverified { code: "object_missing", .. }) => unless_changed(deps, upload, err).await,
         Err(err @ ServiceError::Unverified { .. }) => {
@@ -306,11 +318,12 @@ pub(super) async fn already_confirmed(
     db: &DatabaseConnection,
     upload: &pending_upload::Model,
 ) -> Result<Confirmation, ServiceError> {
-    let file = file_upload::Entity::find()
-        .filter(file_upload::Column::S3Key.eq(&upload.s3_key))
-        .one(db)
-        .await?
-        .ok_or(ServiceError::NotFound("file"))?;
+    // The file may serve another object than the upload's (a cleaned copy).
+    let file = match upload.file_id {
+        Some(id) => file_upload::Entity::find_by_id(id).one(db).await?,
+        None => file_upload::Entity::find().filter(file_upload::Column::S3Key.eq(&upload.s3_key)).one(db).await?,
+    }
+    .ok_or(ServiceError::NotFound("file"))?;
     if file.is_deleted == Some(true) {
         return Err(ServiceError::NotFound("file"));
     }
@@ -321,8 +334,10 @@ pub(super) async fn already_confirmed(
 /// and its magic bytes: the object exists with the declared size and type
 /// (and the declared SHA-256).
 async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
-    let Some((head, size)) = deps.storage.read_head(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)? else {
-        return Err(missing());
+    let Some((head, size)) =
+        deps.storage.read_head(&upload.s3_key, SNIFF_LEN as u64).await.map_err(ServiceError::vanished)?
+    else {
+        return Err(ServiceError::object_missing());
     };
     if size != upload.file_size as u64 {
         return Err(ServiceError::unverified(
@@ -338,13 +353,13 @@ async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<()
 /// KiB (after a multipart upload, whose size its parts settled).
 pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     verify_checksum(deps, upload).await?;
-    let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(vanished)?;
+    let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(ServiceError::vanished)?;
     verify_magic(upload, &head)
 }
 
 async fn verify_checksum(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
-        let actual = deps.storage.sha256_hex(&upload.s3_key).await.map_err(vanished)?;
+        let actual = deps.storage.sha256_hex(&upload.s3_key).await.map_err(ServiceError::vanished)?;
         if &actual != expected {
             return Err(ServiceError::unverified(
                 "checksum_mismatch",
@@ -366,21 +381,32 @@ fn verify_magic(upload: &pending_upload::Model, head: &[u8]) -> Result<(), Servi
     Ok(())
 }
 
-fn missing() -> ServiceError {
-    ServiceError::unverified("object_missing", "no object was uploaded for this upload yet")
-}
-
-/// An object gone while it was read (an abort or the sweeper deleted it) is a
-/// missing object, not a store failure.
-fn vanished(err: StorageError) -> ServiceError {
-    if err.is_missing() { missing() } else { err.into() }
-}
-
-/// Records and announces the file (pending → confirmed, conditionally). When
-/// the upload changed meanwhile (aborted, expired, its uploader removed, or
-/// confirmed by a concurrent call), answers as that change decides.
-pub(super) async fn record(deps: &Deps, upload: &pending_upload::Model) -> Result<Confirmation, ServiceError> {
-    if let Some(file) = lifecycle::confirm(&deps.db, upload).await? {
+/// Records and announces the file (pending → confirmed, conditionally),
+/// serving the `cleaned` copy when there is one (the uploaded object then
+/// goes). When the upload changed meanwhile (aborted, expired, its uploader
+/// removed, or confirmed by a concurrent call), answers as that change decides.
+async fn record(
+    deps: &Deps,
+    upload: &pending_upload::Model,
+    cleaned: Option<Cleaned>,
+) -> Result<Confirmation, ServiceError> {
+    let served = match &cleaned {
+        Some(copy) => &pending_upload::Model {
+            s3_key: copy.key.clone(),
+            file_size: copy.size as i64,
+            sha256: Some(copy.sha256.clone()),
+            ..upload.clone()
+        },
+        None => upload,
+    };
+    let recorded = lifecycle::confirm(&deps.db, served).await;
+    if let Some(copy) = &cleaned {
+        // The uploaded object once the copy is recorded; else the copy, which
+        // no file serves. The sweeper deletes what a failure here leaves.
+        let unused = if matches!(recorded, Ok(Some(_))) { &upload.s3_key } else { &copy.key };
+        lifecycle::delete_unused(&deps.storage, &deps.metrics, unused).await;
+    }
+    if let Some(file) = recorded? {
         deps.events.committed();
         if file.preview_state.is_some() {
             deps.previews.wake();
@@ -543,7 +569,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         }
     };
     upload.file_size = size as i64;
-    match record(deps, &upload).await? {
+    match settle(deps, &upload, Ok(())).await? {
         Confirmation::Created(file) | Confirmation::AlreadyConfirmed(file) => {
             deps.metrics.confirmed("uploaded_through_broker", size);
             Ok(file)

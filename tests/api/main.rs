@@ -26,6 +26,7 @@ mod multipart;
 mod openapi;
 mod outbox;
 mod previews;
+mod privacy;
 mod quota;
 mod signing;
 mod sweeper;

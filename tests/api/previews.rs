@@ -7,6 +7,7 @@ use std::time::Duration;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use reqwest::StatusCode;
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::helpers::{
     Events, PNG, TestApp, TestUser, assert_error, fresh_database_url, outside_store, spawn_app_with, spawn_with,
@@ -14,11 +15,11 @@ use crate::helpers::{
 };
 
 /// The latitude 52° 31′ 0″ as EXIF stores it: three rationals.
-const LATITUDE: [u8; 24] = [52, 0, 0, 0, 1, 0, 0, 0, 31, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+pub(crate) const LATITUDE: [u8; 24] = [52, 0, 0, 0, 1, 0, 0, 0, 31, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
 
 /// A `width`×`height` JPEG photo (a gradient) carrying an EXIF block with a
 /// GPS position (latitude N 52° 31′).
-fn jpeg_with_gps(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn jpeg_with_gps(width: u32, height: u32) -> Vec<u8> {
     let pixels = RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
     let mut jpeg = std::io::Cursor::new(Vec::new());
     DynamicImage::ImageRgb8(pixels).write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
@@ -42,7 +43,7 @@ fn jpeg_with_gps(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -99,6 +100,10 @@ async fn a_12_megapixel_photo_gets_a_320_pixel_thumbnail_without_its_gps_positio
     let decoded = image::load_from_memory(&thumbnail).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (320, 240));
     assert!(!contains(&thumbnail, b"Exif") && !contains(&thumbnail, &LATITUDE), "the thumbnail has no metadata");
+    // The original downloads without its location, as the record describes it.
+    let (_, _, original) = app.download(&alice, file["id"].as_i64().unwrap()).await;
+    assert!(!contains(&original, &LATITUDE), "the original has no GPS position");
+    assert_eq!(file["sha256"].as_str().unwrap(), hex::encode(sha2::Sha256::digest(&original)));
 
     // Members learn of it: file_upload_complete, then file_updated with the preview.
     let mut kinds = Vec::new();

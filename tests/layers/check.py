@@ -17,7 +17,7 @@ ROOT = "src"
 ALLOWED_CIRCLES = [{"entity::channel", "entity::channel_member"}]
 # Modules (and their children) that the lower layers must never import.
 HTTP_LAYER = {"startup", "state", "api", "ws", "guard", "access_log", "routes", "auth", "ui"}
-LOW_LAYERS = ("service", "storage", "outbox", "events", "entity", "domain", "config", "metrics",
+LOW_LAYERS = ("service", "storage", "outbox", "events", "entity", "domain", "photo_metadata", "config", "metrics",
               "ratelimit", "wire", "error")
 
 

@@ -1,0 +1,92 @@
+//! Photo privacy on confirm: before an image is recorded its metadata,
+//! location included, is removed ([`photo_metadata`]). The cleaned copy goes
+//! under a key of its own inside the upload's prefix, which no presigned URL
+//! can write; the file serves that copy and the uploaded object is deleted.
+//! While the upload is pending it owns every key under its prefix, so the
+//! sweeper never takes a copy a confirm is about to record.
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{ServiceError, deps::Deps};
+use crate::{
+    entity::pending_upload,
+    photo_metadata::{self, Stripped},
+};
+
+/// The object a file serves in place of the uploaded one.
+#[derive(Debug, Clone)]
+pub struct Cleaned {
+    pub key: String,
+    pub size: u64,
+    /// Of the cleaned bytes, which are what downloads get.
+    pub sha256: String,
+}
+
+/// Removes the metadata of an uploaded image, storing the cleaned copy;
+/// `None` when the file is served as uploaded (not an image with metadata,
+/// cleaning off, or over the size limit).
+pub(super) async fn clean(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Cleaned>, ServiceError> {
+    let privacy = &deps.privacy;
+    if !privacy.strip || !photo_metadata::strippable(&upload.content_type) {
+        return Ok(None);
+    }
+    let size = upload.file_size as u64;
+    if size > privacy.max_bytes {
+        tracing::info!(upload_id = %upload.id, size, "photo metadata kept: the image is over STRIP_PHOTO_METADATA_MAX_MB");
+        deps.metrics.photo_metadata("over_limit");
+        return Ok(None);
+    }
+    // The semaphore is never closed: a slot always comes.
+    let _slot = privacy.slots.acquire().await.ok();
+    let original = deps.storage.read_prefix(&upload.s3_key, size).await.map_err(ServiceError::vanished)?;
+    // One pass over the bytes (a few milliseconds for a camera photo).
+    let Stripped::Cleaned(bytes) = photo_metadata::strip(&upload.content_type, original) else {
+        deps.metrics.photo_metadata("none_found");
+        return Ok(None);
+    };
+    let cleaned = Cleaned {
+        key: cleaned_key(&upload.s3_key),
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    };
+    deps.storage.put(&cleaned.key, &upload.content_type, bytes).await?;
+    deps.metrics.photo_metadata("removed");
+    Ok(Some(cleaned))
+}
+
+/// A new key beside `original` (`uploads/{channel}/{upload}/{name}`), one
+/// level deeper than any presigned key: `uploads/{channel}/{upload}/clean-{n}/{name}`.
+/// Each confirm attempt writes its own, so a losing attempt never touches
+/// the copy the winner recorded.
+fn cleaned_key(original: &str) -> String {
+    let (prefix, name) = original.rsplit_once('/').unwrap_or(("uploads", original));
+    format!("{prefix}/clean-{}/{name}", Uuid::new_v4().simple())
+}
+
+/// The upload a key under `uploads/` belongs to: `uploads/{channel}/{upload}/…`.
+pub fn upload_of_key(key: &str) -> Option<Uuid> {
+    let mut parts = key.strip_prefix("uploads/")?.split('/');
+    let _channel = parts.next()?;
+    Uuid::try_parse(parts.next()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cleaned_key_is_under_its_upload_and_never_a_presignable_key() {
+        let id = Uuid::now_v7();
+        let original = format!("uploads/7/{}/photo.jpg", id.simple());
+        let cleaned = cleaned_key(&original);
+        assert!(cleaned.starts_with(&format!("uploads/7/{}/clean-", id.simple())), "{cleaned}");
+        assert!(cleaned.ends_with("/photo.jpg"));
+        assert_eq!(cleaned.matches('/').count(), original.matches('/').count() + 1);
+        assert_ne!(cleaned, cleaned_key(&original));
+        assert_eq!(upload_of_key(&cleaned), Some(id));
+        assert_eq!(upload_of_key(&original), Some(id));
+        assert_eq!(upload_of_key("previews/7/1.jpg"), None);
+        assert_eq!(upload_of_key("uploads/7/not-a-uuid/x"), None);
+    }
+}
