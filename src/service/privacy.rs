@@ -5,6 +5,7 @@
 //! While the upload is pending it owns every key under its prefix, so the
 //! sweeper never takes a copy a confirm is about to record.
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -23,10 +24,28 @@ pub struct Cleaned {
     pub sha256: String,
 }
 
+/// Images up to this size are read whole by the confirm's verification, in
+/// the same GET as their first KiB (larger ones are read under a slot).
+const READ_WITH_VERIFICATION: u64 = 256 * 1024;
+
+/// The size to read of a small upload's object when it will be cleaned (all
+/// of it); `None` otherwise.
+pub(super) fn reads_whole(deps: &Deps, upload: &pending_upload::Model) -> Option<u64> {
+    let privacy = &deps.privacy;
+    let size = upload.file_size as u64;
+    let small = size <= READ_WITH_VERIFICATION.min(privacy.max_bytes);
+    (privacy.strip && photo_metadata::strippable(&upload.content_type) && small).then_some(size)
+}
+
 /// Removes the metadata of an uploaded image, storing the cleaned copy;
 /// `None` when the file is served as uploaded (not an image with metadata,
-/// cleaning off, or over the size limit).
-pub(super) async fn clean(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Cleaned>, ServiceError> {
+/// cleaning off, or over the size limit). `whole` is the object when the
+/// verification read all of it already.
+pub(super) async fn clean(
+    deps: &Deps,
+    upload: &pending_upload::Model,
+    whole: Option<Bytes>,
+) -> Result<Option<Cleaned>, ServiceError> {
     let privacy = &deps.privacy;
     if !privacy.strip || !photo_metadata::strippable(&upload.content_type) {
         return Ok(None);
@@ -39,7 +58,10 @@ pub(super) async fn clean(deps: &Deps, upload: &pending_upload::Model) -> Result
     }
     // The semaphore is never closed: a slot always comes.
     let _slot = privacy.slots.acquire().await.ok();
-    let original = deps.storage.read_prefix(&upload.s3_key, size).await.map_err(ServiceError::vanished)?;
+    let original = match whole {
+        Some(bytes) => bytes,
+        None => deps.storage.read_prefix(&upload.s3_key, size).await.map_err(ServiceError::vanished)?,
+    };
     // One pass over the bytes (a few milliseconds for a camera photo).
     let Stripped::Cleaned(bytes) = photo_metadata::strip(&upload.content_type, original) else {
         deps.metrics.photo_metadata("none_found");

@@ -292,11 +292,11 @@ pub(super) async fn verify_and_record(
 pub(super) async fn settle(
     deps: &Deps,
     upload: &pending_upload::Model,
-    verified: Result<(), ServiceError>,
+    verified: Result<Option<Bytes>, ServiceError>,
 ) -> Result<Confirmation, ServiceError> {
     // An image's metadata goes before it is recorded (and announced).
     let cleaned = match verified {
-        Ok(()) => privacy::clean(deps, upload).await,
+        Ok(whole) => privacy::clean(deps, upload, whole).await,
         Err(err) => Err(err),
     };
     match cleaned {
@@ -332,11 +332,12 @@ pub(super) async fn already_confirmed(
 
 /// One ranged GET of the first KiB gives the object's size (`Content-Range`)
 /// and its magic bytes: the object exists with the declared size and type
-/// (and the declared SHA-256).
-async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
-    let Some((head, size)) =
-        deps.storage.read_head(&upload.s3_key, SNIFF_LEN as u64).await.map_err(ServiceError::vanished)?
-    else {
+/// (and the declared SHA-256). For an image that will be cleaned of its
+/// metadata the same GET reads all of it: `Some(whole object)`.
+async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Bytes>, ServiceError> {
+    let whole = privacy::reads_whole(deps, upload);
+    let read = whole.unwrap_or(SNIFF_LEN as u64);
+    let Some((head, size)) = deps.storage.read_head(&upload.s3_key, read).await.map_err(ServiceError::vanished)? else {
         return Err(ServiceError::object_missing());
     };
     if size != upload.file_size as u64 {
@@ -346,15 +347,16 @@ async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<()
         ));
     }
     verify_checksum(deps, upload).await?;
-    verify_magic(upload, &head)
+    verify_magic(upload, &head[..head.len().min(SNIFF_LEN)])?;
+    Ok(whole.is_some().then_some(head))
 }
 
 /// The declared SHA-256 when there is one, and the magic bytes of the first
 /// KiB (after a multipart upload, whose size its parts settled).
-pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Bytes>, ServiceError> {
     verify_checksum(deps, upload).await?;
     let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(ServiceError::vanished)?;
-    verify_magic(upload, &head)
+    verify_magic(upload, &head).map(|()| None)
 }
 
 async fn verify_checksum(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
@@ -537,9 +539,12 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         .max(deps.policy.upload_url_ttl_secs + deps.policy.upload_confirm_grace_secs);
     let mut upload = pending_row(id, user, (channel_id, message_id), &request, key.clone(), lifetime);
     quota::insert_within_quota(deps, &upload).await?;
+    // A file that fit in the first read stays in memory for the confirm.
+    let mut whole = None;
     let stored = if first.len() < STREAM_PART_SIZE {
         // The whole file fit in the first read: one PutObject.
         let size = first.len() as u64;
+        whole = Some(first.clone());
         deps.storage.put(&key, content_type.as_str(), first).await.map(|()| size).map_err(ServiceError::from)
     } else {
         match deps.storage.create_multipart(&key, content_type.as_str()).await {
@@ -569,7 +574,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
         }
     };
     upload.file_size = size as i64;
-    match settle(deps, &upload, Ok(())).await? {
+    match settle(deps, &upload, Ok(whole)).await? {
         Confirmation::Created(file) | Confirmation::AlreadyConfirmed(file) => {
             deps.metrics.confirmed("uploaded_through_broker", size);
             Ok(file)
