@@ -55,7 +55,7 @@ impl Application {
         let (settings, embedded_s3) = storage_settings(&config, &cors_origins).await?;
         let storage = Storage::new(&settings);
         match (&embedded_s3, storage.ensure_bucket().await) {
-            (_, Ok(())) => {}
+            (_, Ok(())) => report_checksums(storage.probe_checksums().await),
             (Some(_), Err(err)) => anyhow::bail!("embedded S3: cannot create bucket: {err}"),
             (None, Err(err)) => {
                 tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is")
@@ -223,8 +223,20 @@ pub async fn open_deps(config: &Config) -> anyhow::Result<(Deps, SweepPolicy, Op
     }
     let db = connect_database(config, Some(2)).await?;
     with_migration_lock(&db, || Migrator::up(&db, None)).await?;
+    storage.probe_checksums().await;
     let deps = Deps::new(config, db, storage, Arc::new(rate_limits(config)));
     Ok((deps, SweepPolicy::from_config(config), embedded))
+}
+
+/// Says in the log how confirms check a declared SHA-256.
+fn report_checksums(store_verifies: bool) {
+    if store_verifies {
+        tracing::info!("storage: the store verifies SHA-256 checksums; confirms read its checksum back");
+    } else {
+        tracing::info!(
+            "storage: the store does not verify SHA-256 checksums; confirms read the whole object to check one"
+        );
+    }
 }
 
 /// The object store as configured (starting the embedded endpoint when it is

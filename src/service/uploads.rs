@@ -361,7 +361,12 @@ pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) 
 
 async fn verify_checksum(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
-        let actual = deps.storage.sha256_hex(&upload.s3_key).await.map_err(ServiceError::vanished)?;
+        // The store's own check when it makes one (constant cost), else the
+        // whole object read through the broker.
+        let actual = match deps.storage.verified_sha256(&upload.s3_key).await.map_err(ServiceError::vanished)? {
+            Some(verified) => verified,
+            None => deps.storage.sha256_hex(&upload.s3_key).await.map_err(ServiceError::vanished)?,
+        };
         if &actual != expected {
             return Err(ServiceError::unverified(
                 "checksum_mismatch",

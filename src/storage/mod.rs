@@ -6,7 +6,13 @@ pub mod credentials;
 pub mod presign;
 pub mod settings;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use aws_sdk_s3::{
     Client,
@@ -19,7 +25,7 @@ use aws_sdk_s3::{
 
 use aws_sdk_s3::{
     primitives::ByteStream,
-    types::{CompletedMultipartUpload, CompletedPart},
+    types::{ChecksumMode, CompletedMultipartUpload, CompletedPart},
 };
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -52,6 +58,9 @@ pub struct Storage {
     presigner: Presigner,
     bucket: String,
     timeouts: Timeouts,
+    /// Whether the store refuses a body whose signed SHA-256 does not match
+    /// and reports the SHA-256 of what it keeps ([`Storage::probe_checksums`]).
+    verifies_checksums: Arc<AtomicBool>,
 }
 
 impl Storage {
@@ -60,7 +69,13 @@ impl Storage {
         let client = build_client(settings, settings.endpoint.as_ref());
         let public = settings.public_endpoint.as_ref().or(settings.endpoint.as_ref());
         let presigner = Presigner::new(settings, public.map(Origin::as_str));
-        Self { client, presigner, bucket: settings.bucket.as_str().to_owned(), timeouts: settings.timeouts }
+        Self {
+            client,
+            presigner,
+            bucket: settings.bucket.as_str().to_owned(),
+            timeouts: settings.timeouts,
+            verifies_checksums: Arc::default(),
+        }
     }
 
     /// Signs presigned URLs (no network).
@@ -142,6 +157,69 @@ impl Storage {
             hasher.update(&chunk);
         }
         Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// The SHA-256 (hex) the store checked the object's bytes against when
+    /// they were written, when it keeps one for the whole object and was
+    /// found to verify them ([`probe_checksums`](Self::probe_checksums)):
+    /// one HeadObject with checksum mode, whatever the object's size.
+    pub async fn verified_sha256(&self, key: &str) -> Result<Option<String>, StorageError> {
+        if !self.verifies_checksums.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.stored_sha256(key).await
+    }
+
+    async fn stored_sha256(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        // A multipart object's checksum is of its parts (`…-N`): not this.
+        use base64::Engine as _;
+        let digest = out.checksum_sha256().and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok());
+        Ok(digest.filter(|d| d.len() == 32).map(hex::encode))
+    }
+
+    /// Finds out, once at boot, whether the store verifies SHA-256 checksums:
+    /// a PUT whose signed `x-amz-checksum-sha256` does not match its body
+    /// must be refused and leave no object, and one that matches must be
+    /// kept with its checksum reported back. AWS S3 and SeaweedFS do; the
+    /// embedded store keeps a refused body. Confirms with a declared SHA-256
+    /// then read the store's checksum instead of the whole object. Any
+    /// failure of the probe answers no. The probe's key is under `uploads/`,
+    /// where the sweeper removes anything it leaves.
+    pub async fn probe_checksums(&self) -> bool {
+        let key = format!("uploads/checksum-probe/{}/probe", uuid::Uuid::new_v4().simple());
+        let verifies = self.checksum_probe(&key).await.unwrap_or(false);
+        let _ = self.delete(&key).await;
+        self.verifies_checksums.store(verifies, Ordering::Relaxed);
+        verifies
+    }
+
+    async fn checksum_probe(&self, key: &str) -> Result<bool, StorageError> {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes));
+        let body = Bytes::from_static(b"chatgenius-files checksum probe");
+        let put = |checksum: String| {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .checksum_sha256(checksum)
+                .body(ByteStream::from(body.clone()))
+                .send()
+        };
+        if put(b64(b"another body")).await.is_ok() || self.head(key).await?.is_some() {
+            return Ok(false);
+        }
+        put(b64(&body)).await.map_err(StorageError::from_sdk)?;
+        Ok(self.stored_sha256(key).await? == Some(hex::encode(Sha256::digest(&body))))
     }
 
     /// Deletes an object; deleting a missing one succeeds.

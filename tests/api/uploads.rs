@@ -15,6 +15,7 @@ on_every_store!(
     presign_put_confirm_records_the_file_and_announces_it,
     store_refuses_bodies_that_differ_from_what_was_signed,
     wrong_sha256_is_refused_and_nothing_is_kept,
+    a_declared_sha256_is_read_back_from_a_store_that_verifies_it,
     confirm_before_upload_is_object_missing,
     html_declared_as_png_is_rejected_and_deleted,
     double_and_concurrent_confirms_yield_one_file,
@@ -193,6 +194,31 @@ async fn wrong_sha256_is_refused_and_nothing_is_kept(store: Store) {
     assert_eq!(put(&s.app, &presigned, body, &[]).await, StatusCode::OK);
     let file: Value = confirm(&s, &presigned["upload_id"]).await.json().await.unwrap();
     assert_eq!(file["sha256"], right);
+}
+
+async fn a_declared_sha256_is_read_back_from_a_store_that_verifies_it(store: Store) {
+    let s = setup(&store, &[]).await;
+    let storage = &s.app.deps.storage;
+    let verifies = storage.probe_checksums().await;
+    if matches!(store, Store::SeaweedFs { .. }) {
+        assert!(verifies, "SeaweedFS refuses a body that does not match its signed SHA-256 and reports the checksum");
+    }
+    let body = b"checked content".to_vec();
+    let sha256 = hex::encode(Sha256::digest(&body));
+    let with: Value =
+        presign(&s, "a.txt", "text/plain", body.len() as i64, json!({ "sha256": sha256 })).await.json().await.unwrap();
+    assert_eq!(put(&s.app, &with, body.clone(), &[]).await, StatusCode::OK);
+    let without = presign_ok(&s, "b.txt", "text/plain", body.len()).await;
+    assert_eq!(put(&s.app, &without, body, &[]).await, StatusCode::OK);
+    let read_back = storage.verified_sha256(with["key"].as_str().unwrap()).await.unwrap();
+    assert_eq!(read_back, verifies.then_some(sha256.clone()), "the store's own check, when it makes one");
+    assert_eq!(storage.verified_sha256(without["key"].as_str().unwrap()).await.unwrap(), None);
+    // Either way the confirm records the declared checksum.
+    let file: Value = confirm(&s, &with["upload_id"]).await.json().await.unwrap();
+    assert_eq!(file["sha256"], sha256);
+    // The probe left nothing behind.
+    let keys = storage.list_page("uploads/", None).await.unwrap();
+    assert!(keys.iter().all(|(key, _)| !key.contains("checksum-probe")), "{keys:?}");
 }
 
 async fn confirm_before_upload_is_object_missing(store: Store) {
