@@ -87,6 +87,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub preview_max_megapixels: u64,
 
+    /// Parts of an upload through the broker (`POST /files/upload`, 8 MiB
+    /// each) sent to the store at once, while the next is read from the client.
+    #[arg(long, env = "PROXY_PARTS_IN_FLIGHT", value_name = "PROXY_PARTS_IN_FLIGHT", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub proxy_parts_in_flight: u32,
+
     /// Remove location and other metadata (EXIF, XMP, IPTC, comments) from
     /// JPEG, PNG and WebP originals before they are recorded; pixels are untouched.
     #[arg(long, env = "STRIP_PHOTO_METADATA", value_name = "STRIP_PHOTO_METADATA", default_value_t = true, action = clap::ArgAction::Set)]

@@ -85,6 +85,8 @@ pub struct UploadPolicy {
     pub quota_user_mb: u64,
     /// MiB per channel (0: unlimited).
     pub quota_channel_mb: u64,
+    /// Parts of an upload through the broker sent to the store at once.
+    pub proxy_parts_in_flight: usize,
 }
 
 impl UploadPolicy {
@@ -99,6 +101,7 @@ impl UploadPolicy {
             multipart_upload_ttl_secs: config.multipart_upload_ttl_secs,
             quota_user_mb: config.quota_user_mb,
             quota_channel_mb: config.quota_channel_mb,
+            proxy_parts_in_flight: config.proxy_parts_in_flight as usize,
         }
     }
 

@@ -1,9 +1,13 @@
 //! Uploads: presign → the client PUTs straight to S3 → confirm verifies and
 //! records; abort; and uploads streamed through the broker.
 
+use aws_sdk_s3::types::CompletedPart;
 use bytes::{Bytes, BytesMut};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    task::{JoinError, JoinSet},
+};
 use uuid::Uuid;
 
 use super::{
@@ -20,11 +24,11 @@ use crate::{
         pending_upload::{self, UploadState},
     },
     ratelimit::Action,
-    storage::PresignedRequest,
+    storage::{PresignedRequest, StorageError},
 };
 
-/// Part size of multipart uploads streamed through the broker; also the most
-/// one upload holds in memory.
+/// Part size of multipart uploads streamed through the broker; one upload
+/// holds at most `PROXY_PARTS_IN_FLIGHT` + 1 of them in memory.
 pub const STREAM_PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Where an upload goes: a channel, optionally a message of the uploader's in it.
@@ -587,6 +591,9 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     }
 }
 
+/// Sends the parts of a streamed upload, up to `PROXY_PARTS_IN_FLIGHT` at
+/// once while the next is read from the client: memory holds at most that
+/// many parts plus the one being read.
 async fn stream_parts<R: AsyncRead + Unpin>(
     deps: &Deps,
     key: &str,
@@ -596,9 +603,21 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     buffer: &mut BytesMut,
     max: u64,
 ) -> Result<u64, ServiceError> {
+    let in_flight = deps.policy.proxy_parts_in_flight.max(1);
+    // Dropped on any error: the parts still being sent are cancelled.
+    let mut sending = JoinSet::new();
+    let send = |sending: &mut JoinSet<_>, number: i32, chunk: Bytes| {
+        let (storage, key, multipart) = (deps.storage.clone(), key.to_owned(), multipart.to_owned());
+        sending.spawn(async move { storage.upload_part(&key, &multipart, number, chunk).await });
+    };
     let mut total = first.len() as u64;
-    let mut parts = vec![deps.storage.upload_part(key, multipart, 1, first).await?];
+    let mut parts = Vec::new();
+    let mut number = 1;
+    send(&mut sending, number, first);
     loop {
+        while sending.len() >= in_flight {
+            parts.push(sent(sending.join_next().await)?);
+        }
         let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
         if chunk.is_empty() {
             break;
@@ -607,11 +626,24 @@ async fn stream_parts<R: AsyncRead + Unpin>(
         if total > max {
             return Err(too_large(deps));
         }
-        let number = parts.len() as i32 + 1;
-        parts.push(deps.storage.upload_part(key, multipart, number, chunk).await?);
+        number += 1;
+        send(&mut sending, number, chunk);
     }
+    while !sending.is_empty() {
+        parts.push(sent(sending.join_next().await)?);
+    }
+    parts.sort_by_key(|part| part.part_number());
     deps.storage.complete_multipart(key, multipart, parts).await?;
     Ok(total)
+}
+
+/// The part a finished send stored.
+fn sent(joined: Option<Result<Result<CompletedPart, StorageError>, JoinError>>) -> Result<CompletedPart, ServiceError> {
+    match joined {
+        Some(Ok(part)) => Ok(part?),
+        Some(Err(err)) => Err(StorageError::Unavailable(format!("sending a part stopped: {err}")).into()),
+        None => Err(StorageError::Unavailable("no part was being sent".into()).into()),
+    }
 }
 
 /// Reads up to `len` bytes into `buf` (taking back its storage once the last

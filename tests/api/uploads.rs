@@ -296,7 +296,8 @@ fn form(channel: i64, name: &str, content_type: &str, body: Vec<u8>) -> reqwest:
 async fn upload_through_the_broker_streams_small_and_multipart_files(store: Store) {
     let s = setup(&store, &[]).await;
     let mut events = s.app.events().await;
-    let big: Vec<u8> = (0..9 * 1024 * 1024 + 123).map(|i| (i % 251) as u8).collect();
+    // Four parts, three sent at once: they complete in any order.
+    let big: Vec<u8> = (0..25 * 1024 * 1024 + 123).map(|i| (i % 251) as u8).collect();
     for (name, content_type, body) in [
         ("pixel.png", "image/png", PNG.to_vec()),
         ("big.bin.zip", "application/zip", [b"PK\x03\x04".to_vec(), big].concat()),
