@@ -17,6 +17,8 @@ use chatgenius_files::{
     },
     startup,
 };
+use std::sync::{Arc, Mutex};
+
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::helpers::{PNG, fresh_database_url};
@@ -166,4 +168,28 @@ async fn a_presign_breaking_the_rules_is_refused_before_anything_is_recorded() {
         Err(ServiceError::NotFound("channel"))
     ));
     assert_eq!(pending_upload::Entity::find().count(&deps.db).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_presign_costs_one_statement_and_a_confirm_one_read_and_three_writes() {
+    let UseCases { deps, .. } = &use_cases(&[]).await;
+    let alice = user(deps, "alice").await;
+    let channel_id = channel(deps, alice).await;
+    let statements = Arc::new(Mutex::new(Vec::new()));
+    let mut counted = deps.clone();
+    let log = statements.clone();
+    counted.db.set_metric_callback(move |info| log.lock().unwrap().push(info.statement.sql.clone()));
+    let taken = || std::mem::take(&mut *statements.lock().unwrap());
+
+    let upload = presign_and_put(&counted, alice, channel_id).await;
+    let presign = taken();
+    assert_eq!(presign.len(), 1, "the insert checks the membership: {presign:#?}");
+    assert!(matches!(uploads::confirm(&counted, alice, upload).await.unwrap(), Confirmation::Created(_)));
+    let confirm = taken();
+    // The upload; then, in one transaction, the file, the claim of the
+    // upload and the event (the outbox makes the event part of the commit).
+    let verbs: Vec<&str> = confirm.iter().map(|sql| sql.split_whitespace().next().unwrap()).collect();
+    assert_eq!(verbs.len(), 4, "{confirm:#?}");
+    assert_eq!(verbs[..3], ["SELECT", "INSERT", "UPDATE"], "{confirm:#?}");
+    assert!(confirm[3].contains("INSERT INTO events"), "the event: {}", confirm[3]);
 }
