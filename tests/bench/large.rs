@@ -35,7 +35,7 @@ async fn start_broker(s3: &EmbeddedS3, part_size_mb: u32) -> BrokerProcess {
 }
 
 /// CPU time of every thread of `pid`, from the scheduler (nanosecond resolution).
-fn cpu_ns(pid: u32) -> u64 {
+pub(crate) fn cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     tasks
         .flatten()
@@ -54,13 +54,13 @@ fn flush_caches() {
     std::hint::black_box(&junk);
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
 /// 1 MiB of file content: a PNG signature first, then a pattern.
-fn chunk(first: bool) -> Bytes {
+pub(crate) fn chunk(first: bool) -> Bytes {
     let mut bytes: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
     if first {
         bytes[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
@@ -68,17 +68,29 @@ fn chunk(first: bool) -> Bytes {
     Bytes::from(bytes)
 }
 
-fn body_of(len: u64) -> reqwest::Body {
+pub(crate) fn body_of(len: u64) -> reqwest::Body {
     let chunks = (len as usize).div_ceil(CHUNK);
     reqwest::Body::wrap_stream(stream::iter((0..chunks).map(|i| Ok::<_, std::io::Error>(chunk(i == 0)))))
 }
 
 /// The direct path: start, PUT every part straight to S3, complete.
 async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64, size: u64) {
+    direct_as(client, addr, token, channel, size, ("big.png", "image/png")).await
+}
+
+/// [`direct`] for a file named and typed `(name, content_type)`.
+pub(crate) async fn direct_as(
+    client: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    channel: i64,
+    size: u64,
+    (name, content_type): (&str, &str),
+) {
     let started: Value = client
         .post(format!("http://{addr}/files/multipart"))
         .bearer_auth(token)
-        .json(&json!({ "channel_id": channel, "file_name": "big.png", "content_type": "image/png", "size": size }))
+        .json(&json!({ "channel_id": channel, "file_name": name, "content_type": content_type, "size": size }))
         .send()
         .await
         .unwrap()
@@ -132,9 +144,21 @@ async fn direct(client: &reqwest::Client, addr: &str, token: &str, channel: i64,
 
 /// Through the broker: one streamed multipart/form-data request.
 async fn proxied(client: &reqwest::Client, addr: &str, token: &str, channel: i64, size: u64) {
+    proxied_as(client, addr, token, channel, size, ("big.png", "image/png")).await
+}
+
+/// [`proxied`] for a file named and typed `(name, content_type)`.
+pub(crate) async fn proxied_as(
+    client: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    channel: i64,
+    size: u64,
+    (name, content_type): (&str, &str),
+) {
     let file = reqwest::multipart::Part::stream_with_length(body_of(size), size)
-        .file_name("big.png")
-        .mime_str("image/png")
+        .file_name(name.to_owned())
+        .mime_str(content_type)
         .unwrap();
     let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", file);
     let resp =

@@ -10,6 +10,7 @@ mod presigned;
 mod previews;
 #[path = "../support/process.rs"]
 mod process;
+mod production;
 mod sign;
 #[path = "../soak/mod.rs"]
 mod soak;
@@ -171,7 +172,7 @@ async fn start(
 }
 
 /// A fresh PostgreSQL database when one answers on 127.0.0.1:5432 (or BENCH_POSTGRES_URL).
-async fn postgres_database() -> Option<String> {
+pub(crate) async fn postgres_database() -> Option<String> {
     use sea_orm::ConnectionTrait;
     let server = std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let admin = sea_orm::Database::connect(format!("{server}/postgres")).await.ok()?;
@@ -223,6 +224,11 @@ async fn run() {
     // `cargo bench --bench broker -- events`: event delivery, replay and the append lock alone.
     if std::env::args().any(|a| a == "events") {
         return events::run(&client).await;
+    }
+    // `cargo bench --bench broker -- production` measures the production
+    // shape (PostgreSQL + SeaweedFS, tests/run.sh starts both) alone.
+    if std::env::args().any(|a| a == "production") {
+        return production::run(&client).await;
     }
     // `cargo bench --bench broker -- large` runs the 1 GiB upload alone.
     if std::env::args().any(|a| a == "large") {
