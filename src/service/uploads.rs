@@ -341,7 +341,14 @@ pub(super) async fn already_confirmed(
 async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Bytes>, ServiceError> {
     let whole = privacy::reads_whole(deps, upload);
     let read = whole.unwrap_or(SNIFF_LEN as u64);
-    let Some((head, size)) = deps.storage.read_head(&upload.s3_key, read).await.map_err(ServiceError::vanished)? else {
+    // The store's checksum of a declared SHA-256 is asked for at the same time.
+    let (head, stored) = tokio::join!(deps.storage.read_head(&upload.s3_key, read), async {
+        match upload.sha256 {
+            Some(_) => deps.storage.verified_sha256(&upload.s3_key).await,
+            None => Ok(None),
+        }
+    });
+    let Some((head, size)) = head.map_err(ServiceError::vanished)? else {
         return Err(ServiceError::object_missing());
     };
     if size != upload.file_size as u64 {
@@ -350,7 +357,7 @@ async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<Op
             format!("uploaded {size} bytes, {} were declared", upload.file_size),
         ));
     }
-    verify_checksum(deps, upload).await?;
+    verify_checksum(deps, upload, stored.map_err(ServiceError::vanished)?).await?;
     verify_magic(upload, &head[..head.len().min(SNIFF_LEN)])?;
     Ok(whole.is_some().then_some(head))
 }
@@ -358,16 +365,25 @@ async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<Op
 /// The declared SHA-256 when there is one, and the magic bytes of the first
 /// KiB (after a multipart upload, whose size its parts settled).
 pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Bytes>, ServiceError> {
-    verify_checksum(deps, upload).await?;
+    let stored = match upload.sha256 {
+        Some(_) => deps.storage.verified_sha256(&upload.s3_key).await.map_err(ServiceError::vanished)?,
+        None => None,
+    };
+    verify_checksum(deps, upload, stored).await?;
     let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(ServiceError::vanished)?;
     verify_magic(upload, &head).map(|()| None)
 }
 
-async fn verify_checksum(deps: &Deps, upload: &pending_upload::Model) -> Result<(), ServiceError> {
+/// Compares a declared SHA-256 with the one the store verified (`stored`,
+/// constant cost) or, when it has none, with the whole object's, read
+/// through the broker.
+async fn verify_checksum(
+    deps: &Deps,
+    upload: &pending_upload::Model,
+    stored: Option<String>,
+) -> Result<(), ServiceError> {
     if let Some(expected) = &upload.sha256 {
-        // The store's own check when it makes one (constant cost), else the
-        // whole object read through the broker.
-        let actual = match deps.storage.verified_sha256(&upload.s3_key).await.map_err(ServiceError::vanished)? {
+        let actual = match stored {
             Some(verified) => verified,
             None => deps.storage.sha256_hex(&upload.s3_key).await.map_err(ServiceError::vanished)?,
         };
