@@ -69,11 +69,12 @@ mod marker {
 }
 
 /// Whether a JPEG segment is metadata to drop: every APPn and comment but
-/// JFIF (APP0), the colour profile (APP2 `ICC_PROFILE`) and Adobe's colour
-/// transform (APP14), which decoders need.
+/// JFIF and its extension (APP0 `JFIF`, `JFXX`), the colour profile (APP2
+/// `ICC_PROFILE`) and Adobe's colour transform (APP14), which decoders need.
 fn is_jpeg_metadata(m: u8, contents: &[u8]) -> bool {
     match m {
-        marker::APP0 | marker::APP14 => false,
+        marker::APP0 => !(contents.starts_with(b"JFIF\0") || contents.starts_with(b"JFXX\0")),
+        marker::APP14 => false,
         marker::APP2 => !contents.starts_with(b"ICC_PROFILE\0"),
         marker::APP1..=marker::APP15 | marker::COM => true,
         _ => false,
@@ -173,9 +174,10 @@ fn next_marker(bytes: &[u8], from: usize) -> usize {
     bytes.len()
 }
 
-/// PNG chunks of metadata: EXIF, text (where XMP lives too) and time.
+/// PNG chunks of metadata: EXIF (also compressed, `zxIf`, and misspelt),
+/// text (where XMP lives too), time and C2PA provenance (`caBX`).
 fn is_png_metadata(kind: &[u8]) -> bool {
-    matches!(kind, b"eXIf" | b"tEXt" | b"zTXt" | b"iTXt" | b"tIME")
+    kind.eq_ignore_ascii_case(b"eXIf") || matches!(kind, b"zxIf" | b"tEXt" | b"zTXt" | b"iTXt" | b"tIME" | b"caBX")
 }
 
 /// Drops the metadata chunks of a PNG and anything after its IEND chunk. A
@@ -256,14 +258,14 @@ fn strip_webp(bytes: &[u8]) -> Bytes {
         };
         let id = &header[..4];
         let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let metadata = id == b"EXIF" || id == b"XMP ";
+        let metadata = id.eq_ignore_ascii_case(b"EXIF") || id.eq_ignore_ascii_case(b"XMP ");
         let Some(chunk_end) = (pos + 8).checked_add(size + (size & 1)).filter(|&e| e <= end) else {
             if !metadata {
                 chunks.put_slice(&bytes[pos..end]);
             }
             break;
         };
-        if id == b"EXIF" && orientation.is_none() {
+        if id.eq_ignore_ascii_case(b"EXIF") && orientation.is_none() {
             let data = &bytes[pos + 8..pos + 8 + size];
             orientation = orientation_only(data.strip_prefix(EXIF_PREFIX).unwrap_or(data));
         } else if !metadata {
@@ -363,6 +365,7 @@ mod tests {
         jpeg.extend(jpeg_segment(marker::APP1, &[EXIF_PREFIX, &exif()].concat()));
         jpeg.extend(jpeg_segment(marker::APP1, XMP));
         jpeg.extend(jpeg_segment(marker::COM, b"taken at home"));
+        jpeg.extend(jpeg_segment(marker::APP0, b"Exif\0\0hidden in APP0"));
         jpeg.extend(&plain[2..plain.len() - 2]);
         jpeg.extend(jpeg_segment(marker::COM, b"late comment"));
         jpeg.extend([0xff, marker::EOI]);
@@ -374,7 +377,7 @@ mod tests {
     fn a_jpeg_loses_location_xmp_comments_and_trailer_but_keeps_pixels_and_orientation() {
         let jpeg = jpeg_with_metadata();
         let out = cleaned("image/jpeg", &jpeg);
-        for gone in [&LATITUDE[..], XMP, b"taken at home", b"late comment", b"TRAILER"] {
+        for gone in [&LATITUDE[..], XMP, b"taken at home", b"hidden in APP0", b"late comment", b"TRAILER"] {
             assert!(!contains(&out, gone), "{:?} is still there", String::from_utf8_lossy(gone));
         }
         assert_eq!(pixels(&out), pixels(&jpeg));
@@ -428,11 +431,13 @@ mod tests {
             (b"tEXt", b"Comment\0taken at home"),
             (b"iTXt", &[b"XML:com.adobe.xmp\0\0\0\0\0", XMP].concat()),
             (b"tIME", &[7, 234, 12, 3, 12, 0, 0]),
+            (b"zxIf", b"compressed location"),
+            (b"caBX", b"provenance with a location"),
         ]);
         let mut with_trailer = png.clone();
         with_trailer.extend(b"TRAILER");
         let out = cleaned("image/png", &with_trailer);
-        for gone in [&LATITUDE[..], XMP, b"taken at home", b"tIME", b"TRAILER"] {
+        for gone in [&LATITUDE[..], XMP, b"taken at home", b"tIME", b"location", b"TRAILER"] {
             assert!(!contains(&out, gone), "{:?} is still there", String::from_utf8_lossy(gone));
         }
         assert_eq!(pixels(&out), pixels(&png));

@@ -55,7 +55,7 @@ impl Application {
         let (settings, embedded_s3) = storage_settings(&config, &cors_origins).await?;
         let storage = Storage::new(&settings);
         match (&embedded_s3, storage.ensure_bucket().await) {
-            (_, Ok(())) => report_checksums(storage.probe_checksums().await),
+            (_, Ok(())) => report_checksums(verifies_checksums(&storage, embedded_s3.is_some()).await),
             (Some(_), Err(err)) => anyhow::bail!("embedded S3: cannot create bucket: {err}"),
             (None, Err(err)) => {
                 tracing::warn!(error = %err, "object store not ready at boot; /ready reports 503 until it is")
@@ -223,9 +223,19 @@ pub async fn open_deps(config: &Config) -> anyhow::Result<(Deps, SweepPolicy, Op
     }
     let db = connect_database(config, Some(2)).await?;
     with_migration_lock(&db, || Migrator::up(&db, None)).await?;
-    storage.probe_checksums().await;
+    verifies_checksums(&storage, embedded.is_some()).await;
     let deps = Deps::new(config, db, storage, Arc::new(rate_limits(config)));
     Ok((deps, SweepPolicy::from_config(config), embedded))
+}
+
+/// Whether the store verifies SHA-256 checksums: the embedded one does (its
+/// bridge), another is probed.
+async fn verifies_checksums(storage: &Storage, embedded: bool) -> bool {
+    if embedded {
+        storage.trust_checksums();
+        return true;
+    }
+    storage.probe_checksums().await
 }
 
 /// Says in the log how confirms check a declared SHA-256.

@@ -620,7 +620,6 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     max: u64,
 ) -> Result<u64, ServiceError> {
     let in_flight = deps.policy.proxy_parts_in_flight.max(1);
-    // Dropped on any error: the parts still being sent are cancelled.
     let mut sending = JoinSet::new();
     let send = |sending: &mut JoinSet<_>, number: i32, chunk: Bytes| {
         let (storage, key, multipart) = (deps.storage.clone(), key.to_owned(), multipart.to_owned());
@@ -630,23 +629,33 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     let mut parts = Vec::new();
     let mut number = 1;
     send(&mut sending, number, first);
-    loop {
-        while sending.len() >= in_flight {
+    let streamed = async {
+        loop {
+            while sending.len() >= in_flight {
+                parts.push(sent(sending.join_next().await)?);
+            }
+            let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            total += chunk.len() as u64;
+            if total > max {
+                return Err(too_large(deps));
+            }
+            number += 1;
+            send(&mut sending, number, chunk);
+        }
+        while !sending.is_empty() {
             parts.push(sent(sending.join_next().await)?);
         }
-        let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
-        if chunk.is_empty() {
-            break;
-        }
-        total += chunk.len() as u64;
-        if total > max {
-            return Err(too_large(deps));
-        }
-        number += 1;
-        send(&mut sending, number, chunk);
+        Ok(())
     }
-    while !sending.is_empty() {
-        parts.push(sent(sending.join_next().await)?);
+    .await;
+    if let Err(err) = streamed {
+        // The parts still being sent finish first: the abort that follows
+        // then removes them all (a part stored after it would stay).
+        while sending.join_next().await.is_some() {}
+        return Err(err);
     }
     parts.sort_by_key(|part| part.part_number());
     deps.storage.complete_multipart(key, multipart, parts).await?;

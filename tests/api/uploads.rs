@@ -22,6 +22,7 @@ on_every_store!(
     abort_deletes_the_object_and_closes_the_upload,
     upload_through_the_broker_streams_small_and_multipart_files,
     upload_through_the_broker_cuts_off_over_the_limit,
+    an_upload_through_the_broker_its_client_cuts_off_keeps_no_part,
 );
 
 struct Setup {
@@ -548,4 +549,56 @@ async fn confirm_answers_503_while_the_store_is_down() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_error(confirm(&s, &presigned["upload_id"]).await, StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
         .await;
+}
+
+/// Files of the embedded store's multipart uploads (s3s-fs keeps each part
+/// as a file named after its upload id) under `dir`.
+fn embedded_part_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                embedded_part_files(&path)
+            } else {
+                usize::from(entry.file_name().to_string_lossy().contains("upload_id"))
+            }
+        })
+        .sum()
+}
+
+async fn an_upload_through_the_broker_its_client_cuts_off_keeps_no_part(store: Store) {
+    let s = setup(&store, &[]).await;
+    // 33 MiB arrive, then the client's body fails: parts were being sent.
+    let chunks = (0..40).map(|i| if i < 33 { Ok(vec![b'c'; 1024 * 1024]) } else { Err(std::io::Error::other("gone")) });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .file_name("cut.txt")
+        .mime_str("text/plain")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().text("channel_id", s.channel.to_string()).part("file", part);
+    let sent = s.app.client.post(s.app.url("/files/upload")).bearer_auth(&s.alice.token).multipart(form).send().await;
+    assert!(sent.is_err() || !sent.unwrap().status().is_success());
+    // The broker closes the upload once the parts being sent are done.
+    let mut closed = false;
+    for _ in 0..100 {
+        let open = chatgenius_files::entity::pending_upload::Entity::find()
+            .filter(chatgenius_files::entity::pending_upload::Column::State.eq("pending"))
+            .count(&s.app.deps.db)
+            .await
+            .unwrap();
+        if open == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "the cut-off upload was closed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(objects_under_uploads(&s.app).await, 0);
+    match store {
+        Store::Embedded => assert_eq!(embedded_part_files(s.app.data_dir()), 0, "no part left on disk"),
+        Store::SeaweedFs { .. } => assert!(s.app.deps.storage.list_multipart("uploads/").await.unwrap().is_empty()),
+    }
 }
