@@ -623,16 +623,27 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     let mut sending = JoinSet::new();
     let send = |sending: &mut JoinSet<_>, number: i32, chunk: Bytes| {
         let (storage, key, multipart) = (deps.storage.clone(), key.to_owned(), multipart.to_owned());
-        sending.spawn(async move { storage.upload_part(&key, &multipart, number, chunk).await });
+        sending.spawn(async move {
+            let buffer = chunk.clone();
+            storage.upload_part(&key, &multipart, number, chunk).await.map(|part| (part, buffer))
+        });
     };
     let mut total = first.len() as u64;
     let mut parts = Vec::new();
+    // The buffers of sent parts, read into again: an upload faults in its few
+    // part buffers once, not a fresh one for every part.
+    let mut spare = Vec::new();
     let mut number = 1;
     send(&mut sending, number, first);
     let streamed = async {
         loop {
             while sending.len() >= in_flight {
-                parts.push(sent(sending.join_next().await)?);
+                keep(sent(sending.join_next().await)?, &mut parts, &mut spare);
+            }
+            if buffer.capacity() < STREAM_PART_SIZE
+                && let Some(reused) = spare.pop()
+            {
+                *buffer = reused;
             }
             let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
             if chunk.is_empty() {
@@ -646,7 +657,7 @@ async fn stream_parts<R: AsyncRead + Unpin>(
             send(&mut sending, number, chunk);
         }
         while !sending.is_empty() {
-            parts.push(sent(sending.join_next().await)?);
+            keep(sent(sending.join_next().await)?, &mut parts, &mut spare);
         }
         Ok(())
     }
@@ -662,8 +673,17 @@ async fn stream_parts<R: AsyncRead + Unpin>(
     Ok(total)
 }
 
-/// The part a finished send stored.
-fn sent(joined: Option<Result<Result<CompletedPart, StorageError>, JoinError>>) -> Result<CompletedPart, ServiceError> {
+/// Keeps a sent part, and its buffer for the next read once no one else holds it.
+fn keep((part, buffer): SentPart, parts: &mut Vec<CompletedPart>, spare: &mut Vec<BytesMut>) {
+    parts.push(part);
+    spare.extend(buffer.try_into_mut().ok());
+}
+
+/// A stored part and the buffer it was sent from.
+type SentPart = (CompletedPart, Bytes);
+
+/// The part a finished send stored, and the buffer it was sent from.
+fn sent(joined: Option<Result<Result<SentPart, StorageError>, JoinError>>) -> Result<SentPart, ServiceError> {
     match joined {
         Some(Ok(part)) => Ok(part?),
         Some(Err(err)) => Err(StorageError::Unavailable(format!("sending a part stopped: {err}")).into()),
