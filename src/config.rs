@@ -93,6 +93,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=16))]
     pub proxy_parts_in_flight: u32,
 
+    /// Uploads through the broker one user may have in progress at once (each
+    /// holds up to PROXY_PARTS_IN_FLIGHT + 1 parts in memory); more get 429.
+    #[arg(long, env = "PROXY_UPLOADS_PER_USER", value_name = "PROXY_UPLOADS_PER_USER", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub proxy_uploads_per_user: u32,
+
     /// Remove location and other metadata (EXIF, XMP, IPTC, comments) from
     /// JPEG, PNG and WebP originals before they are recorded; pixels are untouched.
     #[arg(long, env = "STRIP_PHOTO_METADATA", value_name = "STRIP_PHOTO_METADATA", default_value_t = true, action = clap::ArgAction::Set)]

@@ -113,32 +113,33 @@ impl RateLimits {
     }
 }
 
-/// Open event sockets per user, bounded by WS_MAX_PER_USER.
+/// What each user has open at once (event sockets, bounded by
+/// WS_MAX_PER_USER; uploads through the broker, by PROXY_UPLOADS_PER_USER).
 #[derive(Default)]
-pub struct SocketCounts(Mutex<HashMap<i32, usize>>);
+pub struct UserSlots(Mutex<HashMap<i32, usize>>);
 
-/// One socket of a user, counted until dropped.
-pub struct SocketSlot {
-    counts: Arc<SocketCounts>,
+/// One open thing of a user, counted until dropped.
+pub struct UserSlot {
+    counts: Arc<UserSlots>,
     user: i32,
 }
 
-impl SocketCounts {
-    /// A slot for one more socket of `user`, unless they have `max` open.
-    pub fn take(self: &Arc<Self>, user: i32, max: usize) -> Option<SocketSlot> {
-        let mut counts = self.0.lock().expect("socket counts");
+impl UserSlots {
+    /// A slot for one more of `user`'s, unless they have `max` open.
+    pub fn take(self: &Arc<Self>, user: i32, max: usize) -> Option<UserSlot> {
+        let mut counts = self.0.lock().expect("user slots");
         let open = counts.entry(user).or_default();
         if *open >= max {
             return None;
         }
         *open += 1;
-        Some(SocketSlot { counts: self.clone(), user })
+        Some(UserSlot { counts: self.clone(), user })
     }
 }
 
-impl Drop for SocketSlot {
+impl Drop for UserSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().expect("socket counts");
+        let mut counts = self.counts.0.lock().expect("user slots");
         if let Some(open) = counts.get_mut(&self.user) {
             *open -= 1;
             if *open == 0 {

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use tokio::sync::{Mutex, watch};
 
-use crate::{auth::Authenticator, config::Config, ratelimit::SocketCounts, service::deps::Deps};
+use crate::{auth::Authenticator, config::Config, ratelimit::UserSlots, service::deps::Deps};
 
 /// Shared by every request; cloning is cheap.
 #[derive(Clone)]
@@ -15,7 +15,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub config: Arc<Config>,
     /// Open event sockets per user.
-    pub sockets: Arc<SocketCounts>,
+    pub sockets: Arc<UserSlots>,
     /// The last readiness answer (what failed, and when it was checked).
     pub readiness: Arc<Mutex<Option<Readiness>>>,
     /// Turns true when shutdown starts: WebSockets say goodbye, the sweeper stops.

@@ -12,7 +12,7 @@ use crate::{
     config::{AllowedTypes, Config},
     events::EventHub,
     metrics::Metrics,
-    ratelimit::RateLimits,
+    ratelimit::{RateLimits, UserSlots},
     storage::Storage,
 };
 
@@ -31,6 +31,8 @@ pub struct Deps {
     pub previews: PreviewQueue,
     /// Metadata removal from image originals.
     pub privacy: PhotoPrivacy,
+    /// Uploads through the broker in progress, per user.
+    pub streams: Arc<UserSlots>,
 }
 
 /// Wakes the preview workers of this instance (a confirm queued a job).
@@ -87,6 +89,8 @@ pub struct UploadPolicy {
     pub quota_channel_mb: u64,
     /// Parts of an upload through the broker sent to the store at once.
     pub proxy_parts_in_flight: usize,
+    /// Uploads through the broker one user may have in progress at once.
+    pub proxy_uploads_per_user: usize,
 }
 
 impl UploadPolicy {
@@ -102,6 +106,7 @@ impl UploadPolicy {
             quota_user_mb: config.quota_user_mb,
             quota_channel_mb: config.quota_channel_mb,
             proxy_parts_in_flight: config.proxy_parts_in_flight as usize,
+            proxy_uploads_per_user: config.proxy_uploads_per_user as usize,
         }
     }
 
@@ -125,6 +130,7 @@ impl Deps {
             policy: Arc::new(UploadPolicy::from_config(config)),
             previews: PreviewQueue::default(),
             privacy: PhotoPrivacy::from_config(config),
+            streams: Arc::default(),
         }
     }
 }

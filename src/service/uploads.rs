@@ -528,6 +528,12 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
 ) -> Result<file_upload::Model, ServiceError> {
     let StreamedFile { target, file_name, content_type, declared_size, body: mut reader } = file;
     rate_limit(deps, Action::Upload, user)?;
+    // Each holds up to `PROXY_PARTS_IN_FLIGHT` + 1 parts in memory for as
+    // long as its client takes: a user gets a few at once.
+    let _streaming = deps
+        .streams
+        .take(user, deps.policy.proxy_uploads_per_user)
+        .ok_or(ServiceError::RateLimited { retry_after_secs: 1 })?;
     check_type(deps, &file_name, &content_type)?;
     let (channel_id, message_id) = resolve_target(&deps.db, user, target).await?;
     let id = Uuid::now_v7();

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use chatgenius_files::auth::CurrentUser;
+use chatgenius_files::{auth::CurrentUser, entity::pending_upload};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
+use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::{
@@ -353,4 +354,63 @@ async fn a_streamed_upload_refuses_fields_after_the_file_and_keeps_nothing() {
     assert_eq!(app.object_count().await, 0, "the stored bytes were discarded");
     let page: Value = app.get(&alice, &format!("/channels/{channel}/messages")).await.json().await.unwrap();
     assert!(page["messages"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_user_gets_a_few_uploads_through_the_broker_at_once() {
+    let app = spawn_app_with(&[("proxy-uploads-per-user", "1")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    let form = |body: reqwest::Body| {
+        let part = reqwest::multipart::Part::stream(body).file_name("slow.txt").mime_str("text/plain").unwrap();
+        reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", part)
+    };
+    // A client that sends a first part (the upload is then recorded as in
+    // progress), then stalls until told to finish.
+    let (more, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    more.send(vec![b's'; 8 * MIB]).await.unwrap();
+    let stalled = futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let slow = app
+        .client
+        .post(app.url("/files/upload"))
+        .bearer_auth(&alice.token)
+        .multipart(form(reqwest::Body::wrap_stream(stalled)));
+    let slow = tokio::spawn(slow.send());
+    let in_progress = || async {
+        let open = pending_upload::Entity::find().count(&app.deps.db).await.unwrap();
+        open == 1
+    };
+    for _ in 0..100 {
+        if in_progress().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(in_progress().await, "the slow upload started");
+
+    let second = app
+        .client
+        .post(app.url("/files/upload"))
+        .bearer_auth(&alice.token)
+        .multipart(form(reqwest::Body::from(b"another file".to_vec())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.headers()["retry-after"], "1");
+    assert_error(second, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+
+    more.send(b"and its end".to_vec()).await.unwrap();
+    drop(more);
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    let third = app
+        .client
+        .post(app.url("/files/upload"))
+        .bearer_auth(&alice.token)
+        .multipart(form(reqwest::Body::from(b"a third file".to_vec())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), StatusCode::CREATED, "the slot was given back");
 }
