@@ -51,7 +51,7 @@ pub enum ApiError {
     /// The content type is not in ALLOWED_FILE_TYPES, or the body's media type is wrong (`type_not_allowed`).
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// The uploaded object failed verification (`object_missing`, `size_mismatch`, `content_mismatch`).
+    /// The uploaded object failed verification (`object_missing`, `size_mismatch`, `checksum_mismatch`, `content_mismatch`, `image_malformed`).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
     /// Too many requests; retry after the given number of seconds (`rate_limited`).

@@ -82,8 +82,8 @@ impl Metrics {
         *self.ignored_failures.lock().expect("metrics lock").entry(what).or_default() += 1;
     }
 
-    /// An image original was checked for metadata: `removed`, `none_found`
-    /// or `over_limit` (stored as uploaded).
+    /// An image original was checked for metadata: `removed`, `none_found`,
+    /// `over_limit` (stored as uploaded) or `malformed` (refused).
     pub fn photo_metadata(&self, outcome: &'static str) {
         *self.photo_metadata.lock().expect("metrics lock").entry(outcome).or_default() += 1;
     }
@@ -145,7 +145,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP cgf_photo_metadata_total Image originals checked for metadata, by outcome: removed, none_found, over_limit (stored as uploaded).\n\
+            "# HELP cgf_photo_metadata_total Image originals checked for metadata, by outcome: removed, none_found, over_limit (stored as uploaded), malformed (refused).\n\
              # TYPE cgf_photo_metadata_total counter"
         );
         for (outcome, count) in self.photo_metadata.lock().expect("metrics lock").iter() {

@@ -18,6 +18,9 @@ pub enum Stripped {
     Unchanged,
     /// The file without its metadata.
     Cleaned(Bytes),
+    /// The file's structure is broken where metadata could hide: it cannot
+    /// be cleaned (a JPEG segment declaring a length under 2 bytes).
+    Malformed(&'static str),
 }
 
 /// The file of `content_type` without its metadata. Files that do not parse
@@ -25,7 +28,10 @@ pub enum Stripped {
 /// cut-off tail unless that tail is itself metadata.
 pub fn strip(content_type: &str, bytes: Bytes) -> Stripped {
     let cleaned = match content_type {
-        "image/jpeg" => strip_jpeg(&bytes),
+        "image/jpeg" => match strip_jpeg(&bytes) {
+            Ok(cleaned) => cleaned,
+            Err(reason) => return Stripped::Malformed(reason),
+        },
         "image/png" => strip_png(&bytes),
         "image/webp" => strip_webp(&bytes),
         _ => return Stripped::Unchanged,
@@ -85,9 +91,9 @@ fn is_jpeg_metadata(m: u8, contents: &[u8]) -> bool {
 /// image included, keeping what decoders need, and ends the file at its EOI
 /// marker: anything after it (the secondary images of MPF files, vendor
 /// trailers) may carry metadata of its own.
-fn strip_jpeg(bytes: &[u8]) -> Bytes {
+fn strip_jpeg(bytes: &[u8]) -> Result<Bytes, &'static str> {
     if bytes.get(..2) != Some(&[0xff, marker::SOI]) {
-        return Bytes::copy_from_slice(bytes);
+        return Ok(Bytes::copy_from_slice(bytes));
     }
     let mut out = BytesMut::with_capacity(bytes.len());
     out.put_slice(&bytes[..2]);
@@ -126,10 +132,11 @@ fn strip_jpeg(bytes: &[u8]) -> Bytes {
             }
             _ => {}
         }
-        let segment = bytes
-            .get(pos + 2..pos + 4)
-            .map(|len| pos + 2 + u16::from_be_bytes([len[0], len[1]]) as usize)
-            .and_then(|end| Some((end, bytes.get(pos + 4..end)?)));
+        let declared = bytes.get(pos + 2..pos + 4).map(|len| u16::from_be_bytes([len[0], len[1]]) as usize);
+        if declared.is_some_and(|len| len < 2) {
+            return Err("a JPEG segment declares a length under 2 bytes");
+        }
+        let segment = declared.map(|len| pos + 2 + len).and_then(|end| Some((end, bytes.get(pos + 4..end)?)));
         let Some((end, contents)) = segment else {
             // Cut off inside this segment: the rest is kept unless it is metadata.
             if !is_jpeg_metadata(m, &bytes[(pos + 4).min(bytes.len())..]) {
@@ -145,7 +152,7 @@ fn strip_jpeg(bytes: &[u8]) -> Bytes {
         in_scan = m == marker::SOS;
         pos = end;
     }
-    match exif {
+    Ok(match exif {
         Some((at, Some(tiff))) => {
             let mut segment = BytesMut::with_capacity(4 + EXIF_PREFIX.len() + tiff.len());
             segment.put_slice(&[0xff, marker::APP1]);
@@ -155,7 +162,7 @@ fn strip_jpeg(bytes: &[u8]) -> Bytes {
             splice(out, at, &segment)
         }
         _ => out.freeze(),
-    }
+    })
 }
 
 /// Where the entropy-coded data starting at `from` ends: the next marker
@@ -346,7 +353,7 @@ mod tests {
     fn cleaned(content_type: &str, bytes: &[u8]) -> Bytes {
         match strip(content_type, Bytes::copy_from_slice(bytes)) {
             Stripped::Cleaned(bytes) => bytes,
-            Stripped::Unchanged => panic!("nothing was removed"),
+            other => panic!("nothing was removed: {other:?}"),
         }
     }
 
@@ -405,6 +412,19 @@ mod tests {
         // Cut inside the EXIF segment: nothing of it is kept.
         let out = cleaned("image/jpeg", &jpeg[..40]);
         assert_eq!(&out[..], &jpeg[..2]);
+    }
+
+    #[test]
+    fn a_jpeg_segment_shorter_than_its_length_field_is_malformed() {
+        let plain = encoded(ImageFormat::Jpeg);
+        for len in [0u8, 1] {
+            let mut jpeg = plain[..2].to_vec();
+            jpeg.extend([0xff, marker::APP1, 0, len]);
+            jpeg.extend(EXIF_PREFIX);
+            jpeg.extend(exif());
+            jpeg.extend(&plain[2..]);
+            assert!(matches!(strip("image/jpeg", Bytes::from(jpeg)), Stripped::Malformed(_)), "length {len}");
+        }
     }
 
     /// `png` with `chunks` put in right after its IHDR chunk.

@@ -63,9 +63,19 @@ pub(super) async fn clean(
         None => deps.storage.read_prefix(&upload.s3_key, size).await.map_err(ServiceError::vanished)?,
     };
     // One pass over the bytes (a few milliseconds for a camera photo).
-    let Stripped::Cleaned(bytes) = photo_metadata::strip(&upload.content_type, original) else {
-        deps.metrics.photo_metadata("none_found");
-        return Ok(None);
+    let bytes = match photo_metadata::strip(&upload.content_type, original) {
+        Stripped::Cleaned(bytes) => bytes,
+        Stripped::Unchanged => {
+            deps.metrics.photo_metadata("none_found");
+            return Ok(None);
+        }
+        Stripped::Malformed(reason) => {
+            deps.metrics.photo_metadata("malformed");
+            return Err(ServiceError::unverified(
+                "image_malformed",
+                format!("the image's metadata cannot be removed: {reason}"),
+            ));
+        }
     };
     let cleaned = Cleaned {
         key: cleaned_key(&upload.s3_key),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    helpers::{TestApp, TestUser, spawn_app_with},
+    helpers::{TestApp, TestUser, assert_error, spawn_app_with},
     previews::{LATITUDE, contains, jpeg_with_gps},
 };
 
@@ -170,4 +170,22 @@ async fn a_copy_left_by_a_stopped_confirm_and_a_reused_url_never_touch_the_file(
     let key = served_key(&app, &alice, file["id"].as_i64().unwrap()).await;
     assert_eq!(upload_keys(&app).await, vec![key], "the stray copy and the re-PUT object were swept");
     assert_eq!(served_without_location(&app, &alice, &file).await, served, "the file never changed");
+}
+
+#[tokio::test]
+async fn a_photo_that_cannot_be_cleaned_is_refused_and_nothing_is_kept() {
+    let app = spawn_app_with(&[]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "photos").await;
+    // An EXIF segment whose length field says 0 bytes: where it ends is unknowable.
+    let photo = jpeg_with_gps(64, 48);
+    let mut broken = photo[..4].to_vec();
+    broken.extend([0, 0]);
+    broken.extend(&photo[6..]);
+    let presigned = app.presign_file(&alice, channel, "broken.jpg", "image/jpeg", broken.len()).await;
+    assert!(app.put_presigned(&presigned, broken).await.is_success());
+    let body =
+        assert_error(app.confirm(&alice, &presigned).await, StatusCode::UNPROCESSABLE_ENTITY, "image_malformed").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("length"), "{body}");
+    assert!(upload_keys(&app).await.is_empty(), "the upload's object was deleted");
 }
