@@ -99,6 +99,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub proxy_uploads_per_user: u32,
 
+    /// Seconds an upload through the broker may receive no byte before it is
+    /// abandoned (400 `upload_interrupted`, its slot and memory given back).
+    #[arg(long, env = "PROXY_IDLE_TIMEOUT_SECS", value_name = "PROXY_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub proxy_idle_timeout_secs: u64,
+
     /// Remove location and other metadata (EXIF, XMP, IPTC, comments) from
     /// JPEG, PNG and WebP originals before they are recorded; pixels are untouched.
     #[arg(long, env = "STRIP_PHOTO_METADATA", value_name = "STRIP_PHOTO_METADATA", default_value_t = true, action = clap::ArgAction::Set)]

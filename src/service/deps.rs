@@ -91,6 +91,8 @@ pub struct UploadPolicy {
     pub proxy_parts_in_flight: usize,
     /// Uploads through the broker one user may have in progress at once.
     pub proxy_uploads_per_user: usize,
+    /// How long an upload through the broker may receive nothing.
+    pub proxy_idle_timeout_secs: u64,
 }
 
 impl UploadPolicy {
@@ -107,7 +109,12 @@ impl UploadPolicy {
             quota_channel_mb: config.quota_channel_mb,
             proxy_parts_in_flight: config.proxy_parts_in_flight as usize,
             proxy_uploads_per_user: config.proxy_uploads_per_user as usize,
+            proxy_idle_timeout_secs: config.proxy_idle_timeout_secs,
         }
+    }
+
+    pub fn proxy_idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.proxy_idle_timeout_secs)
     }
 
     pub fn max_file_size_bytes(&self) -> u64 {

@@ -543,7 +543,8 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     // One part-sized buffer per upload, reused for every part: memory stays
     // flat and no page is faulted in twice.
     let mut buffer = BytesMut::with_capacity(STREAM_PART_SIZE);
-    let first = read_chunk(&mut reader, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1)).await?;
+    let idle = deps.policy.proxy_idle_timeout();
+    let first = read_chunk(&mut reader, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1), idle).await?;
     check_size(deps, first.len() as u64)?;
     if let Some(found) = sniff_mismatch(&content_type, &first[..first.len().min(SNIFF_LEN)]) {
         return Err(ServiceError::unverified(
@@ -651,7 +652,7 @@ async fn stream_parts<R: AsyncRead + Unpin>(
             {
                 *buffer = reused;
             }
-            let chunk = read_chunk(body, buffer, STREAM_PART_SIZE).await?;
+            let chunk = read_chunk(body, buffer, STREAM_PART_SIZE, deps.policy.proxy_idle_timeout()).await?;
             if chunk.is_empty() {
                 break;
             }
@@ -699,14 +700,26 @@ fn sent(joined: Option<Result<Result<SentPart, StorageError>, JoinError>>) -> Re
 
 /// Reads up to `len` bytes into `buf` (taking back its storage once the last
 /// chunk is dropped), fewer only at the end of the body.
-async fn read_chunk<R: AsyncRead + Unpin>(body: &mut R, buf: &mut BytesMut, len: usize) -> Result<Bytes, ServiceError> {
+/// A client that sends nothing for `idle` has gone: the upload is abandoned
+/// (its slot, its parts and its memory go back).
+async fn read_chunk<R: AsyncRead + Unpin>(
+    body: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+    idle: std::time::Duration,
+) -> Result<Bytes, ServiceError> {
     buf.clear();
     buf.reserve(len);
     while buf.len() < len {
-        let read = (&mut *body)
-            .take((len - buf.len()) as u64)
-            .read_buf(buf)
+        let mut limited = (&mut *body).take((len - buf.len()) as u64);
+        let read = tokio::time::timeout(idle, limited.read_buf(buf))
             .await
+            .map_err(|_| {
+                ServiceError::invalid(
+                    "upload_interrupted",
+                    format!("the upload stopped: no bytes arrived for {} s", idle.as_secs()),
+                )
+            })?
             .map_err(|e| ServiceError::invalid("upload_interrupted", format!("reading the upload failed: {e}")))?;
         if read == 0 {
             break;

@@ -414,3 +414,33 @@ async fn a_user_gets_a_few_uploads_through_the_broker_at_once() {
         .unwrap();
     assert_eq!(third.status(), StatusCode::CREATED, "the slot was given back");
 }
+
+#[tokio::test]
+async fn an_upload_through_the_broker_whose_client_goes_quiet_is_abandoned() {
+    let app = spawn_app_with(&[("proxy-uploads-per-user", "1"), ("proxy-idle-timeout-secs", "1")]).await;
+    let alice = app.login("alice").await;
+    let channel = app.create_channel(&alice, "general").await;
+    // Sends a first part, then nothing, without closing.
+    let (more, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    more.send(vec![b'q'; 8 * MIB]).await.unwrap();
+    let quiet = futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(quiet))
+        .file_name("quiet.txt")
+        .mime_str("text/plain")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", part);
+    let resp =
+        app.client.post(app.url("/files/upload")).bearer_auth(&alice.token).multipart(form).send().await.unwrap();
+    let body = assert_error(resp, StatusCode::BAD_REQUEST, "upload_interrupted").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("no bytes arrived"), "{body}");
+    drop(more);
+    // Its slot is free again, and nothing was kept.
+    let part = reqwest::multipart::Part::bytes(b"next".to_vec()).file_name("next.txt").mime_str("text/plain").unwrap();
+    let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", part);
+    let resp =
+        app.client.post(app.url("/files/upload")).bearer_auth(&alice.token).multipart(form).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(app.object_count().await, 1, "only the next file is stored");
+}
