@@ -356,6 +356,17 @@ async fn a_streamed_upload_refuses_fields_after_the_file_and_keeps_nothing() {
     assert!(page["messages"].as_array().unwrap().is_empty());
 }
 
+/// A request body that sends `first`, then whatever the sender is given,
+/// and ends when the sender is dropped.
+async fn stalling_body(first: Vec<u8>) -> (tokio::sync::mpsc::Sender<Vec<u8>>, reqwest::Body) {
+    let (more, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    more.send(first).await.unwrap();
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    (more, reqwest::Body::wrap_stream(chunks))
+}
+
 #[tokio::test]
 async fn a_user_gets_a_few_uploads_through_the_broker_at_once() {
     let app = spawn_app_with(&[("proxy-uploads-per-user", "1")]).await;
@@ -367,16 +378,8 @@ async fn a_user_gets_a_few_uploads_through_the_broker_at_once() {
     };
     // A client that sends a first part (the upload is then recorded as in
     // progress), then stalls until told to finish.
-    let (more, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
-    more.send(vec![b's'; 8 * MIB]).await.unwrap();
-    let stalled = futures_util::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
-    });
-    let slow = app
-        .client
-        .post(app.url("/files/upload"))
-        .bearer_auth(&alice.token)
-        .multipart(form(reqwest::Body::wrap_stream(stalled)));
+    let (more, stalled) = stalling_body(vec![b's'; 8 * MIB]).await;
+    let slow = app.client.post(app.url("/files/upload")).bearer_auth(&alice.token).multipart(form(stalled));
     let slow = tokio::spawn(slow.send());
     let in_progress = || async {
         let open = pending_upload::Entity::find().count(&app.deps.db).await.unwrap();
@@ -421,15 +424,8 @@ async fn an_upload_through_the_broker_whose_client_goes_quiet_is_abandoned() {
     let alice = app.login("alice").await;
     let channel = app.create_channel(&alice, "general").await;
     // Sends a first part, then nothing, without closing.
-    let (more, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
-    more.send(vec![b'q'; 8 * MIB]).await.unwrap();
-    let quiet = futures_util::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
-    });
-    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(quiet))
-        .file_name("quiet.txt")
-        .mime_str("text/plain")
-        .unwrap();
+    let (more, quiet) = stalling_body(vec![b'q'; 8 * MIB]).await;
+    let part = reqwest::multipart::Part::stream(quiet).file_name("quiet.txt").mime_str("text/plain").unwrap();
     let form = reqwest::multipart::Form::new().text("channel_id", channel.to_string()).part("file", part);
     let resp =
         app.client.post(app.url("/files/upload")).bearer_auth(&alice.token).multipart(form).send().await.unwrap();
