@@ -28,13 +28,17 @@ pub struct Cleaned {
 /// the same GET as their first KiB (larger ones are read under a slot).
 const READ_WITH_VERIFICATION: u64 = 256 * 1024;
 
+/// Whether an upload's object is checked for metadata: an image of a
+/// strippable type, removal on.
+fn checked(deps: &Deps, upload: &pending_upload::Model) -> bool {
+    deps.privacy.strip && photo_metadata::strippable(&upload.content_type)
+}
+
 /// The size to read of a small upload's object when it will be cleaned (all
 /// of it); `None` otherwise.
 pub(super) fn reads_whole(deps: &Deps, upload: &pending_upload::Model) -> Option<u64> {
-    let privacy = &deps.privacy;
     let size = upload.file_size as u64;
-    let small = size <= READ_WITH_VERIFICATION.min(privacy.max_bytes);
-    (privacy.strip && photo_metadata::strippable(&upload.content_type) && small).then_some(size)
+    (checked(deps, upload) && size <= READ_WITH_VERIFICATION.min(deps.privacy.max_bytes)).then_some(size)
 }
 
 /// Removes the metadata of an uploaded image, storing the cleaned copy;
@@ -47,7 +51,7 @@ pub(super) async fn clean(
     whole: Option<Bytes>,
 ) -> Result<Option<Cleaned>, ServiceError> {
     let privacy = &deps.privacy;
-    if !privacy.strip || !photo_metadata::strippable(&upload.content_type) {
+    if !checked(deps, upload) {
         return Ok(None);
     }
     let size = upload.file_size as u64;

@@ -342,12 +342,7 @@ async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<Op
     let whole = privacy::reads_whole(deps, upload);
     let read = whole.unwrap_or(SNIFF_LEN as u64);
     // The store's checksum of a declared SHA-256 is asked for at the same time.
-    let (head, stored) = tokio::join!(deps.storage.read_head(&upload.s3_key, read), async {
-        match upload.sha256 {
-            Some(_) => deps.storage.verified_sha256(&upload.s3_key).await,
-            None => Ok(None),
-        }
-    });
+    let (head, stored) = tokio::join!(deps.storage.read_head(&upload.s3_key, read), stored_checksum(deps, upload));
     let Some((head, size)) = head.map_err(ServiceError::vanished)? else {
         return Err(ServiceError::object_missing());
     };
@@ -365,13 +360,18 @@ async fn verify_object(deps: &Deps, upload: &pending_upload::Model) -> Result<Op
 /// The declared SHA-256 when there is one, and the magic bytes of the first
 /// KiB (after a multipart upload, whose size its parts settled).
 pub(super) async fn verify_content(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<Bytes>, ServiceError> {
-    let stored = match upload.sha256 {
-        Some(_) => deps.storage.verified_sha256(&upload.s3_key).await.map_err(ServiceError::vanished)?,
-        None => None,
-    };
+    let stored = stored_checksum(deps, upload).await.map_err(ServiceError::vanished)?;
     verify_checksum(deps, upload, stored).await?;
     let head = deps.storage.read_prefix(&upload.s3_key, SNIFF_LEN as u64).await.map_err(ServiceError::vanished)?;
     verify_magic(upload, &head).map(|()| None)
+}
+
+/// The SHA-256 the store verified for an upload that declared one.
+async fn stored_checksum(deps: &Deps, upload: &pending_upload::Model) -> Result<Option<String>, StorageError> {
+    match upload.sha256 {
+        Some(_) => deps.storage.verified_sha256(&upload.s3_key).await,
+        None => Ok(None),
+    }
 }
 
 /// Compares a declared SHA-256 with the one the store verified (`stored`,
@@ -427,11 +427,17 @@ async fn record(
         None => upload,
     };
     let recorded = lifecycle::confirm(&deps.db, served).await;
-    if let Some(copy) = &cleaned {
-        // The uploaded object once the copy is recorded; else the copy, which
-        // no file serves. The sweeper deletes what a failure here leaves.
-        let unused = if matches!(recorded, Ok(Some(_))) { &upload.s3_key } else { &copy.key };
-        lifecycle::delete_unused(&deps.storage, &deps.metrics, unused).await;
+    // The uploaded object once the copy is recorded; the copy when the
+    // recording certainly did not happen. After a database error (which may
+    // have hit a commit that went through) nothing is deleted: the sweeper
+    // tells by the rows which object no file serves.
+    let unused = match (&cleaned, &recorded) {
+        (Some(_), Ok(Some(_))) => Some(&upload.s3_key),
+        (Some(copy), Ok(None)) => Some(&copy.key),
+        _ => None,
+    };
+    if let Some(key) = unused {
+        lifecycle::delete_unused(&deps.storage, &deps.metrics, key).await;
     }
     if let Some(file) = recorded? {
         deps.events.committed();
@@ -540,8 +546,8 @@ pub async fn upload_stream<R: AsyncRead + Unpin>(
     let key = object_key(channel_id, id, &file_name);
     let max = deps.policy.max_file_size_bytes();
 
-    // One part-sized buffer per upload, reused for every part: memory stays
-    // flat and no page is faulted in twice.
+    // Read into part-sized buffers, reused once their parts are sent (see
+    // `stream_parts`): memory stays flat.
     let mut buffer = BytesMut::with_capacity(STREAM_PART_SIZE);
     let idle = deps.policy.proxy_idle_timeout();
     let first = read_chunk(&mut reader, &mut buffer, STREAM_PART_SIZE.min(max as usize + 1), idle).await?;

@@ -393,28 +393,17 @@ async fn a_user_gets_a_few_uploads_through_the_broker_at_once() {
     }
     assert!(in_progress().await, "the slow upload started");
 
-    let second = app
-        .client
-        .post(app.url("/files/upload"))
-        .bearer_auth(&alice.token)
-        .multipart(form(reqwest::Body::from(b"another file".to_vec())))
-        .send()
-        .await
-        .unwrap();
+    let small = |body: &'static [u8]| {
+        app.client.post(app.url("/files/upload")).bearer_auth(&alice.token).multipart(form(body.into())).send()
+    };
+    let second = small(b"another file").await.unwrap();
     assert_eq!(second.headers()["retry-after"], "1");
     assert_error(second, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 
     more.send(b"and its end".to_vec()).await.unwrap();
     drop(more);
     assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::CREATED);
-    let third = app
-        .client
-        .post(app.url("/files/upload"))
-        .bearer_auth(&alice.token)
-        .multipart(form(reqwest::Body::from(b"a third file".to_vec())))
-        .send()
-        .await
-        .unwrap();
+    let third = small(b"a third file").await.unwrap();
     assert_eq!(third.status(), StatusCode::CREATED, "the slot was given back");
 }
 
