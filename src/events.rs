@@ -3,7 +3,10 @@
 //! transaction of the change they announce; [`crate::outbox`] reads them back
 //! in id order and delivers them here, on every broker instance.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, AtomicI64, Ordering},
+};
 
 use poem_openapi::{Object, Union};
 use serde::{Deserialize, Serialize};
@@ -201,23 +204,53 @@ pub struct EventHub {
     tx: broadcast::Sender<Arc<Stamped>>,
     /// Wakes the outbox reader: something was committed.
     wake: Arc<Notify>,
+    /// Why it was woken.
+    wakes: Arc<Wakes>,
+}
+
+/// What the outbox reader was woken for since it last read.
+#[derive(Default)]
+struct Wakes {
+    /// This process committed events (or may have missed notifications): read.
+    unread: AtomicBool,
+    /// The highest event id a notification announced: read if not delivered yet.
+    announced: AtomicI64,
 }
 
 impl EventHub {
     /// A hub whose subscribers may lag `capacity` events before losing some.
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, wake: Arc::default() }
+        Self { tx: broadcast::channel(capacity).0, wake: Arc::default(), wakes: Arc::default() }
     }
 
-    /// Tells the outbox reader that this process committed events: they are
-    /// delivered at once instead of on the next notification.
+    /// Tells the outbox reader that this process committed events (or that
+    /// it may have missed some): it reads at once instead of on the next
+    /// notification.
     pub fn committed(&self) {
+        self.wakes.unread.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
-    /// Resolves when [`EventHub::committed`] was called since the last time.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
+    /// Tells the outbox reader that event `id` was committed (a
+    /// notification): it reads unless it has delivered `id` already, as it
+    /// has when this process committed it.
+    pub fn announced(&self, id: i64) {
+        self.wakes.announced.fetch_max(id, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Resolves when events after `delivered` may have been committed: since
+    /// the last time, [`EventHub::committed`] was called, or
+    /// [`EventHub::announced`] with a later id.
+    pub async fn woken(&self, delivered: i64) {
+        loop {
+            self.wake.notified().await;
+            if self.wakes.unread.swap(false, Ordering::SeqCst)
+                || self.wakes.announced.load(Ordering::SeqCst) > delivered
+            {
+                return;
+            }
+        }
     }
 
     /// Hands a committed event (read from the outbox) to local subscribers.

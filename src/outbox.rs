@@ -120,13 +120,17 @@ async fn listen(url: &str) -> Result<PgListener, sea_orm::sqlx::Error> {
     Ok(listener)
 }
 
-/// Wakes the reader on every notification and after every reconnect (what
-/// was committed while the LISTEN connection was down is read then).
+/// Wakes the reader on every notification (its payload is the event's id)
+/// and after every reconnect (what was committed while the LISTEN connection
+/// was down is read then).
 async fn wake_on_notify(url: String, mut listener: PgListener, hub: EventHub, metrics: Arc<Metrics>) {
     loop {
         let lost = match listener.try_recv().await {
-            Ok(Some(_)) => {
-                hub.committed();
+            Ok(Some(notification)) => {
+                match notification.payload().parse() {
+                    Ok(id) => hub.announced(id),
+                    Err(_) => hub.committed(),
+                }
                 continue;
             }
             Ok(None) => "connection closed".to_owned(),
@@ -147,11 +151,13 @@ async fn wake_on_notify(url: String, mut listener: PgListener, hub: EventHub, me
     }
 }
 
-/// Reads and delivers what follows `cursor` whenever woken; a failed read is
-/// retried until it succeeds, so no wake-up is wasted.
+/// Reads and delivers what follows `cursor` whenever woken for events it has
+/// not delivered (a notification of an event this process committed and
+/// already delivered costs no read); a failed read is retried until it
+/// succeeds, so no wake-up is wasted.
 async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64, metrics: Arc<Metrics>) {
     loop {
-        hub.woken().await;
+        hub.woken(cursor).await;
         loop {
             match read(&db, cursor, PAGE).await {
                 Ok(page) => {

@@ -25,22 +25,24 @@ use crate::helpers::{PNG, fresh_database_url};
 
 struct UseCases {
     deps: Deps,
+    database_url: String,
     _s3: Option<EmbeddedS3>,
     _dir: tempfile::TempDir,
 }
 
 async fn use_cases(extra: &[&str]) -> UseCases {
     let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
     let mut args = vec![
         "test".to_owned(),
         format!("--data-dir={}", dir.path().display()),
         "--embedded-s3-addr=127.0.0.1:0".to_owned(),
-        format!("--database-url={}", fresh_database_url(dir.path()).await),
+        format!("--database-url={database_url}"),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     let config = Config::parse_from(args).expect("valid test config");
     let (deps, _, s3) = startup::open_deps(&config).await.unwrap();
-    UseCases { deps, _s3: s3, _dir: dir }
+    UseCases { deps, database_url, _s3: s3, _dir: dir }
 }
 
 async fn user(deps: &Deps, name: &str) -> i32 {
@@ -192,4 +194,33 @@ async fn a_presign_costs_one_statement_and_a_confirm_one_read_and_three_writes()
     assert_eq!(verbs.len(), 4, "{confirm:#?}");
     assert_eq!(verbs[..3], ["SELECT", "INSERT", "UPDATE"], "{confirm:#?}");
     assert!(confirm[3].contains("INSERT INTO events"), "the event: {}", confirm[3]);
+}
+
+/// The instance that commits an event is woken twice for it (by its own
+/// commit and, on PostgreSQL, by the NOTIFY) and reads it from the outbox once.
+#[tokio::test]
+async fn an_event_committed_here_is_read_from_the_outbox_once() {
+    let UseCases { deps, database_url, .. } = &use_cases(&[]).await;
+    let alice = user(deps, "alice").await;
+    let reads = Arc::new(Mutex::new(0));
+    let mut reader_db = deps.db.clone();
+    let counted = reads.clone();
+    reader_db.set_metric_callback(move |info| {
+        if info.statement.sql.contains(r#"WHERE "events"."id" >"#) {
+            *counted.lock().unwrap() += 1;
+        }
+    });
+    let listen_url = database_url.starts_with("postgres").then(|| database_url.clone());
+    outbox::start(reader_db, deps.events.clone(), listen_url, deps.metrics.clone()).await.unwrap();
+    let mut delivered = deps.events.subscribe();
+
+    let events = 10;
+    for i in 0..events {
+        channels::create(deps, alice, &ChannelName::parse(&format!("room-{i}")).unwrap()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), delivered.recv()).await.unwrap().unwrap();
+    }
+    // The notifications of those commits arrive, and are not read again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let reads = *reads.lock().unwrap();
+    assert!((events..events + events / 2).contains(&reads), "{reads} reads for {events} events");
 }
