@@ -211,10 +211,10 @@ pub struct EventHub {
 /// What the outbox reader was woken for since it last read.
 #[derive(Default)]
 struct Wakes {
-    /// This process committed events (or may have missed notifications): read.
-    unread: AtomicBool,
-    /// The highest event id a notification announced: read if not delivered yet.
-    announced: AtomicI64,
+    /// Notifications may have been missed: read.
+    missed: AtomicBool,
+    /// The highest event id known to be committed: read if not delivered yet.
+    committed: AtomicI64,
 }
 
 impl EventHub {
@@ -223,30 +223,31 @@ impl EventHub {
         Self { tx: broadcast::channel(capacity).0, wake: Arc::default(), wakes: Arc::default() }
     }
 
-    /// Tells the outbox reader that this process committed events (or that
-    /// it may have missed some): it reads at once instead of on the next
-    /// notification.
-    pub fn committed(&self) {
-        self.wakes.unread.store(true, Ordering::SeqCst);
+    /// Tells the outbox reader that event `id` was committed, by this
+    /// process (delivered at once instead of on the next notification) or by
+    /// any (a notification). Ids are handed out in commit order, so it reads
+    /// unless it has delivered `id` already: each event is read once though
+    /// both its commit and its notification wake the reader.
+    pub fn committed(&self, id: i64) {
+        self.wakes.committed.fetch_max(id, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
-    /// Tells the outbox reader that event `id` was committed (a
-    /// notification): it reads unless it has delivered `id` already, as it
-    /// has when this process committed it.
-    pub fn announced(&self, id: i64) {
-        self.wakes.announced.fetch_max(id, Ordering::SeqCst);
+    /// Tells the outbox reader that notifications may have been missed (the
+    /// LISTEN connection came back): it reads.
+    pub fn missed(&self) {
+        self.wakes.missed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
-    /// Resolves when events after `delivered` may have been committed: since
-    /// the last time, [`EventHub::committed`] was called, or
-    /// [`EventHub::announced`] with a later id.
+    /// Resolves when events after `delivered` may have been committed:
+    /// [`EventHub::committed`] was called with a later id, or
+    /// [`EventHub::missed`], since the last time.
     pub async fn woken(&self, delivered: i64) {
         loop {
             self.wake.notified().await;
-            if self.wakes.unread.swap(false, Ordering::SeqCst)
-                || self.wakes.announced.load(Ordering::SeqCst) > delivered
+            if self.wakes.missed.swap(false, Ordering::SeqCst)
+                || self.wakes.committed.load(Ordering::SeqCst) > delivered
             {
                 return;
             }

@@ -10,7 +10,9 @@
 //! therefore read `id > N` and never miss one committed later with a smaller
 //! id. The reader is woken by this process's commits and, on PostgreSQL, by a
 //! `pg_notify` sent inside the appending transaction (delivered on commit);
-//! after its LISTEN connection is lost it reconnects and reads what it missed.
+//! after its LISTEN connection is lost it reconnects and reads what it missed,
+//! and it reads at least every [`READ_AT_LEAST_EVERY`] in case the connection
+//! went silent without closing.
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,6 +35,10 @@ const CHANNEL: &str = "cgf_events";
 const PAGE: u64 = 500;
 /// Pause after a failed read or LISTEN before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// The reader reads at least this often: a LISTEN connection that went
+/// silent without closing (an idle connection dropped by a NAT or firewall)
+/// delays other instances' events by at most this much.
+pub const READ_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 
 /// Appends `event` in the transaction `db` (which must be the one making the
 /// change it announces) and returns its id. On PostgreSQL this also holds the
@@ -128,8 +134,8 @@ async fn wake_on_notify(url: String, mut listener: PgListener, hub: EventHub, me
         let lost = match listener.try_recv().await {
             Ok(Some(notification)) => {
                 match notification.payload().parse() {
-                    Ok(id) => hub.announced(id),
-                    Err(_) => hub.committed(),
+                    Ok(id) => hub.committed(id),
+                    Err(_) => hub.missed(),
                 }
                 continue;
             }
@@ -147,17 +153,17 @@ async fn wake_on_notify(url: String, mut listener: PgListener, hub: EventHub, me
                 }
             }
         };
-        hub.committed();
+        hub.missed();
     }
 }
 
 /// Reads and delivers what follows `cursor` whenever woken for events it has
-/// not delivered (a notification of an event this process committed and
-/// already delivered costs no read); a failed read is retried until it
+/// not delivered (see [`EventHub::committed`]), and every
+/// [`READ_AT_LEAST_EVERY`] otherwise; a failed read is retried until it
 /// succeeds, so no wake-up is wasted.
 async fn deliver(db: DatabaseConnection, hub: EventHub, mut cursor: i64, metrics: Arc<Metrics>) {
     loop {
-        hub.woken(cursor).await;
+        let _ = tokio::time::timeout(READ_AT_LEAST_EVERY, hub.woken(cursor)).await;
         loop {
             match read(&db, cursor, PAGE).await {
                 Ok(page) => {

@@ -29,9 +29,10 @@ pub async fn create(deps: &Deps, creator: i32, name: &ChannelName) -> Result<cha
         .insert(&txn)
         .await?;
     // The creator's open sockets start delivering the new channel's events.
-    outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator })).await?;
+    let event =
+        outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id: created.id, user_id: creator })).await?;
     txn.commit().await?;
-    deps.events.committed();
+    deps.events.committed(event);
     Ok(created)
 }
 
@@ -73,9 +74,9 @@ pub async fn add_member(
             .insert(&txn)
             .await
             .on_unique_violation("already_member", "the user is already a member of this channel")?;
-    outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id, user_id: user.id })).await?;
+    let event = outbox::append(&txn, &Event::MemberJoined(MemberJoined { channel_id, user_id: user.id })).await?;
     txn.commit().await?;
-    deps.events.committed();
+    deps.events.committed(event);
     Ok(Member { user, joined_at: member.joined_at })
 }
 
@@ -96,9 +97,9 @@ pub async fn remove_member(deps: &Deps, channel_id: i32, caller: i32, user_id: i
         return Err(ServiceError::NotFound("member"));
     }
     let aborted = lifecycle::abort_member_uploads(&txn, channel_id, user_id).await?;
-    outbox::append(&txn, &Event::MemberLeft(MemberLeft { channel_id, user_id })).await?;
+    let event = outbox::append(&txn, &Event::MemberLeft(MemberLeft { channel_id, user_id })).await?;
     txn.commit().await?;
-    deps.events.committed();
+    deps.events.committed(event);
     lifecycle::discard_objects(&deps.storage, &deps.metrics, &aborted).await;
     Ok(())
 }

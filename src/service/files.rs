@@ -114,11 +114,11 @@ pub async fn delete(deps: &Deps, user: i32, file_id: i32) -> Result<(), ServiceE
         return Err(ServiceError::NotFound("file"));
     };
     let event = FileDeleted { channel_id: file.channel_id, message_id: file.message_id, file_id: file.id };
-    outbox::append(&txn, &Event::FileDeleted(event)).await?;
+    let mut last_event = outbox::append(&txn, &Event::FileDeleted(event)).await?;
     if let Some(message_id) = file.message_id {
-        messages::touch(&txn, message_id).await?;
+        last_event = messages::touch(&txn, message_id).await?.unwrap_or(last_event);
     }
     txn.commit().await?;
-    deps.events.committed();
+    deps.events.committed(last_event);
     Ok(())
 }

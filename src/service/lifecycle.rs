@@ -66,7 +66,7 @@ pub async fn close(db: &impl ConnectionTrait, id: Uuid, to: UploadState) -> Resu
 pub async fn confirm(
     db: &DatabaseConnection,
     upload: &pending_upload::Model,
-) -> Result<Option<file_upload::Model>, ServiceError> {
+) -> Result<Option<Recorded>, ServiceError> {
     let txn = db.begin().await?;
     let file = match new_file(upload).insert(&txn).await.on_unique_violation("already_confirmed", "already confirmed") {
         Ok(file) => file,
@@ -92,12 +92,18 @@ pub async fn confirm(
     // its event, and a retry answering "already confirmed" never adds one.
     let complete =
         FileUploadComplete { channel_id: file.channel_id, message_id: file.message_id, file: file.clone().into() };
-    outbox::append(&txn, &Event::FileUploadComplete(complete)).await?;
+    let mut last_event = outbox::append(&txn, &Event::FileUploadComplete(complete)).await?;
     if let Some(message_id) = file.message_id {
-        messages::touch(&txn, message_id).await?;
+        last_event = messages::touch(&txn, message_id).await?.unwrap_or(last_event);
     }
     txn.commit().await?;
-    Ok(Some(file))
+    Ok(Some(Recorded { file, last_event }))
+}
+
+/// A file [`confirm`] recorded, and the id of the last event it appended.
+pub struct Recorded {
+    pub file: file_upload::Model,
+    pub last_event: i64,
 }
 
 fn new_file(upload: &pending_upload::Model) -> file_upload::ActiveModel {

@@ -90,9 +90,11 @@ pub async fn post(
             .await?;
     }
     let posted = MessageWithFiles { message, files };
-    outbox::append(&txn, &Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() })).await?;
+    let event =
+        outbox::append(&txn, &Event::MessageCreated(MessageCreated { channel_id, message: posted.clone().into() }))
+            .await?;
     txn.commit().await?;
-    deps.events.committed();
+    deps.events.committed(event);
     Ok(posted)
 }
 
@@ -167,18 +169,18 @@ pub async fn with_files(db: &impl ConnectionTrait, message_id: i32) -> Result<Op
 }
 
 /// Marks a message as changed now and appends `message_updated` with its live
-/// files, in `txn` (the transaction that changed its files).
-pub async fn touch(txn: &impl ConnectionTrait, message_id: i32) -> Result<(), ServiceError> {
+/// files, in `txn` (the transaction that changed its files); returns the
+/// event's id (None when the message is gone).
+pub async fn touch(txn: &impl ConnectionTrait, message_id: i32) -> Result<Option<i64>, ServiceError> {
     message::Entity::update_many()
         .col_expr(message::Column::UpdatedAt, Expr::value(now()))
         .filter(message::Column::Id.eq(message_id))
         .exec(txn)
         .await?;
-    if let Some(updated) = with_files(txn, message_id).await? {
-        let channel_id = updated.message.channel_id;
-        outbox::append(txn, &Event::MessageUpdated(MessageUpdated { channel_id, message: updated.into() })).await?;
-    }
-    Ok(())
+    let Some(updated) = with_files(txn, message_id).await? else { return Ok(None) };
+    let channel_id = updated.message.channel_id;
+    let event = MessageUpdated { channel_id, message: updated.into() };
+    Ok(Some(outbox::append(txn, &Event::MessageUpdated(event)).await?))
 }
 
 async fn live_files_of(

@@ -211,9 +211,9 @@ async fn finish(
         .await?;
     let Some(updated) = updated.into_iter().next() else { return Ok(false) };
     let event = FileUpdated { channel_id: updated.channel_id, message_id: updated.message_id, file: updated.into() };
-    outbox::append(&txn, &Event::FileUpdated(event)).await?;
+    let event = outbox::append(&txn, &Event::FileUpdated(event)).await?;
     txn.commit().await?;
-    deps.events.committed();
+    deps.events.committed(event);
     Ok(true)
 }
 

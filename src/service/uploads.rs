@@ -439,8 +439,8 @@ async fn record(
     if let Some(key) = unused {
         lifecycle::delete_unused(&deps.storage, &deps.metrics, key).await;
     }
-    if let Some(file) = recorded? {
-        deps.events.committed();
+    if let Some(lifecycle::Recorded { file, last_event }) = recorded? {
+        deps.events.committed(last_event);
         if file.preview_state.is_some() {
             deps.previews.wake();
         }

@@ -207,8 +207,8 @@ async fn a_stalled_client_is_dropped_while_others_keep_receiving() {
                     files: Vec::new(),
                 };
                 let event = Event::MessageCreated(MessageCreated { channel_id: channel as i32, message });
-                outbox::append(&db, &event).await.unwrap();
-                events.committed();
+                let id = outbox::append(&db, &event).await.unwrap();
+                events.committed(id);
                 if i % 20 == 19 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
