@@ -212,6 +212,7 @@ async fn an_event_committed_here_is_read_from_the_outbox_once() {
         }
     });
     let listen_url = database_url.starts_with("postgres").then(|| database_url.clone());
+    let started = std::time::Instant::now();
     outbox::start(reader_db, deps.events.clone(), listen_url, deps.metrics.clone()).await.unwrap();
     let mut delivered = deps.events.subscribe();
 
@@ -223,7 +224,9 @@ async fn an_event_committed_here_is_read_from_the_outbox_once() {
     // The notifications of those commits arrive, and are not read again.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let reads = *reads.lock().unwrap();
-    assert_eq!(reads, events, "one read per event");
+    // On a slow machine the reader's periodic read may also have come.
+    let periodic = started.elapsed().as_secs() / outbox::READ_AT_LEAST_EVERY.as_secs();
+    assert!((events..=events + periodic).contains(&reads), "one read per event: {reads} for {events}");
 }
 
 /// An event whose wake-up never came (another instance's, behind a LISTEN
