@@ -202,15 +202,14 @@ impl Stamped {
 #[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Stamped>>,
-    /// Wakes the outbox reader: something was committed.
-    wake: Arc<Notify>,
-    /// Why it was woken.
+    /// Wakes the outbox reader.
     wakes: Arc<Wakes>,
 }
 
-/// What the outbox reader was woken for since it last read.
+/// The outbox reader's wake-up, and what it was woken for since it last read.
 #[derive(Default)]
 struct Wakes {
+    notify: Notify,
     /// Notifications may have been missed: read.
     missed: AtomicBool,
     /// The highest event id known to be committed: read if not delivered yet.
@@ -220,7 +219,7 @@ struct Wakes {
 impl EventHub {
     /// A hub whose subscribers may lag `capacity` events before losing some.
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, wake: Arc::default(), wakes: Arc::default() }
+        Self { tx: broadcast::channel(capacity).0, wakes: Arc::default() }
     }
 
     /// Tells the outbox reader that event `id` was committed, by this
@@ -230,14 +229,14 @@ impl EventHub {
     /// both its commit and its notification wake the reader.
     pub fn committed(&self, id: i64) {
         self.wakes.committed.fetch_max(id, Ordering::SeqCst);
-        self.wake.notify_one();
+        self.wakes.notify.notify_one();
     }
 
     /// Tells the outbox reader that notifications may have been missed (the
     /// LISTEN connection came back): it reads.
     pub fn missed(&self) {
         self.wakes.missed.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
+        self.wakes.notify.notify_one();
     }
 
     /// Resolves when events after `delivered` may have been committed:
@@ -245,7 +244,7 @@ impl EventHub {
     /// [`EventHub::missed`], since the last time.
     pub async fn woken(&self, delivered: i64) {
         loop {
-            self.wake.notified().await;
+            self.wakes.notify.notified().await;
             if self.wakes.missed.swap(false, Ordering::SeqCst)
                 || self.wakes.committed.load(Ordering::SeqCst) > delivered
             {

@@ -13,7 +13,6 @@ use crate::{
     domain::content_disposition,
     entity::{channel_member, file_upload},
     events::{Event, FileDeleted},
-    outbox,
     ratelimit::Action,
 };
 
@@ -114,10 +113,7 @@ pub async fn delete(deps: &Deps, user: i32, file_id: i32) -> Result<(), ServiceE
         return Err(ServiceError::NotFound("file"));
     };
     let event = FileDeleted { channel_id: file.channel_id, message_id: file.message_id, file_id: file.id };
-    let mut last_event = outbox::append(&txn, &Event::FileDeleted(event)).await?;
-    if let Some(message_id) = file.message_id {
-        last_event = messages::touch(&txn, message_id).await?.unwrap_or(last_event);
-    }
+    let last_event = messages::append_file_event(&txn, &Event::FileDeleted(event), file.message_id).await?;
     txn.commit().await?;
     deps.events.committed(last_event);
     Ok(())

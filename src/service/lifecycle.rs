@@ -22,7 +22,6 @@ use crate::{
     },
     events::{Event, FileUploadComplete},
     metrics::Metrics,
-    outbox,
     storage::Storage,
 };
 
@@ -92,10 +91,7 @@ pub async fn confirm(
     // its event, and a retry answering "already confirmed" never adds one.
     let complete =
         FileUploadComplete { channel_id: file.channel_id, message_id: file.message_id, file: file.clone().into() };
-    let mut last_event = outbox::append(&txn, &Event::FileUploadComplete(complete)).await?;
-    if let Some(message_id) = file.message_id {
-        last_event = messages::touch(&txn, message_id).await?.unwrap_or(last_event);
-    }
+    let last_event = messages::append_file_event(&txn, &Event::FileUploadComplete(complete), file.message_id).await?;
     txn.commit().await?;
     Ok(Some(Recorded { file, last_event }))
 }

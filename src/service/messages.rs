@@ -168,10 +168,23 @@ pub async fn with_files(db: &impl ConnectionTrait, message_id: i32) -> Result<Op
     Ok(Some(MessageWithFiles { message, files }))
 }
 
+/// Appends `event` (about a file) in `txn` and, when the file is on message
+/// `message_id`, that message's `message_updated` after it (see [`touch`]);
+/// returns the id of the last event appended.
+pub async fn append_file_event(
+    txn: &impl ConnectionTrait,
+    event: &Event,
+    message_id: Option<i32>,
+) -> Result<i64, ServiceError> {
+    let appended = outbox::append(txn, event).await?;
+    let Some(message_id) = message_id else { return Ok(appended) };
+    Ok(touch(txn, message_id).await?.unwrap_or(appended))
+}
+
 /// Marks a message as changed now and appends `message_updated` with its live
 /// files, in `txn` (the transaction that changed its files); returns the
 /// event's id (None when the message is gone).
-pub async fn touch(txn: &impl ConnectionTrait, message_id: i32) -> Result<Option<i64>, ServiceError> {
+async fn touch(txn: &impl ConnectionTrait, message_id: i32) -> Result<Option<i64>, ServiceError> {
     message::Entity::update_many()
         .col_expr(message::Column::UpdatedAt, Expr::value(now()))
         .filter(message::Column::Id.eq(message_id))
